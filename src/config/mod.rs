@@ -1,0 +1,450 @@
+//! Configuration in two stages.
+//!
+//! Stage one, [`raw`]: the TOML text is parsed into `RawConfig`, whose every field is
+//! optional and whose unknown keys are collected (not rejected) so they can be warned about.
+//! Stage two, [`Config::from_raw`]: every value is checked and defaulted into [`Config`],
+//! grouped by subsystem; *all* errors are collected and reported at once.
+//!
+//! With no file at all, [`Config::defaults`] gives the built-in defaults a newcomer gets from
+//! `ringmail serve`: data dir `./ringmail-data`, SMTP on 127.0.0.1:2525, local domain
+//! `localhost`.
+
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use raw::RawConfig;
+
+/// Errors of loading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: TOML syntax: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {} error(s):\n{}", problems.len(), Problems(problems))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+struct Problems<'a>(&'a [String]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which executors to run: every online CPU, or an explicit list of CPU ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cores {
+    All,
+    List(Vec<usize>),
+}
+
+/// Whether a commit waits for fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Group commit: a 250 is sent only after fdatasync.
+    Always,
+    /// Write but never sync: for benchmarks only; a crash loses acknowledged mail.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub cores: Cores,
+    /// On SIGTERM/SIGINT, how long sessions may take to finish their transaction.
+    pub timeout_ms_drain: u64,
+    /// io_uring ring memory per executor (glommio `io_memory`).
+    pub io_memory_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub listen: Vec<SocketAddr>,
+    pub max_message_bytes: usize,
+    pub max_recipients: usize,
+    pub timeout_ms_command: u64,
+    pub timeout_ms_data: u64,
+    pub connections_per_core_max: usize,
+    pub errors_max: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainsConfig {
+    /// ASCII-lowercased.
+    pub local: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub fsync: FsyncPolicy,
+    pub blob_segment_bytes_max: u64,
+    pub meta_segment_bytes_max: u64,
+    pub batch_bytes_max: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub smtp: SmtpConfig,
+    pub domains: DomainsConfig,
+    pub store: StoreSettings,
+    /// Keys that were present but unknown (`section.key`), for warnings.
+    pub unknown_keys: Vec<String>,
+}
+
+pub const DEFAULT_SMTP_LISTEN: &str = "127.0.0.1:2525";
+const MIB: u64 = 1024 * 1024;
+
+impl Config {
+    /// The built-in defaults (`ringmail serve` with no `--config`).
+    pub fn defaults() -> Config {
+        match Config::from_raw(RawConfig::default()) {
+            Ok(c) => c,
+            // The defaults are constants checked by a unit test.
+            Err(problems) => unreachable!("built-in defaults invalid: {problems:?}"),
+        }
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw = RawConfig::parse(text).map_err(|message| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Config::from_raw(raw).map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Stage two: check every value, collect every problem.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, Vec<String>> {
+        let unknown_keys = raw.unknown_keys();
+        let mut problems = raw.problems;
+        let r = raw.known;
+
+        let hostname = r.server.hostname.unwrap_or_else(default_hostname);
+        if !valid_hostname(&hostname) {
+            problems.push(format!(
+                "server.hostname = {hostname:?}: not a valid host name (letters, digits, '-', '.')"
+            ));
+        }
+        let data_dir = PathBuf::from(r.server.data_dir.unwrap_or_else(|| "./ringmail-data".into()));
+        if data_dir.as_os_str().is_empty() {
+            problems.push("server.data_dir is empty".into());
+        }
+        let cores = match r.server.cores {
+            None => Cores::All,
+            Some(raw::RawCores::Word(w)) if w == "all" => Cores::All,
+            Some(raw::RawCores::Word(w)) => {
+                problems.push(format!("server.cores = {w:?}: expected \"all\" or a list of CPU ids"));
+                Cores::All
+            }
+            Some(raw::RawCores::List(list)) => {
+                let mut ids = Vec::with_capacity(list.len());
+                for id in list {
+                    match usize::try_from(id) {
+                        Ok(id) if !ids.contains(&id) => ids.push(id),
+                        Ok(id) => problems.push(format!("server.cores: CPU {id} listed twice")),
+                        Err(_) => problems.push(format!("server.cores: {id} is not a CPU id")),
+                    }
+                }
+                if ids.is_empty() {
+                    problems.push("server.cores: the list is empty".into());
+                }
+                Cores::List(ids)
+            }
+        };
+        let timeout_ms_drain = r.server.timeout_ms_drain.unwrap_or(10_000);
+        let io_memory_bytes = r.server.io_memory_bytes.unwrap_or(512 * 1024);
+        if !(64 * 1024..=64 * MIB).contains(&io_memory_bytes) {
+            problems.push(format!(
+                "server.io_memory_bytes = {io_memory_bytes}: must be between 65536 and 67108864"
+            ));
+        }
+
+        let listen_raw = r
+            .smtp
+            .listen
+            .unwrap_or_else(|| vec![DEFAULT_SMTP_LISTEN.to_string()]);
+        let mut listen = Vec::new();
+        for a in &listen_raw {
+            match a.parse::<SocketAddr>() {
+                Ok(sa) => listen.push(sa),
+                Err(_) => problems.push(format!(
+                    "smtp.listen: {a:?} is not an IP:port address (e.g. \"127.0.0.1:2525\")"
+                )),
+            }
+        }
+        let max_message_bytes = r.smtp.max_message_bytes.unwrap_or(26_214_400);
+        if !(1024..=2048 * MIB).contains(&max_message_bytes) {
+            problems.push(format!(
+                "smtp.max_message_bytes = {max_message_bytes}: must be between 1024 and 2 GiB"
+            ));
+        }
+        let max_recipients = r.smtp.max_recipients.unwrap_or(100);
+        if !(1..=100_000).contains(&max_recipients) {
+            problems.push(format!(
+                "smtp.max_recipients = {max_recipients}: must be between 1 and 100000"
+            ));
+        }
+        let timeout_ms_command = r.smtp.timeout_ms_command.unwrap_or(300_000);
+        let timeout_ms_data = r.smtp.timeout_ms_data.unwrap_or(180_000);
+        for (k, v) in [
+            ("smtp.timeout_ms_command", timeout_ms_command),
+            ("smtp.timeout_ms_data", timeout_ms_data),
+        ] {
+            if !(100..=3_600_000).contains(&v) {
+                problems.push(format!("{k} = {v}: must be between 100 and 3600000"));
+            }
+        }
+        let connections_per_core_max = r.smtp.connections_per_core_max.unwrap_or(10_000);
+        if !(1..=1_000_000).contains(&connections_per_core_max) {
+            problems.push(format!(
+                "smtp.connections_per_core_max = {connections_per_core_max}: must be between 1 and 1000000"
+            ));
+        }
+        let errors_max = r.smtp.errors_max.unwrap_or(20);
+        if !(1..=1000).contains(&errors_max) {
+            problems.push(format!("smtp.errors_max = {errors_max}: must be between 1 and 1000"));
+        }
+
+        let mut local = Vec::new();
+        for d in r.domains.local.unwrap_or_else(|| vec!["localhost".into()]) {
+            let d = d.to_ascii_lowercase();
+            if !valid_hostname(&d) {
+                problems.push(format!("domains.local: {d:?} is not a valid domain name"));
+            } else if !local.contains(&d) {
+                local.push(d);
+            }
+        }
+
+        let fsync = match r.store.fsync.as_deref() {
+            None | Some("always") => FsyncPolicy::Always,
+            Some("never") => FsyncPolicy::Never,
+            Some(other) => {
+                problems.push(format!(
+                    "store.fsync = {other:?}: expected \"always\" or \"never\""
+                ));
+                FsyncPolicy::Always
+            }
+        };
+        let blob_segment_bytes_max = r.store.blob_segment_bytes_max.unwrap_or(256 * MIB);
+        let meta_segment_bytes_max = r.store.meta_segment_bytes_max.unwrap_or(64 * MIB);
+        for (k, v) in [
+            ("store.blob_segment_bytes_max", blob_segment_bytes_max),
+            ("store.meta_segment_bytes_max", meta_segment_bytes_max),
+        ] {
+            if !(MIB..=4096 * MIB).contains(&v) {
+                problems.push(format!("{k} = {v}: must be between 1 MiB and 4 GiB"));
+            }
+        }
+        let batch_bytes_max = r.store.batch_bytes_max.unwrap_or(4 * MIB);
+        if !(64 * 1024..=4 * MIB).contains(&batch_bytes_max) {
+            problems.push(format!(
+                "store.batch_bytes_max = {batch_bytes_max}: must be between 64 KiB and 4 MiB (larger single I/Os can hang, see tuning/README.md)"
+            ));
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            server: ServerConfig {
+                hostname,
+                data_dir,
+                cores,
+                timeout_ms_drain,
+                io_memory_bytes: io_memory_bytes as usize,
+            },
+            smtp: SmtpConfig {
+                listen,
+                max_message_bytes: max_message_bytes as usize,
+                max_recipients: max_recipients as usize,
+                timeout_ms_command,
+                timeout_ms_data,
+                connections_per_core_max: connections_per_core_max as usize,
+                errors_max: errors_max as usize,
+            },
+            domains: DomainsConfig { local },
+            store: StoreSettings {
+                fsync,
+                blob_segment_bytes_max,
+                meta_segment_bytes_max,
+                batch_bytes_max: batch_bytes_max as usize,
+            },
+            unknown_keys,
+        })
+    }
+}
+
+fn default_hostname() -> String {
+    // The kernel's node name when it is a usable host name, else "localhost".
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
+            if valid_hostname(s) {
+                return s.to_ascii_lowercase();
+            }
+        }
+    }
+    "localhost".into()
+}
+
+/// Letters, digits, '-' and '.', labels of 1..=63, total ≤ 253.
+pub fn valid_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let c = Config::defaults();
+        assert_eq!(c.server.data_dir, PathBuf::from("./ringmail-data"));
+        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(c.domains.local, vec!["localhost".to_string()]);
+        assert_eq!(c.store.fsync, FsyncPolicy::Always);
+        assert_eq!(c.server.cores, Cores::All);
+        assert_eq!(c.smtp.max_message_bytes, 26_214_400);
+        assert_eq!(c.smtp.max_recipients, 100);
+    }
+
+    #[test]
+    fn public_contract_keys_parse() {
+        let c = parse(
+            r#"
+            [server]
+            hostname = "mx.example.test"
+            data_dir = "/tmp/x"
+            cores = [0, 1]
+            [smtp]
+            listen = ["127.0.0.1:2525", "[::1]:2525"]
+            max_message_bytes = 1048576
+            max_recipients = 7
+            [domains]
+            local = ["Example.TEST", "other.test"]
+            [store]
+            fsync = "never"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.hostname, "mx.example.test");
+        assert_eq!(c.server.cores, Cores::List(vec![0, 1]));
+        assert_eq!(c.smtp.listen.len(), 2);
+        assert_eq!(c.smtp.max_recipients, 7);
+        assert_eq!(c.domains.local, vec!["example.test", "other.test"]);
+        assert_eq!(c.store.fsync, FsyncPolicy::Never);
+        assert!(c.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let err = parse(
+            r#"
+            [server]
+            hostname = "bad host"
+            cores = "some"
+            [smtp]
+            listen = ["nowhere"]
+            max_recipients = 0
+            [store]
+            fsync = "sometimes"
+            "#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("expected Invalid, got {err}");
+        };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        let text = err.to_string();
+        for needle in [
+            "server.hostname",
+            "server.cores",
+            "smtp.listen",
+            "smtp.max_recipients",
+            "store.fsync",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_for_warnings() {
+        let c = parse(
+            r#"
+            colour = "blue"
+            [server]
+            hostnme = "typo.test"
+            [smtp]
+            listen = ["127.0.0.1:2525"]
+            [nonsense]
+            a = 1
+            "#,
+        )
+        .unwrap();
+        let mut keys = c.unknown_keys.clone();
+        keys.sort();
+        assert_eq!(keys, vec!["colour", "nonsense", "server.hostnme"]);
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let err = parse("[server\nhostname=").unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }));
+        assert!(err.to_string().contains("test.toml"));
+    }
+
+    #[test]
+    fn wrong_types_name_their_keys_and_are_reported_with_the_rest() {
+        let err = parse("[smtp]\nmax_recipients = \"ten\"\nlisten = \"x\"\n[store]\nfsync = 1\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("3 error(s)"), "{text}");
+        assert!(text.contains("smtp.max_recipients: expected a non-negative integer, found string"), "{text}");
+        assert!(text.contains("smtp.listen: expected a list of strings"), "{text}");
+        assert!(text.contains("store.fsync: expected a string, found integer"), "{text}");
+    }
+}

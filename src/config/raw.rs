@@ -1,0 +1,199 @@
+//! Stage one: the file as written. Every key optional; a value of the wrong type is a
+//! problem naming its key (collected, not fatal here); unknown keys are collected for warnings.
+
+use toml::{Table, Value};
+
+#[derive(Debug)]
+pub enum RawCores {
+    Word(String),
+    List(Vec<i64>),
+}
+
+#[derive(Debug, Default)]
+pub struct RawServer {
+    pub hostname: Option<String>,
+    pub data_dir: Option<String>,
+    pub cores: Option<RawCores>,
+    pub timeout_ms_drain: Option<u64>,
+    pub io_memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawSmtp {
+    pub listen: Option<Vec<String>>,
+    pub max_message_bytes: Option<u64>,
+    pub max_recipients: Option<u64>,
+    pub timeout_ms_command: Option<u64>,
+    pub timeout_ms_data: Option<u64>,
+    pub connections_per_core_max: Option<u64>,
+    pub errors_max: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawDomains {
+    pub local: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawStore {
+    pub fsync: Option<String>,
+    pub blob_segment_bytes_max: Option<u64>,
+    pub meta_segment_bytes_max: Option<u64>,
+    pub batch_bytes_max: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Known {
+    pub server: RawServer,
+    pub smtp: RawSmtp,
+    pub domains: RawDomains,
+    pub store: RawStore,
+}
+
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub known: Known,
+    /// Wrong types, as `section.key: expected ..., found ...`.
+    pub problems: Vec<String>,
+    unknown: Vec<String>,
+}
+
+/// Takes typed keys out of one section, noting type errors; what is left is unknown.
+struct Section<'a> {
+    name: &'static str,
+    table: Table,
+    problems: &'a mut Vec<String>,
+}
+
+impl Section<'_> {
+    fn wrong(&mut self, key: &str, want: &str, v: &Value) {
+        self.problems.push(format!(
+            "{}.{key}: expected {want}, found {}",
+            self.name,
+            v.type_str()
+        ));
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        match self.table.remove(key)? {
+            Value::String(s) => Some(s),
+            v => {
+                self.wrong(key, "a string", &v);
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, key: &str) -> Option<u64> {
+        match self.table.remove(key)? {
+            Value::Integer(i) if i >= 0 => Some(i as u64),
+            v => {
+                self.wrong(key, "a non-negative integer", &v);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+        match self.table.remove(key)? {
+            Value::Array(a) if a.iter().all(Value::is_str) => Some(
+                a.into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            v => {
+                self.wrong(key, "a list of strings", &v);
+                None
+            }
+        }
+    }
+
+    fn cores(&mut self, key: &str) -> Option<RawCores> {
+        match self.table.remove(key)? {
+            Value::String(s) => Some(RawCores::Word(s)),
+            Value::Array(a) if a.iter().all(Value::is_integer) => Some(RawCores::List(
+                a.into_iter().filter_map(|v| v.as_integer()).collect(),
+            )),
+            v => {
+                self.wrong(key, "\"all\" or a list of CPU ids", &v);
+                None
+            }
+        }
+    }
+
+    fn leftovers(self, unknown: &mut Vec<String>) {
+        unknown.extend(self.table.keys().map(|k| format!("{}.{k}", self.name)));
+    }
+}
+
+impl RawConfig {
+    /// Parses TOML. Only a syntax error is fatal here.
+    pub fn parse(text: &str) -> Result<RawConfig, String> {
+        let mut doc: Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut raw = RawConfig::default();
+        let take = |name: &'static str, doc: &mut Table, problems: &mut Vec<String>| {
+            let table = match doc.remove(name) {
+                None => Table::new(),
+                Some(Value::Table(t)) => t,
+                Some(v) => {
+                    problems.push(format!("[{name}]: expected a table, found {}", v.type_str()));
+                    Table::new()
+                }
+            };
+            table
+        };
+        let mut problems = Vec::new();
+        let mut unknown = Vec::new();
+
+        let t = take("server", &mut doc, &mut problems);
+        let mut s = Section { name: "server", table: t, problems: &mut problems };
+        raw.known.server = RawServer {
+            hostname: s.string("hostname"),
+            data_dir: s.string("data_dir"),
+            cores: s.cores("cores"),
+            timeout_ms_drain: s.uint("timeout_ms_drain"),
+            io_memory_bytes: s.uint("io_memory_bytes"),
+        };
+        s.leftovers(&mut unknown);
+
+        let t = take("smtp", &mut doc, &mut problems);
+        let mut s = Section { name: "smtp", table: t, problems: &mut problems };
+        raw.known.smtp = RawSmtp {
+            listen: s.strings("listen"),
+            max_message_bytes: s.uint("max_message_bytes"),
+            max_recipients: s.uint("max_recipients"),
+            timeout_ms_command: s.uint("timeout_ms_command"),
+            timeout_ms_data: s.uint("timeout_ms_data"),
+            connections_per_core_max: s.uint("connections_per_core_max"),
+            errors_max: s.uint("errors_max"),
+        };
+        s.leftovers(&mut unknown);
+
+        let t = take("domains", &mut doc, &mut problems);
+        let mut s = Section { name: "domains", table: t, problems: &mut problems };
+        raw.known.domains = RawDomains {
+            local: s.strings("local"),
+        };
+        s.leftovers(&mut unknown);
+
+        let t = take("store", &mut doc, &mut problems);
+        let mut s = Section { name: "store", table: t, problems: &mut problems };
+        raw.known.store = RawStore {
+            fsync: s.string("fsync"),
+            blob_segment_bytes_max: s.uint("blob_segment_bytes_max"),
+            meta_segment_bytes_max: s.uint("meta_segment_bytes_max"),
+            batch_bytes_max: s.uint("batch_bytes_max"),
+        };
+        s.leftovers(&mut unknown);
+
+        unknown.extend(doc.keys().cloned());
+        raw.problems = problems;
+        raw.unknown = unknown;
+        Ok(raw)
+    }
+
+    /// `section.key` (or top-level `key`) for every key this version does not know.
+    pub fn unknown_keys(&self) -> Vec<String> {
+        self.unknown.clone()
+    }
+}

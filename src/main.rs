@@ -1,0 +1,172 @@
+//! The `ringmail` command: serve, check-config, user add/list/del, export.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ringmail::accounts::{normalize_address, Accounts, Secret};
+use ringmail::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "\
+usage:
+  ringmail serve [--config FILE]                 run the server (built-in defaults without --config)
+  ringmail check-config --config FILE            validate a config file
+  ringmail user add ADDRESS --password-stdin [--config FILE]
+  ringmail user list [--config FILE]
+  ringmail user del ADDRESS [--config FILE]
+  ringmail export ADDRESS [--mailbox INBOX] [--config FILE]   mailbox as mboxrd on stdout
+  ringmail --version";
+
+/// Parsed command line: positional words and the few options ringmail knows.
+struct Args {
+    words: Vec<String>,
+    config: Option<PathBuf>,
+    mailbox: Option<String>,
+    password_stdin: bool,
+}
+
+fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args {
+        words: Vec::new(),
+        config: None,
+        mailbox: None,
+        password_stdin: false,
+    };
+    let mut it = argv.peekable();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "-c" => {
+                args.config = Some(it.next().ok_or("--config needs a file")?.into());
+            }
+            "--mailbox" => args.mailbox = Some(it.next().ok_or("--mailbox needs a name")?),
+            "--password-stdin" => args.password_stdin = true,
+            s if s.starts_with("--config=") => args.config = Some(s["--config=".len()..].into()),
+            s if s.starts_with("--mailbox=") => args.mailbox = Some(s["--mailbox=".len()..].into()),
+            s if s.starts_with('-') && s.len() > 1 && !matches!(s, "-h" | "--help" | "--version") => {
+                return Err(format!("unknown option {s}"));
+            }
+            _ => args.words.push(a),
+        }
+    }
+    Ok(args)
+}
+
+fn load_config(path: &Option<PathBuf>) -> Result<Config, String> {
+    let config = match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::defaults(),
+    };
+    for k in &config.unknown_keys {
+        eprintln!("ringmail: warning: unknown config key {k} (ignored)");
+    }
+    Ok(config)
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args(std::env::args().skip(1))?;
+    let words: Vec<&str> = args.words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["serve"] => {
+            let config = load_config(&args.config)?;
+            println!(
+                "ringmail {}: hostname {}, data dir {}, local domains {}",
+                env!("CARGO_PKG_VERSION"),
+                config.server.hostname,
+                config.server.data_dir.display(),
+                config.domains.local.join(", ")
+            );
+            ringmail::runtime::serve(config).map_err(|e| e.to_string())
+        }
+        ["check-config"] => {
+            let Some(path) = &args.config else {
+                return Err("check-config needs --config FILE".into());
+            };
+            let config = load_config(&Some(path.clone()))?;
+            println!(
+                "{}: ok ({} listener(s), {} local domain(s))",
+                path.display(),
+                config.smtp.listen.len(),
+                config.domains.local.len()
+            );
+            Ok(())
+        }
+        ["user", "add", address] => {
+            if !args.password_stdin {
+                return Err("user add needs --password-stdin (the password is read from standard input, never from the command line)".into());
+            }
+            let config = load_config(&args.config)?;
+            let mut line = String::new();
+            io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            let password = Secret::new(line.trim_end_matches(['\n', '\r']).to_string());
+            let addr = Accounts::add(&config.server.data_dir, address, &password)
+                .map_err(|e| e.to_string())?;
+            let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if !config.domains.local.iter().any(|d| d == domain) {
+                eprintln!(
+                    "ringmail: warning: {domain} is not in [domains] local, so mail for {addr} will be refused"
+                );
+            }
+            println!("added {addr}");
+            Ok(())
+        }
+        ["user", "list"] => {
+            let config = load_config(&args.config)?;
+            let table = Accounts::load(&config.server.data_dir).map_err(|e| e.to_string())?;
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            for a in table.addresses() {
+                writeln!(out, "{a}").map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        ["user", "del", address] => {
+            let config = load_config(&args.config)?;
+            let addr =
+                Accounts::delete(&config.server.data_dir, address).map_err(|e| e.to_string())?;
+            println!("deleted {addr} (its stored mail is kept)");
+            Ok(())
+        }
+        ["export", address] => {
+            let config = load_config(&args.config)?;
+            let user = normalize_address(address).map_err(|e| e.to_string())?;
+            let mailbox = args.mailbox.as_deref().unwrap_or("INBOX");
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            let n = ringmail::store::export::export_mboxrd(
+                &config.server.data_dir,
+                &user,
+                mailbox,
+                &mut out,
+            )
+            .map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())?;
+            eprintln!("exported {n} message(s) from {user} {mailbox}");
+            Ok(())
+        }
+        ["--version"] | ["version"] => {
+            println!("ringmail {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        [] | ["-h"] | ["--help"] | ["help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command\n{USAGE}")),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringmail: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

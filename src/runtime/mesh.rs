@@ -1,0 +1,143 @@
+//! Work moves to the data: the cross-core mesh.
+//!
+//! Every pair of cores is joined by a bounded single-producer/single-consumer channel
+//! (glommio's full mesh). A core that needs index records appended for a mailbox it does not
+//! own sends `Deliver` to the owner and awaits `Delivered`; no lock, no shared map. Requests in
+//! flight per core are bounded by the channel capacity and by the number of sessions (each
+//! session waits for its own request).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::channels::local_channel::{self, LocalSender};
+
+use crate::store::{Delivery, Store};
+
+/// Capacity of each core-to-core channel.
+pub const MESH_CHANNEL_DEPTH: usize = 1024;
+
+/// Why a delivery on another core failed (Send, so it can cross the mesh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverFailure {
+    DiskFull,
+    Storage,
+    /// The owner core is gone (shutting down).
+    Unreachable,
+}
+
+pub enum CoreMsg {
+    Deliver {
+        req: u64,
+        deliveries: Vec<Delivery>,
+    },
+    Delivered {
+        req: u64,
+        result: Result<Vec<u32>, DeliverFailure>,
+    },
+}
+
+pub type MeshHandle = MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>;
+
+pub fn builder(cores: usize) -> MeshHandle {
+    MeshBuilder::full(cores, MESH_CHANNEL_DEPTH)
+}
+
+type Reply = LocalSender<Result<Vec<u32>, DeliverFailure>>;
+
+/// This core's end of the mesh.
+pub struct Mesh {
+    senders: Option<Senders<CoreMsg>>,
+    pending: RefCell<HashMap<u64, Reply>>,
+    next_req: Cell<u64>,
+}
+
+impl Mesh {
+    /// A mesh of one core: no channels.
+    pub fn single() -> Rc<Mesh> {
+        Rc::new(Mesh {
+            senders: None,
+            pending: RefCell::new(HashMap::new()),
+            next_req: Cell::new(0),
+        })
+    }
+
+    /// Joins the mesh and starts one receiver task per peer. Returns our peer id, which is our
+    /// core index because executors are spawned in core order.
+    pub async fn join(builder: MeshHandle, store: Rc<Store>) -> Result<(usize, Rc<Mesh>), String> {
+        let (senders, mut receivers) = builder
+            .join()
+            .await
+            .map_err(|_| "joining the core mesh failed".to_string())?;
+        let me = senders.peer_id();
+        let mesh = Rc::new(Mesh {
+            senders: Some(senders),
+            pending: RefCell::new(HashMap::new()),
+            next_req: Cell::new(0),
+        });
+        for (peer, stream) in receivers.streams() {
+            let mesh = mesh.clone();
+            let store = store.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = stream.recv().await {
+                    match msg {
+                        CoreMsg::Deliver { req, deliveries } => {
+                            let mesh = mesh.clone();
+                            let store = store.clone();
+                            glommio::spawn_local(async move {
+                                let result = store
+                                    .deliver(&deliveries)
+                                    .await
+                                    .map_err(|e| {
+                                        if e.is_disk_full() {
+                                            DeliverFailure::DiskFull
+                                        } else {
+                                            DeliverFailure::Storage
+                                        }
+                                    });
+                                mesh.send(peer, CoreMsg::Delivered { req, result }).await;
+                            })
+                            .detach();
+                        }
+                        CoreMsg::Delivered { req, result } => {
+                            let waiter = mesh.pending.borrow_mut().remove(&req);
+                            if let Some(tx) = waiter {
+                                let _ = tx.try_send(result);
+                            }
+                        }
+                    }
+                }
+            })
+            .detach();
+        }
+        Ok((me, mesh))
+    }
+
+    async fn send(&self, peer: usize, msg: CoreMsg) -> bool {
+        match &self.senders {
+            Some(s) => s.send_to(peer, msg).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Asks core `owner` to append and commit `deliveries`; resolves with their UIDs.
+    pub async fn deliver_remote(
+        &self,
+        owner: usize,
+        deliveries: Vec<Delivery>,
+    ) -> Result<Vec<u32>, DeliverFailure> {
+        let req = self.next_req.get();
+        self.next_req.set(req.wrapping_add(1));
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(req, tx);
+        if !self.send(owner, CoreMsg::Deliver { req, deliveries }).await {
+            self.pending.borrow_mut().remove(&req);
+            return Err(DeliverFailure::Unreachable);
+        }
+        match rx.recv().await {
+            Some(r) => r,
+            None => Err(DeliverFailure::Unreachable),
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Executors and their lifecycle: the only module that builds glommio executors.
+//!
+//! `serve` does, in order: lock the data dir, check the listen ports are free (and resolve
+//! port 0), raise RLIMIT_MEMLOCK, recover the store, then start one pinned executor per
+//! configured core. Each executor joins the mesh, opens its store, binds every listener with
+//! SO_REUSEPORT and accepts its own connections. A watcher thread per executor joins its
+//! handle, so an executor that fails to start or dies stops the process with its error.
+//! SIGTERM/SIGINT close every core's shutdown semaphore: listeners stop, idle sessions get
+//! `421`, sessions inside a transaction finish it (bounded by `timeout_ms_drain`), stores
+//! flush, and the process exits 0.
+
+pub mod core;
+pub mod file;
+pub mod lock;
+pub mod memlock;
+pub mod mesh;
+pub mod placement;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::accounts::Accounts;
+use crate::config::{Config, Cores, FsyncPolicy};
+use crate::net;
+use crate::store::{self, CoreIndex, Store, StoreConfig};
+
+use self::core::Core;
+use self::mesh::Mesh;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Memlock(#[from] memlock::MemlockError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error("store recovery: {0}")]
+    Recovery(#[from] store::StoreError),
+    #[error("user table: {0}")]
+    Accounts(#[from] crate::accounts::AccountsError),
+    #[error("cores: {0}")]
+    Cores(String),
+    #[error("core {core} (cpu {cpu}) failed: {reason}")]
+    CoreFailed {
+        core: usize,
+        cpu: usize,
+        reason: String,
+    },
+    #[error("signal setup: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What a core reports to the main thread.
+enum CoreEvent {
+    Ready,
+    Failed { core: usize, reason: String },
+    Exited,
+}
+
+/// Resolves `cores` against the CPUs that are online.
+pub fn resolve_cpus(cores: &Cores) -> Result<Vec<usize>, RuntimeError> {
+    let online: Vec<usize> = glommio::CpuSet::online()
+        .map_err(|e| RuntimeError::Cores(format!("cannot read the CPU topology: {e}")))?
+        .iter()
+        .map(|l| l.cpu)
+        .collect();
+    let mut cpus = match cores {
+        Cores::All => online.clone(),
+        Cores::List(list) => {
+            for cpu in list {
+                if !online.contains(cpu) {
+                    return Err(RuntimeError::Cores(format!(
+                        "CPU {cpu} is not online (online: {online:?})"
+                    )));
+                }
+            }
+            list.clone()
+        }
+    };
+    cpus.sort_unstable();
+    if cpus.is_empty() {
+        return Err(RuntimeError::Cores("no CPU is online".into()));
+    }
+    Ok(cpus)
+}
+
+/// Runs the server until SIGTERM/SIGINT. Prints the listening addresses and `ready` on
+/// stdout once every core accepts connections.
+pub fn serve(config: Config) -> Result<(), RuntimeError> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| RuntimeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let _lock = lock::DataDirLock::acquire(&data_dir)?;
+    let cpus = resolve_cpus(&config.server.cores)?;
+    let ncores = cpus.len();
+
+    // Block the signals in every thread; the main thread takes them with sigtimedwait.
+    let signals = signal_set();
+    // SAFETY: sigmask manipulation of the calling thread with a valid set.
+    if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) } != 0 {
+        return Err(RuntimeError::Signals(std::io::Error::last_os_error()));
+    }
+
+    let smtp_listen = net::precheck(&config.smtp.listen)?;
+    memlock::ensure(ncores, config.server.io_memory_bytes)?;
+
+    let started = Instant::now();
+    let recovered = store::recover(&data_dir, ncores, &|user: &str| {
+        placement::owner_core(user, ncores)
+    })?;
+    let r = &recovered.report;
+    println!(
+        "ringmail: recovered {} messages in {} mailboxes ({} bytes scanned) in {:.3}s",
+        r.messages,
+        r.mailboxes,
+        r.bytes_scanned,
+        started.elapsed().as_secs_f64()
+    );
+    for (path, at, why) in &r.truncated {
+        println!(
+            "ringmail: truncated {} at byte {at}: {why}",
+            path.display()
+        );
+    }
+    let accounts = Accounts::load(&data_dir)?;
+
+    let config = Arc::new(config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let drained = Arc::new(AtomicUsize::new(0));
+    let (events_tx, events_rx) = mpsc::channel::<CoreEvent>();
+    let mesh_builder = (ncores > 1).then(|| mesh::builder(ncores));
+    let listen = Arc::new(smtp_listen.clone());
+
+    let mut indexes: Vec<Option<CoreIndex>> = recovered.cores.into_iter().map(Some).collect();
+    for (core, &cpu) in cpus.iter().enumerate() {
+        let index = indexes
+            .get_mut(core)
+            .and_then(Option::take)
+            .ok_or_else(|| RuntimeError::Cores(format!("recovery returned no index for core {core}")))?;
+        let config = config.clone();
+        let stop = stop.clone();
+        let drained = drained.clone();
+        let tx = events_tx.clone();
+        let mesh_builder = mesh_builder.clone();
+        let listen = listen.clone();
+        let accounts = accounts.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("ringmail-core{core}"))
+            .io_memory(config.server.io_memory_bytes);
+        let spawned = builder.spawn(move || async move {
+            let result = core_main(
+                core,
+                ncores,
+                config,
+                index,
+                mesh_builder,
+                &listen,
+                accounts,
+                Shutdown { stop, drained },
+                &tx,
+            )
+            .await;
+            let _ = match result {
+                Ok(()) => tx.send(CoreEvent::Exited),
+                Err(reason) => tx.send(CoreEvent::Failed { core, reason }),
+            };
+        });
+        let handle = spawned.map_err(|e| RuntimeError::CoreFailed {
+            core,
+            cpu,
+            reason: e.to_string(),
+        })?;
+        // The join handle is the only place a start-up failure shows (PLATFORM.md).
+        let tx = events_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("ringmail-watch{core}"))
+            .spawn(move || {
+                if let Err(e) = handle.join() {
+                    let _ = tx.send(CoreEvent::Failed {
+                        core,
+                        reason: e.to_string(),
+                    });
+                }
+            })
+            .map_err(|e| RuntimeError::CoreFailed {
+                core,
+                cpu,
+                reason: format!("cannot start watcher thread: {e}"),
+            })?;
+    }
+    drop(events_tx);
+
+    let mut ready = 0;
+    let mut exited = 0;
+    let mut failure: Option<RuntimeError> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if exited == ncores {
+            break;
+        }
+        // Signals: a short sigtimedwait, then the core events.
+        if !stop.load(Ordering::Relaxed) && take_signal(&signals, Duration::from_millis(50)) {
+            println!("ringmail: shutting down");
+            stop.store(true, Ordering::Relaxed);
+            drain_deadline =
+                Some(Instant::now() + Duration::from_millis(config.server.timeout_ms_drain + 5000));
+        } else if stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(d) = drain_deadline {
+            if Instant::now() > d {
+                eprintln!("ringmail: cores did not stop within the drain timeout; exiting");
+                break;
+            }
+        }
+        while let Ok(ev) = events_rx.try_recv() {
+            match ev {
+                CoreEvent::Ready => {
+                    ready += 1;
+                    if ready == ncores {
+                        for a in listen.iter() {
+                            println!("smtp listening on {a}");
+                        }
+                        println!("ready ({ncores} cores, data dir {})", data_dir.display());
+                    }
+                }
+                CoreEvent::Exited => exited += 1,
+                CoreEvent::Failed { core, reason } => {
+                    exited += 1;
+                    if failure.is_none() {
+                        failure = Some(RuntimeError::CoreFailed {
+                            core,
+                            cpu: cpus[core],
+                            reason,
+                        });
+                    }
+                    if !stop.swap(true, Ordering::Relaxed) {
+                        drain_deadline = Some(
+                            Instant::now() + Duration::from_millis(config.server.timeout_ms_drain + 5000),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+fn take_signal(set: &libc::sigset_t, wait: Duration) -> bool {
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: valid set and timespec; the siginfo pointer may be null.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) > 0 }
+}
+
+/// Process-wide shutdown state (touched only at start and stop, never per message).
+struct Shutdown {
+    stop: Arc<AtomicBool>,
+    drained: Arc<AtomicUsize>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn core_main(
+    core: usize,
+    ncores: usize,
+    config: Arc<Config>,
+    index: CoreIndex,
+    mesh_builder: Option<mesh::MeshHandle>,
+    listen: &[SocketAddr],
+    accounts: Accounts,
+    shutdown: Shutdown,
+    events: &mpsc::Sender<CoreEvent>,
+) -> Result<(), String> {
+    let Shutdown { stop, drained } = shutdown;
+    let store_config = StoreConfig {
+        data_dir: config.server.data_dir.clone(),
+        core: core as u16,
+        fsync: match config.store.fsync {
+            FsyncPolicy::Always => store::Fsync::Always,
+            FsyncPolicy::Never => store::Fsync::Never,
+        },
+        blob_segment_bytes_max: config.store.blob_segment_bytes_max,
+        meta_segment_bytes_max: config.store.meta_segment_bytes_max,
+        batch_bytes_max: config.store.batch_bytes_max,
+    };
+    let store = Store::open(store_config, index)
+        .await
+        .map_err(|e| format!("opening the store: {e}"))?;
+    let mesh = match mesh_builder {
+        Some(b) => {
+            let (me, mesh) = Mesh::join(b, store.clone()).await?;
+            if me != core {
+                return Err(format!("mesh peer id {me} is not core index {core}"));
+            }
+            mesh
+        }
+        None => Mesh::single(),
+    };
+    let core_ctx = Rc::new(Core::new(core, ncores, config.clone(), store.clone(), mesh, accounts));
+
+    let mut listeners = Vec::new();
+    for addr in listen {
+        let l = net::bind(*addr).map_err(|e| e.to_string())?;
+        listeners.push(l);
+    }
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        accept_tasks.push(glommio::spawn_local(net::accept_loop(l, core_ctx.clone())));
+    }
+    let _ = events.send(CoreEvent::Ready);
+
+    // Housekeeping: notice shutdown and user-table changes.
+    let mut since_refresh = Duration::ZERO;
+    let tick = Duration::from_millis(20);
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(tick).await;
+        since_refresh += tick;
+        if since_refresh >= Duration::from_secs(1) {
+            since_refresh = Duration::ZERO;
+            core_ctx.directory.refresh(&config);
+        }
+    }
+    core_ctx.begin_shutdown();
+    for t in accept_tasks {
+        t.await;
+    }
+    // Drain: sessions in a transaction finish it; bounded by timeout_ms_drain.
+    let deadline = Instant::now() + Duration::from_millis(config.server.timeout_ms_drain);
+    while core_ctx.connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // Stay reachable over the mesh until every core has drained: their last transactions may
+    // still need this core to commit index records.
+    drained.fetch_add(1, Ordering::AcqRel);
+    let deadline = deadline + Duration::from_millis(1000);
+    while drained.load(Ordering::Acquire) < ncores && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    store
+        .flush()
+        .await
+        .map_err(|e| format!("flushing the store: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Drives one sans-IO [`Session`] over a glommio TCP stream.
+//!
+//! One fixed read buffer per connection ([`READ_BUFFER_BYTES`]); the session parses in place
+//! and says how much it consumed. Replies accumulate in one output buffer that is written
+//! once per batch of pipelined commands (when the session needs more input), or once after a
+//! delivery: never one write per reply line.
+
+use std::io;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::net::READ_BUFFER_BYTES;
+use crate::runtime::core::{unix_now, Core};
+use crate::smtp::{Context, PeerInfo, Phase, Session, Step};
+
+enum Input {
+    Bytes(usize),
+    Eof,
+    TimedOut,
+    Shutdown,
+    Failed,
+}
+
+/// Serves one SMTP connection until QUIT, EOF, timeout, error or shutdown.
+pub async fn serve(mut stream: TcpStream, core: &Core) {
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let mut session = Session::new(
+        core.smtp_limits.clone(),
+        PeerInfo {
+            ip: peer.ip(),
+            port: peer.port(),
+        },
+        core.next_session_id(),
+    );
+    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(1024);
+    session.greeting(&mut out);
+    if flush(&mut stream, &mut out).await.is_err() {
+        return;
+    }
+    loop {
+        let cx = Context {
+            now_unix: unix_now(),
+            directory: &core.directory,
+        };
+        let (consumed, step) = session.advance(&buf[start..end], &mut out, &cx);
+        start += consumed;
+        match step {
+            Step::Deliver => {
+                let txn = session.take_transaction();
+                let result = core.deliver(&txn).await;
+                session.delivered(result, txn.message, &mut out);
+            }
+            Step::Close => {
+                let _ = flush(&mut stream, &mut out).await;
+                break;
+            }
+            Step::NeedInput => {
+                if flush(&mut stream, &mut out).await.is_err() {
+                    break;
+                }
+                let idle = matches!(session.phase(), Phase::Command) && !session.in_transaction();
+                if idle && core.is_shutting_down() {
+                    session.shutting_down(&mut out);
+                    let _ = flush(&mut stream, &mut out).await;
+                    break;
+                }
+                // Make room: move the unconsumed tail to the front.
+                if start == end {
+                    start = 0;
+                    end = 0;
+                } else if end == buf.len() {
+                    if start == 0 {
+                        // The session promised progress on a full buffer; never spin.
+                        eprintln!("ringmail: core {}: session stalled on a full buffer", core.index);
+                        break;
+                    }
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                }
+                let timeout_ms = match session.phase() {
+                    Phase::Command => core.config.smtp.timeout_ms_command,
+                    Phase::Data => core.config.smtp.timeout_ms_data,
+                };
+                match read(&mut stream, &mut buf[end..], timeout_ms, idle, core).await {
+                    Input::Bytes(n) => end += n,
+                    Input::Eof | Input::Failed => break,
+                    Input::TimedOut => {
+                        session.timeout(&mut out);
+                        let _ = flush(&mut stream, &mut out).await;
+                        break;
+                    }
+                    Input::Shutdown => {
+                        session.shutting_down(&mut out);
+                        let _ = flush(&mut stream, &mut out).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = stream.close().await;
+}
+
+async fn read(
+    stream: &mut TcpStream,
+    into: &mut [u8],
+    timeout_ms: u64,
+    interruptible: bool,
+    core: &Core,
+) -> Input {
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(timeout_ms)))
+        .is_err()
+    {
+        return Input::Failed;
+    }
+    let read = async {
+        match stream.read(into).await {
+            Ok(0) => Input::Eof,
+            Ok(n) => Input::Bytes(n),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Input::TimedOut,
+            Err(_) => Input::Failed,
+        }
+    };
+    if !interruptible {
+        return read.await;
+    }
+    future::or(read, async {
+        let _ = core.shutdown.acquire(1).await;
+        Input::Shutdown
+    })
+    .await
+}
+
+async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let r = stream.write_all(out).await;
+    out.clear();
+    r
+}
