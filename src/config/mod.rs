@@ -95,6 +95,8 @@ pub struct StoreSettings {
     pub blob_segment_bytes_max: u64,
     pub meta_segment_bytes_max: u64,
     pub batch_bytes_max: usize,
+    /// Write an index checkpoint after this many meta-log bytes (0: only at shutdown).
+    pub checkpoint_interval_meta_bytes: u64,
 }
 
 /// The validated configuration.
@@ -271,6 +273,9 @@ impl Config {
             ));
         }
 
+        let checkpoint_interval_meta_bytes =
+            r.store.checkpoint_interval_meta_bytes.unwrap_or(64 * MIB);
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -297,6 +302,7 @@ impl Config {
                 blob_segment_bytes_max,
                 meta_segment_bytes_max,
                 batch_bytes_max: batch_bytes_max as usize,
+                checkpoint_interval_meta_bytes,
             },
             unknown_keys,
         })

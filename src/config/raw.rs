@@ -40,6 +40,7 @@ pub struct RawStore {
     pub blob_segment_bytes_max: Option<u64>,
     pub meta_segment_bytes_max: Option<u64>,
     pub batch_bytes_max: Option<u64>,
+    pub checkpoint_interval_meta_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -183,6 +184,7 @@ impl RawConfig {
             blob_segment_bytes_max: s.uint("blob_segment_bytes_max"),
             meta_segment_bytes_max: s.uint("meta_segment_bytes_max"),
             batch_bytes_max: s.uint("batch_bytes_max"),
+            checkpoint_interval_meta_bytes: s.uint("checkpoint_interval_meta_bytes"),
         };
         s.leftovers(&mut unknown);
 

@@ -118,11 +118,12 @@ impl Core {
         self.shutdown.close();
     }
 
-    /// A session id unique in the process: core index in the top byte.
+    /// A session id unique in the process: a per-core counter with the core index in the
+    /// low byte, so ids (and the queue ids made from them) stay short.
     pub fn next_session_id(&self) -> u64 {
-        let n = self.next_session.get();
-        self.next_session.set(n + 1);
-        ((self.index as u64) << 56) | (n & ((1 << 56) - 1))
+        let n = self.next_session.get() + 1;
+        self.next_session.set(n);
+        (n << 8) | (self.index as u64 & 0xff)
     }
 
     /// Stores a message once and files it into every recipient's INBOX on the owning core.

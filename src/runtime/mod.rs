@@ -311,6 +311,7 @@ async fn core_main(
         blob_segment_bytes_max: config.store.blob_segment_bytes_max,
         meta_segment_bytes_max: config.store.meta_segment_bytes_max,
         batch_bytes_max: config.store.batch_bytes_max,
+        checkpoint_meta_bytes_interval: config.store.checkpoint_interval_meta_bytes,
     };
     let store = Store::open(store_config, index)
         .await

@@ -1,0 +1,23 @@
+//! The SMTP receiver, sans-IO: bytes in, replies and delivery requests out.
+//!
+//! - [`codec`]   — command-line framing (one memchr per line, overlong lines
+//!   discarded to their end without buffering).
+//! - [`command`] — command types and the zero-copy argument parser.
+//! - [`data`]    — DATA content: end-of-data detection (CRLF.CRLF only) and
+//!   dot-unstuffing in one streaming pass, with size and line limits.
+//! - [`session`] — the state machine: one handler per command, the named input
+//!   states, the transaction handed to the driver for storage.
+//!
+//! Nothing here touches sockets, files or executors; the driver that feeds a
+//! [`Session`] from a TCP stream is [`server`], the one module here that does I/O.
+
+pub mod codec;
+pub mod command;
+pub mod data;
+pub mod server;
+pub mod session;
+
+pub use session::{
+    Context, DeliveryResult, Directory, Extension, Limits, PeerInfo, Phase, Session, Step,
+    Transaction,
+};

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Side-by-side SMTP ingest: ringmail (durable, fsync = "always") vs Postfix's smtp-sink (the
+# protocol-only ceiling: it stores nothing), same load generator, same run, same machine.
+#
+#   tuning/bench-smtp-ingest.sh [connections=20] [messages=40000] [size=2048]
+#
+# Needs: postfix installed (for /usr/sbin/smtp-sink; `apt-get install postfix`). Builds
+# ringmail and ringmail-loadgen in release mode. Everything listens on 127.0.0.1 only, every
+# process is stopped by pid, and every load run is bounded by --messages and --duration-secs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conns=${1:-20}
+msgs=${2:-40000}
+size=${3:-2048}
+[ -x /usr/sbin/smtp-sink ] || { echo "smtp-sink not found: apt-get install postfix" >&2; exit 2; }
+
+cargo build --release -q -p ringmail -p ringmail-loadgen
+bin=target/release
+work=$(mktemp -d /tmp/ringmail-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+load() { # target json
+  "$bin/ringmail-loadgen" smtp --target "$1" --connections "$conns" --messages "$msgs" \
+    --size "$size" --to alice@example.test --duration-secs 120 --json "$2"
+}
+
+echo "== smtp-sink (no storage) =="
+port=$(free_port)
+/usr/sbin/smtp-sink -c -u "$(id -un)" "127.0.0.1:$port" 1024 >/dev/null 2>&1 &
+pids+=($!); sleep 0.5
+load "127.0.0.1:$port" "$work/sink.json" | tee "$work/sink.txt"
+
+echo "== ringmail (fsync = always) =="
+port=$(free_port)
+cat >"$work/ringmail.toml" <<TOML
+[server]
+hostname = "mx.example.test"
+data_dir = "$work/data"
+[smtp]
+listen = ["127.0.0.1:$port"]
+[domains]
+local = ["example.test"]
+[store]
+fsync = "always"
+TOML
+echo 'bench-password' | "$bin/ringmail" user add alice@example.test --password-stdin --config "$work/ringmail.toml" >/dev/null
+"$bin/ringmail" serve --config "$work/ringmail.toml" >"$work/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^ready' "$work/serve.log" && break; sleep 0.1; done
+load "127.0.0.1:$port" "$work/ringmail.json" | tee "$work/ringmail.txt"
+
+sink=$(grep -o 'throughput=[0-9.]*' "$work/sink.txt" | cut -d= -f2)
+ring=$(grep -o 'throughput=[0-9.]*' "$work/ringmail.txt" | cut -d= -f2)
+python3 -c "print(f'ratio ringmail(durable)/smtp-sink = {float($ring)/float($sink):.2f}  ({float($ring):.0f} vs {float($sink):.0f} msg/s, {$conns} connections, {$size} B)')"
