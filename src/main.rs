@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use ringmail::accounts::{normalize_address, Accounts, Secret};
 use ringmail::config::Config;
+use ringmail::store::StoreError;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -138,13 +139,24 @@ fn run() -> Result<(), String> {
             let mailbox = args.mailbox.as_deref().unwrap_or("INBOX");
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
-            let n = ringmail::store::export::export_mboxrd(
+            let n = match ringmail::store::export::export_mboxrd(
                 &config.server.data_dir,
                 &user,
                 mailbox,
                 &mut out,
-            )
-            .map_err(|e| e.to_string())?;
+            ) {
+                Ok(n) => n,
+                // A known user's INBOX exists before its first message arrives (as in IMAP).
+                Err(StoreError::NoSuchMailbox { .. })
+                    if mailbox.eq_ignore_ascii_case("INBOX")
+                        && Accounts::load(&config.server.data_dir)
+                            .map_err(|e| e.to_string())?
+                            .contains(&user) =>
+                {
+                    0
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             out.flush().map_err(|e| e.to_string())?;
             eprintln!("exported {n} message(s) from {user} {mailbox}");
             Ok(())
