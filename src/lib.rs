@@ -13,7 +13,9 @@
 //!   `server` (drives a session over a glommio TCP stream).
 //! - [`store`]    — the log-structured mailbox store: `record` (length + CRC32C + type
 //!   framing), `segment` (versioned segment files), `index` (mailbox → UID → blob),
-//!   `recover` (scan, truncate torn tails), `commit` (group commit), `export` (mboxrd).
+//!   `commit` (group commit: one write + one fdatasync per batch), `engine` (the per-core
+//!   `Store`), `recover` (scan, truncate torn tails), `checkpoint` (index snapshots that
+//!   bound recovery), `export` (mboxrd).
 //! - [`accounts`] — users and argon2id password hashes, written atomically.
 //! - [`time`]     — RFC 5322 dates without a calendar crate.
 //!

@@ -350,7 +350,7 @@ mod tests {
     fn defaults_are_valid_and_documented() {
         let c = Config::defaults();
         assert_eq!(c.server.data_dir, PathBuf::from("./ringmail-data"));
-        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]);
         assert_eq!(c.domains.local, vec!["localhost".to_string()]);
         assert_eq!(c.store.fsync, FsyncPolicy::Always);
         assert_eq!(c.server.cores, Cores::All);

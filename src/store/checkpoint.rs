@@ -1,0 +1,455 @@
+//! Checkpoints: an rkyv snapshot of one core's index plus the meta log positions it
+//! covers, so recovery reads the snapshot (validated once) and scans only the meta
+//! records after those positions.
+//!
+//! File: `core-<ii>/checkpoint-<generation, 20 digits>.ckpt`, a segment header (kind
+//! checkpoint) followed by one framed record (type `Checkpoint`, CRC-checked) whose payload
+//! is a [`CheckpointData`] archive. Written to a `.tmp` file, fsynced, renamed, directory
+//! fsynced.
+//!
+//! Every run of the server has a *generation* (newest generation seen at recovery + 1);
+//! core *c* of a run with *n* cores writes its checkpoint of that generation on `flush`
+//! and every `checkpoint_meta_bytes_interval` meta bytes. A generation is usable only if
+//! all *n* cores wrote one (together they cover every mailbox) and every position still
+//! matches its log: each position carries the segment's nonce and the offset + CRC of the
+//! record ending there (an anchor), so a log that was truncated and rewritten, or a
+//! segment set aside and recreated, invalidates the checkpoint instead of fooling it.
+//! Recovery tries generations from the newest down and falls back to a full scan.
+//!
+//! Why skipping is correct: log *j* before core *j*'s own position holds only records of
+//! mailboxes core *j* owned (covered by its snapshot) or records from before the run
+//! (covered by whichever snapshot owns the mailbox); records after the positions are
+//! scanned and applied on top, skipping those with a modseq the snapshot already has.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::with::InlineAsBox;
+
+use super::index::{ArchivedLogPosition, CoreIndex, LogPosition, Mailbox, MessageEntry};
+use super::record::{self, RecordType, RECORD_HEADER_BYTES};
+use super::segment::{self, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
+use super::StoreError;
+
+/// A checkpoint file larger than this is rejected as corrupt (40 bytes per message:
+/// this allows ~50 M messages per core).
+pub const CHECKPOINT_BYTES_MAX: u64 = 2 << 30;
+
+/// The archived root of a checkpoint (serialized from borrowed index data).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+pub struct CheckpointData<'a> {
+    pub generation: u64,
+    pub core: u16,
+    pub ncores: u16,
+    /// Positions covered, one per meta log known to the writer.
+    pub starts: Vec<LogPosition>,
+    /// Highest mailbox-id sequence per creating core.
+    pub mailbox_seq_max: Vec<SeqMax>,
+    pub uid_validity_last: u32,
+    pub mailboxes: Vec<MailboxSnapshot<'a>>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+pub struct SeqMax {
+    pub core: u16,
+    pub seq: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+pub struct MailboxSnapshot<'a> {
+    pub id: u64,
+    #[rkyv(with = InlineAsBox)]
+    pub user: &'a str,
+    #[rkyv(with = InlineAsBox)]
+    pub name: &'a str,
+    pub uid_validity: u32,
+    pub uid_max: u32,
+    pub modseq_highest: u64,
+    #[rkyv(with = InlineAsBox)]
+    pub messages: &'a [MessageEntry],
+}
+
+/// `checkpoint-00000000000000000007.ckpt`.
+pub fn file_name(generation: u64) -> String {
+    format!("checkpoint-{generation:020}.ckpt")
+}
+
+fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("checkpoint-")?.strip_suffix(".ckpt")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Checkpoint generations present in a core dir, ascending.
+pub fn list(dir: &Path) -> Vec<u64> {
+    let mut out: Vec<u64> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(parse_file_name))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Serializes `index` (published state only) with the given positions into the bytes of
+/// a complete checkpoint file.
+pub fn encode(
+    index: &CoreIndex,
+    generation: u64,
+    starts: Vec<LogPosition>,
+) -> Result<Vec<u8>, StoreError> {
+    let mut mailboxes: Vec<MailboxSnapshot<'_>> = index
+        .mailboxes
+        .values()
+        .map(|m| MailboxSnapshot {
+            id: m.id,
+            user: &m.user,
+            name: &m.name,
+            uid_validity: m.uid_validity,
+            uid_max: m.uid_max,
+            modseq_highest: m.modseq_highest,
+            messages: &m.messages,
+        })
+        .collect();
+    mailboxes.sort_by_key(|m| m.id);
+    let mut seq_max: HashMap<u16, u64> = index.mailbox_seq_max.iter().copied().collect();
+    let own = seq_max.entry(index.core).or_default();
+    *own = (*own).max(index.mailbox_seq_next.saturating_sub(1));
+    let mut mailbox_seq_max: Vec<SeqMax> = seq_max
+        .into_iter()
+        .map(|(core, seq)| SeqMax { core, seq })
+        .collect();
+    mailbox_seq_max.sort_unstable_by_key(|m| m.core);
+    let data = CheckpointData {
+        generation,
+        core: index.core,
+        ncores: index.ncores,
+        starts,
+        mailbox_seq_max,
+        uid_validity_last: index.uid_validity_last,
+        mailboxes,
+    };
+    let payload = rkyv::to_bytes::<rancor::Error>(&data).map_err(|e| StoreError::Encode {
+        what: "checkpoint",
+        reason: e.to_string(),
+    })?;
+    let header = SegmentHeader {
+        kind: SegmentKind::Checkpoint,
+        core: index.core,
+        sequence: 1,
+        nonce: segment::new_nonce(),
+    };
+    let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload.len());
+    out.extend_from_slice(&header.encode());
+    record::encode_record(&mut out, RecordType::Checkpoint, &payload);
+    Ok(out)
+}
+
+/// Writes a checkpoint file durably: `.tmp`, (fsync), rename, (directory fsync). Uses
+/// the executor's io_uring for the data; the rename and directory sync are short
+/// metadata operations done synchronously.
+pub async fn write(
+    dir: &Path,
+    generation: u64,
+    bytes: Vec<u8>,
+    durable: bool,
+) -> Result<PathBuf, StoreError> {
+    segment::ensure_dir(dir)?;
+    let path = dir.join(file_name(generation));
+    let tmp = dir.join(format!("{}.tmp", file_name(generation)));
+    File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+    let file = crate::runtime::file::AppendFile::open(&tmp)
+        .await
+        .map_err(|e| StoreError::io("open", &tmp, e))?;
+    let mut pos = 0u64;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(super::commit::WRITE_BYTES_MAX));
+        let n = rest.len() as u64;
+        file.write_all_at(rest, pos)
+            .await
+            .map_err(|e| StoreError::io("write", &tmp, e))?;
+        pos += n;
+        rest = tail;
+    }
+    if durable {
+        file.sync_data()
+            .await
+            .map_err(|e| StoreError::io("fdatasync", &tmp, e))?;
+    }
+    drop(file);
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &tmp, e))?;
+    if durable {
+        segment::sync_dir(dir)?;
+    }
+    Ok(path)
+}
+
+/// Removes this dir's checkpoints of every generation not in `keep` (best effort): the
+/// generation recovery used stays until the new one is complete on every core.
+pub fn remove_except(dir: &Path, keep: &[u64]) {
+    for g in list(dir) {
+        if !keep.contains(&g) {
+            let _ = fs::remove_file(dir.join(file_name(g)));
+        }
+    }
+}
+
+/// A validated checkpoint file, converted to owned values.
+struct Parsed {
+    ncores: u16,
+    seq_max: Vec<(u16, u64)>,
+    uid_validity_last: u32,
+    starts: Vec<LogPosition>,
+    mailboxes: Vec<Mailbox>,
+    bytes: u64,
+}
+
+fn position(s: &ArchivedLogPosition) -> LogPosition {
+    LogPosition {
+        core: s.core.to_native(),
+        segment: s.segment.to_native(),
+        nonce: s.nonce.to_native(),
+        end: s.end.to_native(),
+        last_record_offset: s.last_record_offset.to_native(),
+        last_record_crc: s.last_record_crc.to_native(),
+    }
+}
+
+/// Reads, checks (header, CRC, rkyv validation: once) and converts one checkpoint file.
+fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let bytes = fs::read(path).map_err(|e| at(&e))?;
+    let len = bytes.len() as u64;
+    if len > CHECKPOINT_BYTES_MAX {
+        return Err(at(&format_args!("{len} bytes is too large")));
+    }
+    let header = SegmentHeader::decode(&bytes, path).map_err(|e| e.to_string())?;
+    if header.kind != SegmentKind::Checkpoint || header.core != core {
+        return Err(at(&format_args!(
+            "header names {:?} of core {}",
+            header.kind, header.core
+        )));
+    }
+    let (rh, payload) =
+        record::decode_record(&bytes[SEGMENT_HEADER_BYTES..]).map_err(|e| at(&e))?;
+    if rh.kind != RecordType::Checkpoint || SEGMENT_HEADER_BYTES as u64 + rh.record_bytes() != len {
+        return Err(at(&"not a single checkpoint record"));
+    }
+    let mut aligned: AlignedVec = AlignedVec::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    drop(bytes);
+    let data = rkyv::access::<ArchivedCheckpointData<'static>, rancor::Error>(&aligned)
+        .map_err(|e| at(&format_args!("invalid archive: {e}")))?;
+    if data.generation.to_native() != generation || data.core.to_native() != core {
+        return Err(at(&"content does not match the file name"));
+    }
+    let mailboxes = data
+        .mailboxes
+        .iter()
+        .map(|m| Mailbox {
+            id: m.id.to_native(),
+            user: m.user.as_ref().to_owned(),
+            name: m.name.as_ref().to_owned(),
+            uid_validity: m.uid_validity.to_native(),
+            uid_max: m.uid_max.to_native(),
+            uid_next: 0,
+            modseq_highest: m.modseq_highest.to_native(),
+            modseq_next: 0,
+            messages: m
+                .messages
+                .as_ref()
+                .iter()
+                .map(MessageEntry::from_archived)
+                .collect(),
+        })
+        .collect();
+    Ok(Parsed {
+        ncores: data.ncores.to_native(),
+        seq_max: data
+            .mailbox_seq_max
+            .iter()
+            .map(|m| (m.core.to_native(), m.seq.to_native()))
+            .collect(),
+        uid_validity_last: data.uid_validity_last.to_native(),
+        starts: data.starts.iter().map(position).collect(),
+        mailboxes,
+        bytes: len,
+    })
+}
+
+/// Checks that `pos` still describes the same bytes of core `core`'s meta log.
+fn anchor_ok(dir: &Path, pos: &LogPosition) -> Result<(), String> {
+    if pos.segment == 0 {
+        return Ok(());
+    }
+    let path = segment::segment_path(dir, SegmentKind::Meta, pos.segment);
+    let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let h = SegmentHeader::read_expect(&file, &path, SegmentKind::Meta, pos.core, pos.segment)
+        .map_err(|e| e.to_string())?;
+    if h.nonce != pos.nonce {
+        return Err(format!("{} was recreated", path.display()));
+    }
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if pos.end > len {
+        return Err(format!(
+            "{} is shorter than the checkpoint position {}",
+            path.display(),
+            pos.end
+        ));
+    }
+    if pos.last_record_offset == 0 {
+        return if pos.end == SEGMENT_HEADER_BYTES as u64 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: position {} has no anchor",
+                path.display(),
+                pos.end
+            ))
+        };
+    }
+    let mut head = [0u8; RECORD_HEADER_BYTES];
+    let n =
+        segment::read_up_to(&file, &mut head, pos.last_record_offset).map_err(|e| e.to_string())?;
+    if n != RECORD_HEADER_BYTES {
+        return Err(format!("{}: anchor record missing", path.display()));
+    }
+    let rh = record::parse_header(&head, u64::MAX)
+        .map_err(|e| format!("{}: anchor: {e}", path.display()))?;
+    if rh.crc != pos.last_record_crc || pos.last_record_offset + rh.record_bytes() != pos.end {
+        return Err(format!(
+            "{}: anchor record at {} differs",
+            path.display(),
+            pos.last_record_offset
+        ));
+    }
+    Ok(())
+}
+
+/// What recovery takes from a usable generation.
+pub(crate) struct LoadedSet {
+    pub(crate) generation: u64,
+    pub(crate) bytes: u64,
+    pub(crate) mailboxes: Vec<Mailbox>,
+    /// Highest mailbox-id sequence per creating core.
+    pub(crate) mailbox_seq_max: HashMap<u16, u64>,
+    pub(crate) uid_validity_last: u32,
+    /// Where to start scanning each meta log (logs not listed: from the beginning).
+    pub(crate) starts: HashMap<u16, LogPosition>,
+}
+
+/// Finds the newest complete, valid generation. Returns it (or why none is usable) and
+/// the highest generation number seen in any file name.
+pub(crate) fn load_newest(core_dirs: &[(u16, PathBuf)]) -> (Result<LoadedSet, String>, u64) {
+    let dirs: HashMap<u16, &PathBuf> = core_dirs.iter().map(|(c, p)| (*c, p)).collect();
+    let mut by_gen: HashMap<u64, Vec<u16>> = HashMap::new();
+    for (core, dir) in core_dirs {
+        for g in list(dir) {
+            by_gen.entry(g).or_default().push(*core);
+        }
+    }
+    let mut gens: Vec<u64> = by_gen.keys().copied().collect();
+    gens.sort_unstable_by(|a, b| b.cmp(a));
+    let max = gens.first().copied().unwrap_or(0);
+    let mut notes = Vec::new();
+    for g in gens {
+        match load_generation(g, &by_gen[&g], &dirs) {
+            Ok(set) => return (Ok(set), max),
+            Err(why) => notes.push(format!("generation {g}: {why}")),
+        }
+    }
+    if notes.is_empty() {
+        notes.push("no checkpoint".to_string());
+    }
+    (Err(notes.join("; ")), max)
+}
+
+fn load_generation(
+    generation: u64,
+    cores: &[u16],
+    dirs: &HashMap<u16, &PathBuf>,
+) -> Result<LoadedSet, String> {
+    let mut sorted = cores.to_vec();
+    sorted.sort_unstable();
+    let first = *sorted.first().ok_or("no files")?;
+    let mut parsed = vec![(
+        first,
+        read(&dirs[&first].join(file_name(generation)), first, generation)?,
+    )];
+    let n = parsed[0].1.ncores;
+    let expected: Vec<u16> = (0..n).collect();
+    if sorted != expected {
+        return Err(format!("incomplete: cores {sorted:?} of {n} wrote one"));
+    }
+    for &core in &sorted[1..] {
+        let p = read(&dirs[&core].join(file_name(generation)), core, generation)?;
+        if p.ncores != n {
+            return Err("files disagree on the core count".into());
+        }
+        parsed.push((core, p));
+    }
+    // Where to start each log: its own core's position if that core wrote a checkpoint
+    // (it covers everything its core appended), else the lowest position any file names.
+    let mut own: HashMap<u16, LogPosition> = HashMap::new();
+    let mut others: HashMap<u16, LogPosition> = HashMap::new();
+    for (core, p) in &parsed {
+        for pos in &p.starts {
+            let Some(dir) = dirs.get(&pos.core) else {
+                if pos.segment == 0 {
+                    continue;
+                }
+                return Err(format!("core dir {} is gone", pos.core));
+            };
+            anchor_ok(dir, pos)?;
+            if pos.core == *core {
+                own.insert(pos.core, *pos);
+            } else {
+                others
+                    .entry(pos.core)
+                    .and_modify(|cur| {
+                        if (pos.segment, pos.end) < (cur.segment, cur.end) {
+                            *cur = *pos;
+                        }
+                    })
+                    .or_insert(*pos);
+            }
+        }
+    }
+    let mut starts = others;
+    starts.extend(own);
+    let mut bytes = 0;
+    let mut mailboxes: HashMap<u64, Mailbox> = HashMap::new();
+    let mut mailbox_seq_max: HashMap<u16, u64> = HashMap::new();
+    let mut uid_validity_last = 0;
+    for (_, p) in parsed {
+        bytes += p.bytes;
+        uid_validity_last = uid_validity_last.max(p.uid_validity_last);
+        for (core, seq) in p.seq_max {
+            let e = mailbox_seq_max.entry(core).or_default();
+            *e = (*e).max(seq);
+        }
+        for mb in p.mailboxes {
+            match mailboxes.get(&mb.id) {
+                Some(old) if old.modseq_highest >= mb.modseq_highest => {}
+                _ => {
+                    mailboxes.insert(mb.id, mb);
+                }
+            }
+        }
+    }
+    Ok(LoadedSet {
+        generation,
+        bytes,
+        mailboxes: mailboxes.into_values().collect(),
+        mailbox_seq_max,
+        uid_validity_last,
+        starts,
+    })
+}

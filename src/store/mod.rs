@@ -1,0 +1,316 @@
+//! The log-structured mailbox store: where every accepted message and every mailbox
+//! change is made durable, and the in-memory index that finds them again.
+//!
+//! # Layout on disk
+//! ```text
+//! <data_dir>/store/core-00/blob-00000001.seg   message bodies, one record per message
+//!                         /blob-00000002.seg   (rolled past blob_segment_bytes_max)
+//!                         /meta-00000001.seg   index records (rkyv payloads)
+//!                         /checkpoint-<generation>.ckpt   rkyv snapshot of core 00's index
+//!                                                        + the meta log positions it covers
+//! <data_dir>/store/core-01/...                 the same for core 01, and so on
+//! ```
+//! Core *i* appends only to `core-<i>/`; nothing is shared between cores on the write
+//! path. Every segment starts with a [`segment::SegmentHeader`] (magic `RINGMAIL`, format
+//! version, kind, core, sequence, a random nonce, CRC). Records are framed by
+//! [`record`]: `[payload_len u32][crc32c u32][type u8][3 zero bytes]` + payload, the CRC
+//! covering length, type, reserved bytes and payload, so a torn or corrupt record is
+//! always detected. A record never spans segments; a record larger than a segment gets a
+//! segment of its own.
+//!
+//! # Modules
+//! - [`record`]     framing, record types, the rkyv meta payloads ([`record::MetaRecord`]).
+//! - [`segment`]    segment headers, file names, listing, creation, sequential scanning.
+//! - [`index`]      the compact in-memory index: mailbox → `Vec<MessageEntry>` sorted by
+//!   UID (40 bytes per message).
+//! - [`recover`]    the offline start-up scan: validates every record, truncates torn tails
+//!   of writable logs, builds the index and splits it by owner core.
+//! - [`checkpoint`] rkyv snapshots of one core's index + the log positions they cover, so
+//!   recovery only scans the meta records written after them.
+//! - [`commit`]     group commit: one pending batch per log, one `write` + one
+//!   `fdatasync` per batch, back-pressure past `batch_bytes_max`, undo on failure.
+//! - [`engine`]     [`Store`], the per-core handle used inside an executor.
+//! - [`export`]     offline, read-only mboxrd export of one mailbox.
+//!
+//! # Ownership and ordering
+//! Each user's mailboxes are owned by one core (`owner(user)`, decided by the caller); the
+//! owner appends all of their index records to its own meta log. Recovery reads *every*
+//! `core-*` directory (also those beyond the current core count, read-only), so changing
+//! the core count only changes who appends from now on. Records of one mailbox may
+//! therefore sit in several cores' meta logs; the per-mailbox `modseq` (strictly
+//! increasing) orders them.
+//!
+//! A message's blob is durable before any meta record that references it is written, so
+//! everything in a blob log before the end of the last referenced blob is durable; recovery
+//! only scans the last blob segment from that watermark to find the torn tail, and then
+//! checks that every `BlobRef` lies inside the valid part of its segment (dropping and
+//! reporting those that do not). `read_blob` re-verifies the record CRC on every read.
+//!
+//! # Compaction (not implemented yet; the format allows it)
+//! Blobs are reachable only from `MessageAppend` records. A compactor running on core *i*
+//! picks sealed blob segments of its own log whose live fraction is low (live = referenced
+//! by a message that is not expunged, known from the index of every core, asked over the
+//! mesh), copies the live blobs to the head of its blob log with the normal group commit,
+//! and then appends, in the owner's meta log, a relocation record (`BlobRelocate {
+//! mailbox_id, uid, modseq, old: BlobRef, new: BlobRef }`, record type 7, reserved in
+//! [`record::RecordType`]) for each moved message; recovery applies it like a FlagsSet
+//! (highest modseq wins). Once every relocation is durable and a checkpoint no longer
+//! needs the old meta records, the old blob segment is deleted. Meta logs are compacted by
+//! writing a checkpoint and deleting the meta segments it fully covers in every core's
+//! checkpoint. Expunge records are the tombstones that let a compactor see a blob is dead.
+
+pub mod checkpoint;
+pub mod commit;
+pub mod engine;
+pub mod export;
+pub mod index;
+pub mod record;
+pub mod recover;
+pub mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use engine::{Store, StoreStats};
+pub use export::export_mboxrd;
+pub use index::{CoreIndex, MailboxStatus, MessageEntry};
+pub use recover::{recover, recover_with, RecoverOptions, Recovered, RecoveryReport};
+
+/// Whether a batch is fdatasync'ed before its appenders are told it is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// write + fdatasync for every batch (production).
+    Always,
+    /// write only: the data survives a process crash, not a power loss (benchmarks only).
+    Never,
+}
+
+/// The largest message the store accepts (a backstop: SMTP enforces the real limit).
+pub const MESSAGE_BYTES_MAX: usize = 1 << 30;
+/// The longest user name (normalized address) the store accepts.
+pub const USER_BYTES_MAX: usize = 320;
+/// The longest mailbox name the store accepts.
+pub const MAILBOX_NAME_BYTES_MAX: usize = 1024;
+/// The most deliveries one `deliver` call may carry.
+pub const DELIVERIES_PER_CALL_MAX: usize = 10_000;
+/// Segments may not exceed this: offsets inside a segment are kept as u32 in the index.
+pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+/// The smallest segment size accepted (tests use tiny segments to exercise rollover).
+pub const SEGMENT_BYTES_MIN: u64 = 1024;
+
+/// Per-core store settings.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// This executor's core index: the store appends to `store/core-<core>/`.
+    pub core: u16,
+    pub fsync: Fsync,
+    /// Roll the blob log to a new segment past this size (default 256 MiB).
+    pub blob_segment_bytes_max: u64,
+    /// Roll the meta log to a new segment past this size (default 64 MiB).
+    pub meta_segment_bytes_max: u64,
+    /// One batch (one write) holds at most this many bytes, unless a single record is
+    /// larger; appenders wait while the pending batch is full (default 4 MiB).
+    pub batch_bytes_max: usize,
+    /// Write a checkpoint each time this many meta bytes were appended since the last one
+    /// (0: only on `flush`). Default 64 MiB.
+    pub checkpoint_meta_bytes_interval: u64,
+}
+
+impl StoreConfig {
+    /// The defaults above for `core` under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>, core: u16) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            core,
+            fsync: Fsync::Always,
+            blob_segment_bytes_max: 256 << 20,
+            meta_segment_bytes_max: 64 << 20,
+            batch_bytes_max: 4 << 20,
+            checkpoint_meta_bytes_interval: 64 << 20,
+        }
+    }
+
+    /// Checks every limit and reports all problems at once.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let mut problems = Vec::new();
+        for (name, v) in [
+            ("blob_segment_bytes_max", self.blob_segment_bytes_max),
+            ("meta_segment_bytes_max", self.meta_segment_bytes_max),
+        ] {
+            if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT).contains(&v) {
+                problems.push(format!(
+                    "{name} = {v}: must be in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_LIMIT}"
+                ));
+            }
+        }
+        if !(4096..=(64 << 20)).contains(&self.batch_bytes_max) {
+            problems.push(format!(
+                "batch_bytes_max = {}: must be in 4096..=67108864",
+                self.batch_bytes_max
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Config {
+                reason: problems.join("; "),
+            })
+        }
+    }
+}
+
+/// Where a message body lives: the blob record's header in `core`'s blob log.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct BlobRef {
+    pub core: u16,
+    pub segment: u32,
+    /// Offset of the record header inside the segment file.
+    pub offset: u64,
+    /// Payload (message) length in bytes.
+    pub len: u32,
+}
+
+impl BlobRef {
+    /// Offset just past the record (header + payload).
+    pub fn end(&self) -> u64 {
+        self.offset + record::RECORD_HEADER_BYTES as u64 + u64::from(self.len)
+    }
+}
+
+/// One recipient's copy of an accepted message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Normalized address of the recipient (the mailbox owner).
+    pub user: String,
+    /// Mailbox name, usually "INBOX".
+    pub mailbox: String,
+    pub blob: BlobRef,
+    /// Unix seconds.
+    pub internal_date: i64,
+}
+
+/// Everything the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("disk full while trying to {op} {path}: {source}")]
+    DiskFull {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("corrupt data in {segment} at offset {offset}: {reason}")]
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{path} has format version {found}, this build reads version {expected}")]
+    Version {
+        path: PathBuf,
+        found: u16,
+        expected: u16,
+    },
+    #[error("invalid store configuration: {reason}")]
+    Config { reason: String },
+    #[error("owner({user:?}) returned core {core}, but there are only {ncores} cores")]
+    Owner {
+        user: String,
+        core: usize,
+        ncores: usize,
+    },
+    #[error(
+        "the index was recovered for core {index}, but the store is configured as core {config}"
+    )]
+    CoreMismatch { config: u16, index: u16 },
+    #[error("{what} is {bytes} bytes, the limit is {max}")]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("no mailbox {mailbox:?} for user {user:?}")]
+    NoSuchMailbox { user: String, mailbox: String },
+    #[error("no message with UID {uid} in mailbox {mailbox:?} of {user:?}")]
+    NoSuchMessage {
+        user: String,
+        mailbox: String,
+        uid: u32,
+    },
+    #[error("mailbox {mailbox:?} of {user:?} has used up its {what}")]
+    Exhausted {
+        user: String,
+        mailbox: String,
+        what: &'static str,
+    },
+    #[error("cannot encode a {what} record: {reason}")]
+    Encode { what: &'static str, reason: String },
+    #[error("the commit task of {path} is gone")]
+    Closed { path: PathBuf },
+}
+
+impl StoreError {
+    /// True for ENOSPC, EDQUOT and short writes: the operation can succeed once space
+    /// returns, so callers answer with a temporary failure (SMTP 452) instead of 5xx.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::DiskFull { .. } => true,
+            StoreError::Io { source, .. } => io_is_disk_full(source),
+            _ => false,
+        }
+    }
+
+    /// Wraps an io::Error, classifying disk-full conditions as [`StoreError::DiskFull`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> StoreError {
+        let path = path.into();
+        if io_is_disk_full(&source) {
+            StoreError::DiskFull { op, path, source }
+        } else {
+            StoreError::Io { op, path, source }
+        }
+    }
+
+    pub(crate) fn corrupt(
+        segment: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> StoreError {
+        StoreError::Corrupt {
+            segment: segment.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+// What crosses threads: recovery runs before the executors and hands each one its index.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<CoreIndex>();
+    send::<Recovered>();
+    send::<StoreError>();
+    send::<BlobRef>();
+};
+
+fn io_is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+}
+
+/// Current unix time in seconds (0 if the clock is before 1970).
+pub(crate) fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,675 @@
+//! Offline recovery: runs at start-up (synchronously, std::fs, before executors exist)
+//! and, read-only, for `export`.
+//!
+//! 1. Load the newest complete checkpoint generation, if any and if every anchor still
+//!    matches the logs (see [`super::checkpoint`]); otherwise start from nothing.
+//! 2. Scan every `core-*` meta log (from the checkpoint positions, or from the start):
+//!    CRC + rkyv validation of every record, once. A log stops at its first invalid
+//!    record; for writable cores (index < ncores) the segment is truncated there and any
+//!    later segment is set aside (renamed `*.seg.aside-<unix secs>`), all reported.
+//! 3. Apply the records: creates first, then per mailbox in modseq order.
+//! 4. Blob logs: sealed segments are valid up to their length (only the last segment of a
+//!    log can have a torn tail, because a segment is only rolled after a synced batch);
+//!    the last segment is scanned from the durable watermark (end of the last blob a meta
+//!    record references) to find its valid end, and truncated there if writable.
+//! 5. Drop (and count) messages whose BlobRef is not inside a valid blob segment part.
+//! 6. Split the mailboxes by `owner(user)` into one [`CoreIndex`] per core.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rkyv::util::AlignedVec;
+
+use super::checkpoint;
+use super::index::{CoreIndex, LogPosition, LogTail, Mailbox, MAILBOX_SEQ_BITS};
+use super::record::{self, MetaRecord, RecordType};
+use super::segment::{self, ScanItem, Scanner, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
+use super::{unix_now_secs, StoreError};
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Messages in the recovered index (all cores).
+    pub messages: u64,
+    pub mailboxes: u64,
+    /// Bytes read from segment files (checkpoints excluded).
+    pub bytes_scanned: u64,
+    /// Checkpoint bytes read.
+    pub checkpoint_bytes: u64,
+    /// Writable logs cut back or files set aside: (path, offset, why).
+    pub truncated: Vec<(PathBuf, u64, String)>,
+    /// Read-only logs that stop before their end (not modified): (path, offset, why).
+    pub stopped: Vec<(PathBuf, u64, String)>,
+    /// Messages dropped because their BlobRef is outside the valid part of a blob log.
+    pub dropped_refs: u64,
+    /// Valid records that do not apply (unknown mailbox, duplicate UID or mailbox).
+    pub ignored_records: u64,
+    /// Meta records read and validated.
+    pub meta_records: u64,
+    /// The checkpoint generation used, if any.
+    pub checkpoint_generation: Option<u64>,
+    /// Why no checkpoint was used (empty when one was).
+    pub checkpoint_note: String,
+    pub elapsed: Duration,
+}
+
+/// The result of [`recover`]: one index per core, in core order.
+#[derive(Debug)]
+pub struct Recovered {
+    pub cores: Vec<CoreIndex>,
+    pub report: RecoveryReport,
+}
+
+/// Knobs for [`recover_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct RecoverOptions {
+    /// Use a valid checkpoint to skip the meta records it covers (default true).
+    pub use_checkpoints: bool,
+}
+
+impl Default for RecoverOptions {
+    fn default() -> Self {
+        RecoverOptions {
+            use_checkpoints: true,
+        }
+    }
+}
+
+/// Offline recovery, sync, before executors start. Scans every core dir, validates every
+/// record, truncates torn/corrupt tails of the logs of cores `0..ncores` (only those: they
+/// will be appended to), builds the in-memory index and splits it by owner.
+pub fn recover(
+    data_dir: &Path,
+    ncores: usize,
+    owner: &dyn Fn(&str) -> usize,
+) -> Result<Recovered, StoreError> {
+    recover_with(data_dir, ncores, owner, RecoverOptions::default())
+}
+
+/// [`recover`] with options.
+pub fn recover_with(
+    data_dir: &Path,
+    ncores: usize,
+    owner: &dyn Fn(&str) -> usize,
+    opts: RecoverOptions,
+) -> Result<Recovered, StoreError> {
+    if ncores == 0 || ncores > usize::from(u16::MAX) {
+        return Err(StoreError::Config {
+            reason: format!("ncores = {ncores}: must be in 1..=65535"),
+        });
+    }
+    let loaded = load(data_dir, ncores, opts.use_checkpoints)?;
+    let Loaded {
+        global,
+        mut report,
+        tails,
+        covered,
+        mailbox_seq_max,
+        generation,
+        started,
+    } = loaded;
+
+    let mut seq_max_list: Vec<(u16, u64)> = mailbox_seq_max.iter().map(|(c, s)| (*c, *s)).collect();
+    seq_max_list.sort_unstable();
+    let mut cores: Vec<CoreIndex> = (0..ncores)
+        .map(|i| {
+            let core = i as u16;
+            let (blob_tail, meta_tail) = tails.get(&core).copied().unwrap_or_default();
+            CoreIndex {
+                core,
+                ncores: ncores as u16,
+                mailbox_seq_next: mailbox_seq_max.get(&core).copied().unwrap_or(0) + 1,
+                uid_validity_last: global.uid_validity_last,
+                blob_tail: with_next_sequence(blob_tail),
+                meta_tail: with_next_sequence(meta_tail),
+                covered: covered.clone(),
+                mailbox_seq_max: seq_max_list.clone(),
+                generation,
+                checkpoint_used: report.checkpoint_generation.unwrap_or(0),
+                ..CoreIndex::default()
+            }
+        })
+        .collect();
+    for (_, mb) in global.mailboxes {
+        let core = owner(&mb.user);
+        if core >= ncores {
+            return Err(StoreError::Owner {
+                user: mb.user,
+                core,
+                ncores,
+            });
+        }
+        cores[core].insert_mailbox(mb);
+    }
+    report.elapsed = started.elapsed();
+    Ok(Recovered { cores, report })
+}
+
+fn with_next_sequence(mut t: LogTail) -> LogTail {
+    t.next_sequence = t.next_sequence.max(t.segment + 1).max(1);
+    t
+}
+
+/// The whole store folded into one index (used by recovery and by export).
+pub(crate) struct Loaded {
+    pub(crate) global: CoreIndex,
+    pub(crate) report: RecoveryReport,
+    /// (blob, meta) tails of every core dir found.
+    pub(crate) tails: HashMap<u16, (LogTail, LogTail)>,
+    /// Every meta log's end position.
+    pub(crate) covered: Vec<LogPosition>,
+    /// Highest mailbox-id sequence per creating core.
+    pub(crate) mailbox_seq_max: HashMap<u16, u64>,
+    pub(crate) generation: u64,
+    pub(crate) started: Instant,
+}
+
+/// Scans and folds everything. Cores `< writable` get their torn tails truncated;
+/// `writable = 0` is strictly read-only.
+pub(crate) fn load(
+    data_dir: &Path,
+    writable: usize,
+    use_checkpoints: bool,
+) -> Result<Loaded, StoreError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
+    let core_dirs = segment::list_core_dirs(data_dir)?;
+
+    // 1. Checkpoint.
+    let mut global = CoreIndex::default();
+    let mut starts: HashMap<u16, LogPosition> = HashMap::new();
+    let mut checkpoint_modseq: HashMap<u64, u64> = HashMap::new();
+    let mut checkpoint_seq_max: HashMap<u16, u64> = HashMap::new();
+    let (ckpt, generation_max) = if use_checkpoints {
+        checkpoint::load_newest(&core_dirs)
+    } else {
+        (
+            Err("checkpoints not used (disabled by the caller)".to_string()),
+            0,
+        )
+    };
+    match ckpt {
+        Ok(set) => {
+            report.checkpoint_generation = Some(set.generation);
+            report.checkpoint_bytes = set.bytes;
+            checkpoint_seq_max = set.mailbox_seq_max;
+            global.uid_validity_last = global.uid_validity_last.max(set.uid_validity_last);
+            for mb in set.mailboxes {
+                checkpoint_modseq.insert(mb.id, mb.modseq_highest);
+                global.insert_mailbox(mb);
+            }
+            starts = set.starts;
+        }
+        Err(note) => report.checkpoint_note = note,
+    }
+    let generation = generation_max + 1;
+
+    // 2. Meta logs.
+    let mut creates: Vec<record::MailboxCreate> = Vec::new();
+    let mut ops: Vec<MetaRecord> = Vec::new();
+    let mut tails: HashMap<u16, (LogTail, LogTail)> = HashMap::new();
+    let mut covered = Vec::new();
+    let mut aligned = AlignedVec::new();
+    for (core, dir) in &core_dirs {
+        let writable_core = usize::from(*core) < writable;
+        let start = starts.get(core).copied();
+        let tail = scan_meta_log(
+            dir,
+            *core,
+            writable_core,
+            start,
+            &mut report,
+            &mut aligned,
+            &mut |rec| match rec {
+                MetaRecord::MailboxCreate(c) => creates.push(c),
+                other => ops.push(other),
+            },
+        )?;
+        covered.push(LogPosition::from_tail(*core, &tail));
+        tails.entry(*core).or_default().1 = tail;
+    }
+
+    // 3. Apply.
+    let mut mailbox_seq_max: HashMap<u16, u64> = checkpoint_seq_max;
+    let seq_mask = (1u64 << MAILBOX_SEQ_BITS) - 1;
+    for id in global.mailboxes.keys() {
+        let e = mailbox_seq_max
+            .entry((id >> MAILBOX_SEQ_BITS) as u16)
+            .or_default();
+        *e = (*e).max(id & seq_mask);
+    }
+    for c in &creates {
+        let e = mailbox_seq_max
+            .entry((c.mailbox_id >> MAILBOX_SEQ_BITS) as u16)
+            .or_default();
+        *e = (*e).max(c.mailbox_id & seq_mask);
+        global.uid_validity_last = global.uid_validity_last.max(c.uid_validity);
+        if global.mailboxes.contains_key(&c.mailbox_id) {
+            continue; // already in the checkpoint
+        }
+        if !global.insert_mailbox(Mailbox::new(c)) {
+            report.ignored_records += 1;
+        }
+    }
+    ops.sort_by_key(|r| (r.mailbox_id(), r.modseq()));
+    let mut deferred: Vec<u32> = Vec::new();
+    let mut current: Option<u64> = None;
+    for rec in &ops {
+        let id = rec.mailbox_id();
+        if current != Some(id) {
+            if let Some(prev) = current {
+                if let Some(mb) = global.mailboxes.get_mut(&prev) {
+                    mb.expunge_all(&mut deferred);
+                }
+            }
+            deferred.clear();
+            current = Some(id);
+        }
+        if let Some(&covered_modseq) = checkpoint_modseq.get(&id) {
+            if rec.modseq() <= covered_modseq {
+                continue; // re-read record already reflected in the checkpoint
+            }
+        }
+        match global.mailboxes.get_mut(&id) {
+            Some(mb) => {
+                if mb.apply(rec, Some(&mut deferred)) == super::index::Applied::Ignored {
+                    report.ignored_records += 1;
+                }
+            }
+            None => report.ignored_records += 1,
+        }
+    }
+    if let Some(prev) = current {
+        if let Some(mb) = global.mailboxes.get_mut(&prev) {
+            mb.expunge_all(&mut deferred);
+        }
+    }
+    drop(ops);
+
+    // 4. Blob logs, scanned from the watermark of referenced data.
+    let mut watermark: HashMap<(u16, u32), u64> = HashMap::new();
+    for mb in global.mailboxes.values() {
+        for m in &mb.messages {
+            let b = m.blob();
+            let e = watermark.entry((b.core, b.segment)).or_default();
+            *e = (*e).max(b.end());
+        }
+    }
+    let mut valid_end: HashMap<(u16, u32), u64> = HashMap::new();
+    for (core, dir) in &core_dirs {
+        let writable_core = usize::from(*core) < writable;
+        let tail = scan_blob_log(
+            dir,
+            *core,
+            writable_core,
+            &watermark,
+            &mut valid_end,
+            &mut report,
+        )?;
+        tails.entry(*core).or_default().0 = tail;
+    }
+
+    // 5. Drop references outside valid blob data.
+    for mb in global.mailboxes.values_mut() {
+        let before = mb.messages.len();
+        mb.messages.retain(|m| {
+            let b = m.blob();
+            b.offset >= SEGMENT_HEADER_BYTES as u64
+                && valid_end
+                    .get(&(b.core, b.segment))
+                    .is_some_and(|&end| b.end() <= end)
+        });
+        report.dropped_refs += (before - mb.messages.len()) as u64;
+        mb.messages.shrink_to_fit();
+        mb.reset_allocation();
+    }
+    report.mailboxes = global.mailboxes.len() as u64;
+    report.messages = global.message_count() as u64;
+    report.elapsed = started.elapsed();
+    Ok(Loaded {
+        global,
+        report,
+        tails,
+        covered,
+        mailbox_seq_max,
+        generation,
+        started,
+    })
+}
+
+/// Where a log stops and why.
+struct Stop {
+    segment_index: usize,
+    path: PathBuf,
+    offset: u64,
+    why: String,
+}
+
+/// Scans one core's meta log from `start` (or its beginning), feeding every valid record
+/// to `sink`; handles the tail as described in the module doc. Returns where it continues.
+fn scan_meta_log(
+    dir: &Path,
+    core: u16,
+    writable: bool,
+    start: Option<LogPosition>,
+    report: &mut RecoveryReport,
+    aligned: &mut AlignedVec,
+    sink: &mut dyn FnMut(MetaRecord),
+) -> Result<LogTail, StoreError> {
+    let (seqs, highest) = segment::list_segments(dir, SegmentKind::Meta)?;
+    let mut tail = LogTail {
+        next_sequence: highest + 1,
+        ..LogTail::default()
+    };
+    let first = match start {
+        Some(p) if p.segment > 0 => seqs.iter().position(|&s| s == p.segment).ok_or_else(|| {
+            StoreError::corrupt(dir, 0, format!("checkpoint segment {} vanished", p.segment))
+        })?,
+        _ => 0,
+    };
+    let mut stop: Option<Stop> = None;
+    let mut prev_seq: Option<u32> = None;
+    for (i, &seq) in seqs.iter().enumerate().skip(first) {
+        let path = segment::segment_path(dir, SegmentKind::Meta, seq);
+        if let Some(p) = prev_seq {
+            if seq != p + 1 {
+                report.stopped.push((
+                    path.clone(),
+                    0,
+                    format!("meta segments {} to {} are missing", p + 1, seq - 1),
+                ));
+            }
+        }
+        prev_seq = Some(seq);
+        let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+        let header = match SegmentHeader::read_expect(&file, &path, SegmentKind::Meta, core, seq) {
+            Ok(h) => h,
+            Err(e @ StoreError::Version { .. }) => return Err(e),
+            Err(StoreError::Corrupt { reason, .. }) => {
+                stop = Some(Stop {
+                    segment_index: i,
+                    path,
+                    offset: 0,
+                    why: format!("bad segment header: {reason}"),
+                });
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        let from = match start {
+            Some(p) if p.segment == seq => p.end,
+            _ => SEGMENT_HEADER_BYTES as u64,
+        };
+        tail.segment = seq;
+        tail.nonce = header.nonce;
+        tail.end = from;
+        tail.last_record = match start {
+            Some(p) if p.segment == seq && p.last_record_offset > 0 => {
+                Some((p.last_record_offset, p.last_record_crc))
+            }
+            _ => None,
+        };
+        let mut scanner = Scanner::new(&file, &path, from)?;
+        let mut bad: Option<(u64, String)> = None;
+        loop {
+            match scanner.next_item()? {
+                ScanItem::Record {
+                    offset,
+                    header,
+                    payload,
+                } => match record::decode_meta(header.kind, payload, aligned) {
+                    Ok(rec) => {
+                        report.meta_records += 1;
+                        tail.last_record = Some((offset, header.crc));
+                        sink(rec);
+                    }
+                    Err(why) => {
+                        bad = Some((offset, why));
+                        break;
+                    }
+                },
+                ScanItem::End => break,
+                ScanItem::Invalid { offset, reason } => {
+                    bad = Some((offset, reason.to_string()));
+                    break;
+                }
+            }
+        }
+        report.bytes_scanned += scanner.bytes_read;
+        match bad {
+            None => tail.end = scanner.position(),
+            Some((offset, why)) => {
+                tail.end = offset;
+                stop = Some(Stop {
+                    segment_index: i,
+                    path,
+                    offset,
+                    why,
+                });
+                break;
+            }
+        }
+    }
+    if let Some(stop) = stop {
+        let later: Vec<u32> = seqs[stop.segment_index + 1..].to_vec();
+        let header_bad = stop.offset == 0;
+        if writable {
+            if header_bad {
+                set_aside_or_remove(dir, &stop.path, &stop.why, report)?;
+                // The log continues in a new segment after the last good one.
+                tail = LogTail {
+                    next_sequence: tail.next_sequence,
+                    ..LogTail::default()
+                };
+                if stop.segment_index > 0 {
+                    // Continue in the previous (good) segment.
+                    let prev = seqs[stop.segment_index - 1];
+                    tail = reopen_tail(dir, SegmentKind::Meta, core, prev, tail.next_sequence)?;
+                }
+            } else {
+                truncate_file(&stop.path, stop.offset)?;
+                report
+                    .truncated
+                    .push((stop.path.clone(), stop.offset, stop.why.clone()));
+            }
+            for seq in later {
+                let p = segment::segment_path(dir, SegmentKind::Meta, seq);
+                set_aside(
+                    &p,
+                    &format!(
+                        "follows the invalid record at {}:{}",
+                        stop.path.display(),
+                        stop.offset
+                    ),
+                    report,
+                )?;
+            }
+            segment::sync_dir(dir)?;
+        } else {
+            report.stopped.push((stop.path, stop.offset, stop.why));
+        }
+    }
+    Ok(tail)
+}
+
+/// Re-derives the tail of a segment known to be valid up to its end (the segment before a
+/// set-aside one): scans it completely.
+fn reopen_tail(
+    dir: &Path,
+    kind: SegmentKind,
+    core: u16,
+    seq: u32,
+    next_sequence: u32,
+) -> Result<LogTail, StoreError> {
+    let path = segment::segment_path(dir, kind, seq);
+    let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+    let header = SegmentHeader::read_expect(&file, &path, kind, core, seq)?;
+    let mut scanner = Scanner::new(&file, &path, SEGMENT_HEADER_BYTES as u64)?;
+    let mut last = None;
+    while let ScanItem::Record { offset, header, .. } = scanner.next_item()? {
+        last = Some((offset, header.crc));
+    }
+    Ok(LogTail {
+        segment: seq,
+        nonce: header.nonce,
+        end: scanner.position(),
+        next_sequence,
+        last_record: last,
+    })
+}
+
+/// Blob log of one core: records each segment's valid end in `valid_end`; returns where
+/// the log continues.
+fn scan_blob_log(
+    dir: &Path,
+    core: u16,
+    writable: bool,
+    watermark: &HashMap<(u16, u32), u64>,
+    valid_end: &mut HashMap<(u16, u32), u64>,
+    report: &mut RecoveryReport,
+) -> Result<LogTail, StoreError> {
+    let (mut seqs, highest) = segment::list_segments(dir, SegmentKind::Blob)?;
+    let mut tail = LogTail {
+        next_sequence: highest + 1,
+        ..LogTail::default()
+    };
+    // A last segment holding no more than a (torn) header was being created at a crash.
+    if let (true, Some(&last)) = (writable, seqs.last()) {
+        let path = segment::segment_path(dir, SegmentKind::Blob, last);
+        let len = fs::metadata(&path)
+            .map_err(|e| StoreError::io("stat", &path, e))?
+            .len();
+        if len <= SEGMENT_HEADER_BYTES as u64 {
+            let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+            match SegmentHeader::read_expect(&file, &path, SegmentKind::Blob, core, last) {
+                Ok(_) => {}
+                Err(e @ StoreError::Version { .. }) => return Err(e),
+                Err(e) => {
+                    set_aside_or_remove(dir, &path, &e.to_string(), report)?;
+                    seqs.pop();
+                }
+            }
+        }
+    }
+    let Some(&last) = seqs.last() else {
+        return Ok(tail);
+    };
+    for &seq in &seqs {
+        let path = segment::segment_path(dir, SegmentKind::Blob, seq);
+        let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| StoreError::io("stat", &path, e))?
+            .len();
+        let header = match SegmentHeader::read_expect(&file, &path, SegmentKind::Blob, core, seq) {
+            Ok(h) => h,
+            Err(e @ StoreError::Version { .. }) => return Err(e),
+            Err(StoreError::Corrupt { reason, .. }) => {
+                let why = format!("bad segment header: {reason}");
+                if writable && seq == last {
+                    // Damaged header on the active segment: appends go to a new one.
+                    set_aside(&path, &why, report)?;
+                    segment::sync_dir(dir)?;
+                } else {
+                    report.stopped.push((path, 0, why));
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if seq != last {
+            valid_end.insert((core, seq), file_len);
+            continue;
+        }
+        // The last segment: everything up to the watermark is durable; scan the rest.
+        let from = watermark
+            .get(&(core, seq))
+            .copied()
+            .filter(|&w| w <= file_len)
+            .unwrap_or(SEGMENT_HEADER_BYTES as u64)
+            .max(SEGMENT_HEADER_BYTES as u64);
+        let mut scanner = Scanner::new(&file, &path, from)?;
+        let mut last_record = None;
+        let stop = loop {
+            match scanner.next_item()? {
+                ScanItem::Record { offset, header, .. } => {
+                    if header.kind != RecordType::Blob {
+                        break Some((offset, format!("{:?} record in a blob log", header.kind)));
+                    }
+                    last_record = Some((offset, header.crc));
+                }
+                ScanItem::End => break None,
+                ScanItem::Invalid { offset, reason } => break Some((offset, reason.to_string())),
+            }
+        };
+        report.bytes_scanned += scanner.bytes_read;
+        let end = match stop {
+            None => scanner.position(),
+            Some((offset, why)) => {
+                if writable {
+                    truncate_file(&path, offset)?;
+                    report.truncated.push((path.clone(), offset, why));
+                } else {
+                    report.stopped.push((path.clone(), offset, why));
+                }
+                offset
+            }
+        };
+        valid_end.insert((core, seq), end);
+        tail.segment = seq;
+        tail.nonce = header.nonce;
+        tail.end = end;
+        tail.last_record = last_record;
+    }
+    Ok(tail)
+}
+
+fn truncate_file(path: &Path, len: u64) -> Result<(), StoreError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::io("open for truncation", path, e))?;
+    f.set_len(len)
+        .map_err(|e| StoreError::io("truncate", path, e))?;
+    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
+}
+
+/// Renames a damaged segment out of the way (keeping it for inspection).
+fn set_aside(path: &Path, why: &str, report: &mut RecoveryReport) -> Result<(), StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".aside-{}", unix_now_secs()));
+    let to = PathBuf::from(name);
+    fs::rename(path, &to).map_err(|e| StoreError::io("rename", path, e))?;
+    report.truncated.push((
+        path.to_path_buf(),
+        0,
+        format!("set aside as {}: {why}", to.display()),
+    ));
+    Ok(())
+}
+
+/// A segment whose header is torn: removed if it holds nothing but the torn header,
+/// otherwise set aside.
+fn set_aside_or_remove(
+    dir: &Path,
+    path: &Path,
+    why: &str,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    let len = fs::metadata(path)
+        .map_err(|e| StoreError::io("stat", path, e))?
+        .len();
+    if len <= SEGMENT_HEADER_BYTES as u64 {
+        fs::remove_file(path).map_err(|e| StoreError::io("remove", path, e))?;
+        report.truncated.push((
+            path.to_path_buf(),
+            0,
+            format!("removed torn new segment: {why}"),
+        ));
+    } else {
+        set_aside(path, why, report)?;
+    }
+    segment::sync_dir(dir)
+}
