@@ -72,7 +72,9 @@ impl fmt::Display for Secret {
 pub fn normalize_address(address: &str) -> Result<String, AccountsError> {
     let a = address.trim().to_lowercase();
     let ok = a.len() <= ADDRESS_BYTES_MAX
-        && !a.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        && !a
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         && match a.rsplit_once('@') {
             Some((local, domain)) => {
                 !local.is_empty() && !local.contains('@') && crate::config::valid_hostname(domain)
@@ -324,7 +326,14 @@ mod tests {
     #[test]
     fn bad_addresses_and_passwords_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["", "noat", "@example.test", "a b@example.test", "a@bad domain", "a@-x.test"] {
+        for bad in [
+            "",
+            "noat",
+            "@example.test",
+            "a b@example.test",
+            "a@bad domain",
+            "a@-x.test",
+        ] {
             assert!(
                 matches!(
                     Accounts::add(dir.path(), bad, &pw("x")),

@@ -46,7 +46,10 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--password-stdin" => args.password_stdin = true,
             s if s.starts_with("--config=") => args.config = Some(s["--config=".len()..].into()),
             s if s.starts_with("--mailbox=") => args.mailbox = Some(s["--mailbox=".len()..].into()),
-            s if s.starts_with('-') && s.len() > 1 && !matches!(s, "-h" | "--help" | "--version") => {
+            s if s.starts_with('-')
+                && s.len() > 1
+                && !matches!(s, "-h" | "--help" | "--version") =>
+            {
                 return Err(format!("unknown option {s}"));
             }
             _ => args.words.push(a),

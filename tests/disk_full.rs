@@ -81,32 +81,59 @@ fn disk_full_gives_452_and_service_resumes_when_space_returns() {
         data.to_str().unwrap()
     ));
 
-    let first = make_message("carol@remote.test", "alice@example.test", "first@df", "before the disk fills\r\n");
+    let first = make_message(
+        "carol@remote.test",
+        "alice@example.test",
+        "first@df",
+        "before the disk fills\r\n",
+    );
     let mut c = server.connect();
     c.expect("EHLO client.test", 250);
-    let r = c.send_mail("carol@remote.test", &["alice@example.test"], &first).unwrap();
+    let r = c
+        .send_mail("carol@remote.test", &["alice@example.test"], &first)
+        .unwrap();
     assert_eq!(r.code, 250, "{r:?}");
 
     let filler = fill(&mnt);
     // Larger than what is left of the pages the segments already own (tmpfs: 4 KiB).
     let big_body = ("x".repeat(78) + "\r\n").repeat(100);
-    let refused = make_message("carol@remote.test", "alice@example.test", "refused@df", &big_body);
-    let r = c.send_mail("carol@remote.test", &["alice@example.test"], &refused).unwrap();
+    let refused = make_message(
+        "carol@remote.test",
+        "alice@example.test",
+        "refused@df",
+        &big_body,
+    );
+    let r = c
+        .send_mail("carol@remote.test", &["alice@example.test"], &refused)
+        .unwrap();
     assert_eq!(r.code, 452, "expected 452 on a full disk, got {r:?}");
     assert!(r.lines[0].starts_with("452 4.3.1 "), "{r:?}");
     // The session is still usable, and still refuses while the disk is full.
-    let r = c.send_mail("carol@remote.test", &["alice@example.test"], &refused).unwrap();
+    let r = c
+        .send_mail("carol@remote.test", &["alice@example.test"], &refused)
+        .unwrap();
     assert_eq!(r.code, 452, "{r:?}");
 
     std::fs::remove_file(&filler).unwrap();
-    let after = make_message("carol@remote.test", "alice@example.test", "after@df", "space is back\r\n");
-    let r = c.send_mail("carol@remote.test", &["alice@example.test"], &after).unwrap();
+    let after = make_message(
+        "carol@remote.test",
+        "alice@example.test",
+        "after@df",
+        "space is back\r\n",
+    );
+    let r = c
+        .send_mail("carol@remote.test", &["alice@example.test"], &after)
+        .unwrap();
     assert_eq!(r.code, 250, "service did not resume: {r:?}");
     c.quit();
 
     let check = |server: &Server| {
         let got = server.export("alice@example.test");
-        assert_eq!(got.len(), 2, "expected exactly the two acknowledged messages");
+        assert_eq!(
+            got.len(),
+            2,
+            "expected exactly the two acknowledged messages"
+        );
         assert_eq!(strip_trace(&got[0]), first.as_slice());
         assert_eq!(strip_trace(&got[1]), after.as_slice());
     };

@@ -28,7 +28,10 @@ pub enum ConfigError {
     #[error("{path}: TOML syntax: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: {} error(s):\n{}", problems.len(), Problems(problems))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 struct Problems<'a>(&'a [String]);
@@ -156,7 +159,11 @@ impl Config {
                 "server.hostname = {hostname:?}: not a valid host name (letters, digits, '-', '.')"
             ));
         }
-        let data_dir = PathBuf::from(r.server.data_dir.unwrap_or_else(|| "./ringmail-data".into()));
+        let data_dir = PathBuf::from(
+            r.server
+                .data_dir
+                .unwrap_or_else(|| "./ringmail-data".into()),
+        );
         if data_dir.as_os_str().is_empty() {
             problems.push("server.data_dir is empty".into());
         }
@@ -164,7 +171,9 @@ impl Config {
             None => Cores::All,
             Some(raw::RawCores::Word(w)) if w == "all" => Cores::All,
             Some(raw::RawCores::Word(w)) => {
-                problems.push(format!("server.cores = {w:?}: expected \"all\" or a list of CPU ids"));
+                problems.push(format!(
+                    "server.cores = {w:?}: expected \"all\" or a list of CPU ids"
+                ));
                 Cores::All
             }
             Some(raw::RawCores::List(list)) => {
@@ -233,7 +242,9 @@ impl Config {
         }
         let errors_max = r.smtp.errors_max.unwrap_or(20);
         if !(1..=1000).contains(&errors_max) {
-            problems.push(format!("smtp.errors_max = {errors_max}: must be between 1 and 1000"));
+            problems.push(format!(
+                "smtp.errors_max = {errors_max}: must be between 1 and 1000"
+            ));
         }
 
         let mut local = Vec::new();
@@ -350,7 +361,10 @@ mod tests {
     fn defaults_are_valid_and_documented() {
         let c = Config::defaults();
         assert_eq!(c.server.data_dir, PathBuf::from("./ringmail-data"));
-        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            c.smtp.listen,
+            vec!["127.0.0.1:2525".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(c.domains.local, vec!["localhost".to_string()]);
         assert_eq!(c.store.fsync, FsyncPolicy::Always);
         assert_eq!(c.server.cores, Cores::All);
@@ -449,8 +463,17 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("3 error(s)"), "{text}");
-        assert!(text.contains("smtp.max_recipients: expected a non-negative integer, found string"), "{text}");
-        assert!(text.contains("smtp.listen: expected a list of strings"), "{text}");
-        assert!(text.contains("store.fsync: expected a string, found integer"), "{text}");
+        assert!(
+            text.contains("smtp.max_recipients: expected a non-negative integer, found string"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp.listen: expected a list of strings"),
+            "{text}"
+        );
+        assert!(
+            text.contains("store.fsync: expected a string, found integer"),
+            "{text}"
+        );
     }
 }

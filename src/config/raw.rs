@@ -137,7 +137,10 @@ impl RawConfig {
                 None => Table::new(),
                 Some(Value::Table(t)) => t,
                 Some(v) => {
-                    problems.push(format!("[{name}]: expected a table, found {}", v.type_str()));
+                    problems.push(format!(
+                        "[{name}]: expected a table, found {}",
+                        v.type_str()
+                    ));
                     Table::new()
                 }
             };
@@ -147,7 +150,11 @@ impl RawConfig {
         let mut unknown = Vec::new();
 
         let t = take("server", &mut doc, &mut problems);
-        let mut s = Section { name: "server", table: t, problems: &mut problems };
+        let mut s = Section {
+            name: "server",
+            table: t,
+            problems: &mut problems,
+        };
         raw.known.server = RawServer {
             hostname: s.string("hostname"),
             data_dir: s.string("data_dir"),
@@ -158,7 +165,11 @@ impl RawConfig {
         s.leftovers(&mut unknown);
 
         let t = take("smtp", &mut doc, &mut problems);
-        let mut s = Section { name: "smtp", table: t, problems: &mut problems };
+        let mut s = Section {
+            name: "smtp",
+            table: t,
+            problems: &mut problems,
+        };
         raw.known.smtp = RawSmtp {
             listen: s.strings("listen"),
             max_message_bytes: s.uint("max_message_bytes"),
@@ -171,14 +182,22 @@ impl RawConfig {
         s.leftovers(&mut unknown);
 
         let t = take("domains", &mut doc, &mut problems);
-        let mut s = Section { name: "domains", table: t, problems: &mut problems };
+        let mut s = Section {
+            name: "domains",
+            table: t,
+            problems: &mut problems,
+        };
         raw.known.domains = RawDomains {
             local: s.strings("local"),
         };
         s.leftovers(&mut unknown);
 
         let t = take("store", &mut doc, &mut problems);
-        let mut s = Section { name: "store", table: t, problems: &mut problems };
+        let mut s = Section {
+            name: "store",
+            table: t,
+            problems: &mut problems,
+        };
         raw.known.store = RawStore {
             fsync: s.string("fsync"),
             blob_segment_bytes_max: s.uint("blob_segment_bytes_max"),

@@ -171,7 +171,10 @@ impl Core {
                 Ok(_) => {}
                 Err(DeliverFailure::DiskFull) => result = DeliveryResult::DiskFull,
                 Err(f) => {
-                    eprintln!("ringmail: core {}: remote delivery failed: {f:?}", self.index);
+                    eprintln!(
+                        "ringmail: core {}: remote delivery failed: {f:?}",
+                        self.index
+                    );
                     if result == DeliveryResult::Stored {
                         result = DeliveryResult::TempFail;
                     }

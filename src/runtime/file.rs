@@ -54,7 +54,10 @@ impl AppendFile {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::StorageFull,
-                format!("short write to {}: {n} of {total} bytes", self.path.display()),
+                format!(
+                    "short write to {}: {n} of {total} bytes",
+                    self.path.display()
+                ),
             ))
         }
     }

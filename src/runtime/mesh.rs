@@ -86,16 +86,13 @@ impl Mesh {
                             let mesh = mesh.clone();
                             let store = store.clone();
                             glommio::spawn_local(async move {
-                                let result = store
-                                    .deliver(&deliveries)
-                                    .await
-                                    .map_err(|e| {
-                                        if e.is_disk_full() {
-                                            DeliverFailure::DiskFull
-                                        } else {
-                                            DeliverFailure::Storage
-                                        }
-                                    });
+                                let result = store.deliver(&deliveries).await.map_err(|e| {
+                                    if e.is_disk_full() {
+                                        DeliverFailure::DiskFull
+                                    } else {
+                                        DeliverFailure::Storage
+                                    }
+                                });
                                 mesh.send(peer, CoreMsg::Delivered { req, result }).await;
                             })
                             .detach();

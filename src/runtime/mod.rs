@@ -130,10 +130,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         started.elapsed().as_secs_f64()
     );
     for (path, at, why) in &r.truncated {
-        println!(
-            "ringmail: truncated {} at byte {at}: {why}",
-            path.display()
-        );
+        println!("ringmail: truncated {} at byte {at}: {why}", path.display());
     }
     let accounts = Accounts::load(&data_dir)?;
 
@@ -149,7 +146,9 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         let index = indexes
             .get_mut(core)
             .and_then(Option::take)
-            .ok_or_else(|| RuntimeError::Cores(format!("recovery returned no index for core {core}")))?;
+            .ok_or_else(|| {
+                RuntimeError::Cores(format!("recovery returned no index for core {core}"))
+            })?;
         let config = config.clone();
         let stop = stop.clone();
         let drained = drained.clone();
@@ -249,7 +248,8 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
                     }
                     if !stop.swap(true, Ordering::Relaxed) {
                         drain_deadline = Some(
-                            Instant::now() + Duration::from_millis(config.server.timeout_ms_drain + 5000),
+                            Instant::now()
+                                + Duration::from_millis(config.server.timeout_ms_drain + 5000),
                         );
                     }
                 }
@@ -326,7 +326,14 @@ async fn core_main(
         }
         None => Mesh::single(),
     };
-    let core_ctx = Rc::new(Core::new(core, ncores, config.clone(), store.clone(), mesh, accounts));
+    let core_ctx = Rc::new(Core::new(
+        core,
+        ncores,
+        config.clone(),
+        store.clone(),
+        mesh,
+        accounts,
+    ));
 
     let mut listeners = Vec::new();
     for addr in listen {

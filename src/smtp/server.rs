@@ -78,7 +78,10 @@ pub async fn serve(mut stream: TcpStream, core: &Core) {
                 } else if end == buf.len() {
                     if start == 0 {
                         // The session promised progress on a full buffer; never spin.
-                        eprintln!("ringmail: core {}: session stalled on a full buffer", core.index);
+                        eprintln!(
+                            "ringmail: core {}: session stalled on a full buffer",
+                            core.index
+                        );
                         break;
                     }
                     buf.copy_within(start..end, 0);
