@@ -73,6 +73,10 @@ pub struct ServerConfig {
     pub timeout_ms_drain: u64,
     /// io_uring ring memory per executor (glommio `io_memory`).
     pub io_memory_bytes: usize,
+    /// How long an idle executor spins before parking (0: park at once). Parking costs a
+    /// process-wide memory barrier (IPIs to every core running ringmail), so a short spin pays
+    /// off under load; it burns CPU when idle-but-busy.
+    pub spin_before_park_us: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +197,12 @@ impl Config {
         };
         let timeout_ms_drain = r.server.timeout_ms_drain.unwrap_or(10_000);
         let io_memory_bytes = r.server.io_memory_bytes.unwrap_or(512 * 1024);
+        let spin_before_park_us = r.server.spin_before_park_us.unwrap_or(0);
+        if spin_before_park_us > 100_000 {
+            problems.push(format!(
+                "server.spin_before_park_us = {spin_before_park_us}: at most 100000"
+            ));
+        }
         if !(64 * 1024..=64 * MIB).contains(&io_memory_bytes) {
             problems.push(format!(
                 "server.io_memory_bytes = {io_memory_bytes}: must be between 65536 and 67108864"
@@ -297,6 +307,7 @@ impl Config {
                 cores,
                 timeout_ms_drain,
                 io_memory_bytes: io_memory_bytes as usize,
+                spin_before_park_us,
             },
             smtp: SmtpConfig {
                 listen,

@@ -16,6 +16,7 @@ pub struct RawServer {
     pub cores: Option<RawCores>,
     pub timeout_ms_drain: Option<u64>,
     pub io_memory_bytes: Option<u64>,
+    pub spin_before_park_us: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +162,7 @@ impl RawConfig {
             cores: s.cores("cores"),
             timeout_ms_drain: s.uint("timeout_ms_drain"),
             io_memory_bytes: s.uint("io_memory_bytes"),
+            spin_before_park_us: s.uint("spin_before_park_us"),
         };
         s.leftovers(&mut unknown);
 

@@ -156,9 +156,13 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         let mesh_builder = mesh_builder.clone();
         let listen = listen.clone();
         let accounts = accounts.clone();
-        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("ringmail-core{core}"))
             .io_memory(config.server.io_memory_bytes);
+        if config.server.spin_before_park_us > 0 {
+            builder =
+                builder.spin_before_park(Duration::from_micros(config.server.spin_before_park_us));
+        }
         let spawned = builder.spawn(move || async move {
             let result = core_main(
                 core,
