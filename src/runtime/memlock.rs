@@ -18,16 +18,17 @@ pub enum MemlockError {
     Get(io::Error),
     #[error(
         "locked memory too small: {cores} executor(s) with io_memory {io_memory_bytes} bytes need \
-         {needed} bytes of RLIMIT_MEMLOCK, but the hard limit is {hard} bytes. Fix one of: run \
-         with a larger limit (systemd `LimitMEMLOCK=infinity`, or `ulimit -l unlimited` as root), \
-         grant CAP_IPC_LOCK to the binary (`setcap cap_ipc_lock+ep ringmail`), use fewer cores \
-         (`[server] cores`), or lower `[server] io_memory_bytes` (at least 65536)"
+         {needed} bytes of RLIMIT_MEMLOCK ({why}), but the hard limit is {hard} bytes. Fix one \
+         of: run with a larger limit (systemd `LimitMEMLOCK=infinity`, or `ulimit -l unlimited` \
+         as root), grant CAP_IPC_LOCK to the binary (`setcap cap_ipc_lock+ep ringmail`), use \
+         fewer cores (`[server] cores`), or lower `[server] io_memory_bytes` (at least 65536)"
     )]
     TooSmall {
         cores: usize,
         io_memory_bytes: usize,
         needed: u64,
         hard: u64,
+        why: &'static str,
     },
 }
 
@@ -76,6 +77,7 @@ pub fn ensure(cores: usize, io_memory_bytes: usize) -> Result<u64, MemlockError>
                 io_memory_bytes,
                 needed: 512 * 1024,
                 hard: lim.rlim_max,
+                why: "glommio refuses to start below 512 KiB",
             });
         }
         return Ok(soft);
@@ -83,8 +85,9 @@ pub fn ensure(cores: usize, io_memory_bytes: usize) -> Result<u64, MemlockError>
     Err(MemlockError::TooSmall {
         cores,
         io_memory_bytes,
-        needed,
+        needed: needed.max(512 * 1024),
         hard: lim.rlim_max,
+        why: "3 × io_memory + 64 KiB per executor, at least 512 KiB",
     })
 }
 

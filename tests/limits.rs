@@ -1,0 +1,108 @@
+//! Limits enforced by the real binary that need their own configuration: the RFC 5321
+//! 4.5.3.2 timeouts and the locked-memory check at start-up.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// Reads lines until EOF; returns them. Bounded by the client's read timeout.
+fn lines_until_close(c: &mut common::SmtpClient) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Ok(l) = c.read_raw_line() {
+        if l.is_empty() {
+            break;
+        }
+        lines.push(String::from_utf8_lossy(&l).trim_end().to_string());
+    }
+    lines
+}
+
+#[test]
+fn idle_client_gets_421_after_the_command_timeout() {
+    let server = Server::start("[smtp]\ntimeout_ms_command = 400\n");
+    let mut c = server.connect();
+    c.expect("EHLO client.test", 250);
+    let started = Instant::now();
+    let lines = lines_until_close(&mut c);
+    let waited = started.elapsed();
+    assert_eq!(
+        lines,
+        ["421 4.4.2 mx.example.test Error: timeout exceeded"],
+        "after {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(350),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed too late: {waited:?}"
+    );
+}
+
+#[test]
+fn stalled_data_gets_421_after_the_data_timeout_and_nothing_is_stored() {
+    let mut server = Server::start("[smtp]\ntimeout_ms_data = 400\ntimeout_ms_command = 60000\n");
+    let mut c = server.connect();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<carol@remote.test>", 250);
+    c.expect("RCPT TO:<alice@example.test>", 250);
+    c.expect("DATA", 354);
+    c.send(b"Subject: half a message\r\n\r\nand then silence")
+        .unwrap();
+    let lines = lines_until_close(&mut c);
+    assert_eq!(lines, ["421 4.4.2 mx.example.test Error: timeout exceeded"]);
+    assert!(server.export("alice@example.test").is_empty());
+    server.stop();
+}
+
+#[test]
+fn serve_refuses_too_little_locked_memory_and_names_the_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ringmail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:0\"]\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["serve", "--config", config.to_str().unwrap()]);
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's limit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 100_000,
+                rlim_max: 100_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let run = common::run(&mut cmd, b"");
+    assert!(
+        !run.status.success(),
+        "started with 100 kB of locked memory"
+    );
+    for needle in [
+        "locked memory too small",
+        "hard limit is 100000 bytes",
+        "LimitMEMLOCK",
+        "CAP_IPC_LOCK",
+        "io_memory_bytes",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "{needle:?} missing: {}",
+            run.stderr
+        );
+    }
+}
