@@ -106,3 +106,36 @@ fn serve_refuses_too_little_locked_memory_and_names_the_fixes() {
         );
     }
 }
+
+#[test]
+fn a_core_that_cannot_start_stops_the_process_promptly_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Core 0's store directory is a regular file: that core cannot open its store.
+    std::fs::create_dir_all(data.join("store")).unwrap();
+    std::fs::write(data.join("store").join("core-00"), b"not a directory").unwrap();
+    let config = dir.path().join("ringmail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:0\"]\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let run = common::ringmail(&["serve", "--config", config.to_str().unwrap()], b"");
+    let took = started.elapsed();
+    assert!(!run.status.success(), "serve succeeded with a broken core");
+    assert!(
+        run.stderr.contains("core 0 (cpu ") && run.stderr.contains("opening the store"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !String::from_utf8_lossy(&run.stdout).contains("\nready"),
+        "printed ready although a core failed"
+    );
+    // Well inside the drain timeout (10 s): the other cores notice the stop flag at once.
+    assert!(took < Duration::from_secs(5), "took {took:?} to give up");
+}

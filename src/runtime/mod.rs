@@ -322,7 +322,22 @@ async fn core_main(
         .map_err(|e| format!("opening the store: {e}"))?;
     let mesh = match mesh_builder {
         Some(b) => {
-            let (me, mesh) = Mesh::join(b, store.clone()).await?;
+            // Every core must join before any can proceed; if another core failed to start,
+            // the stop flag is the only way out of the wait.
+            let joined = futures_lite::future::or(
+                async { Some(Mesh::join(b, store.clone()).await) },
+                async {
+                    while !stop.load(Ordering::Relaxed) {
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                    None
+                },
+            )
+            .await;
+            let Some(joined) = joined else {
+                return Err("stopped before every core joined the mesh".into());
+            };
+            let (me, mesh) = joined?;
             if me != core {
                 return Err(format!("mesh peer id {me} is not core index {core}"));
             }
