@@ -1,6 +1,8 @@
 //! Store benchmarks: record encoding + CRC, recovery (full scan and from a checkpoint)
-//! with the index's bytes per message, and blob append throughput inside a glommio
-//! executor (Fsync::Never, and Fsync::Always with group commit).
+//! with the index's bytes per message, recovery's scan of a full last blob segment, blob
+//! append throughput inside a glommio executor (Fsync::Never, and Fsync::Always with group
+//! commit), and whole deliveries as `Core::deliver` makes them (blob staged, blob and
+//! index record committed concurrently).
 //!
 //! Run: `cargo bench --bench store_append`. Recovery and append benchmarks write to a
 //! temporary directory on the same filesystem as `TMPDIR`.
@@ -18,7 +20,7 @@ use ringmail::store::record::{
 };
 use ringmail::store::segment::{self, SegmentKind};
 use ringmail::store::{
-    checkpoint, recover_with, BlobRef, Fsync, RecoverOptions, Store, StoreConfig,
+    checkpoint, recover_with, BlobRef, Delivery, Fsync, RecoverOptions, Store, StoreConfig,
 };
 use rkyv::util::AlignedVec;
 
@@ -296,5 +298,135 @@ fn bench_append(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_encode, bench_recovery, bench_append);
+/// Recovery scans the last blob segment of every core from its start (a durable index
+/// record does not prove its blob durable): the cost for a full 256 MiB segment of 2 KiB
+/// blobs, from the page cache.
+fn bench_recovery_blob_scan(c: &mut Criterion) {
+    const SEGMENT_BYTES: usize = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let core_dir = segment::core_dir(data, 0);
+    segment::create_segment(&core_dir, SegmentKind::Blob, 0, 1, false).unwrap();
+    let mut chunk = Vec::with_capacity(4 << 20);
+    let mut written = segment::SEGMENT_HEADER_BYTES;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment::segment_path(&core_dir, SegmentKind::Blob, 1))
+        .unwrap();
+    let mut blobs = 0u64;
+    while written + 2060 <= SEGMENT_BYTES {
+        encode_record(&mut chunk, RecordType::Blob, &[b'b'; 2048]);
+        written += 2060;
+        blobs += 1;
+        if chunk.len() >= 4 << 20 {
+            std::io::Write::write_all(&mut f, &chunk).unwrap();
+            chunk.clear();
+        }
+    }
+    std::io::Write::write_all(&mut f, &chunk).unwrap();
+    drop(f);
+    let start = Instant::now();
+    let rec = recover_with(data, 1, &|_| 0, no_checkpoint()).unwrap();
+    println!(
+        "last blob segment of {written} bytes ({blobs} blobs): recovery scanned {} bytes in {:?}",
+        rec.report.bytes_scanned,
+        start.elapsed()
+    );
+    let mut g = c.benchmark_group("recovery_blob_scan");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(written as u64));
+    g.bench_function("last_segment_256MiB", |b| {
+        b.iter(|| black_box(recover_with(data, 1, &|_| 0, no_checkpoint()).unwrap()))
+    });
+    g.finish();
+}
+
+/// Whole deliveries of 2 KiB messages from 64 tasks, as `Core::deliver` makes them: the
+/// blob staged, then its durability and the MessageAppend's commit awaited together.
+fn bench_deliver(c: &mut Criterion) {
+    const CONCURRENCY: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<u64>();
+    let (resp_tx, resp_rx) = std::sync::mpsc::channel::<(Duration, u64, u64)>();
+    let exec = glommio::LocalExecutorBuilder::default()
+        .io_memory(512 << 10)
+        .spawn(move || async move {
+            let rec = recover_with(&data, 1, &|_| 0, no_checkpoint()).unwrap();
+            let mut cfg = StoreConfig::new(&data, 0);
+            cfg.checkpoint_meta_bytes_interval = 0;
+            let store = Store::open(cfg, rec.cores.into_iter().next().unwrap())
+                .await
+                .unwrap();
+            let msg = std::rc::Rc::new(vec![b'x'; 2048]);
+            while let Ok(iters) = req_rx.recv() {
+                let start = Instant::now();
+                let per_task = iters.div_ceil(CONCURRENCY as u64);
+                let tasks: Vec<_> = (0..CONCURRENCY)
+                    .map(|t| {
+                        let s = store.clone();
+                        let m = msg.clone();
+                        glommio::spawn_local(async move {
+                            let user = format!("user{t}@example.org");
+                            for _ in 0..per_task {
+                                let (blob, durable) = s.stage_blob(&m).await.unwrap();
+                                let d = [Delivery {
+                                    user: user.clone(),
+                                    mailbox: "INBOX".into(),
+                                    blob,
+                                    internal_date: 1_700_000_000,
+                                }];
+                                let (b, u) =
+                                    futures_lite::future::zip(durable.durable(), s.deliver(&d))
+                                        .await;
+                                b.unwrap();
+                                u.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await;
+                }
+                let took = start.elapsed();
+                let st = store.stats();
+                let _ = resp_tx.send((took, st.blob.syncs, st.meta.syncs));
+            }
+        })
+        .unwrap();
+    let mut g = c.benchmark_group("deliver_2KiB");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    let mut delivered = 0;
+    let mut syncs = (0, 0);
+    g.bench_function("fsync_always_64_tasks", |b| {
+        b.iter_custom(|iters| {
+            req_tx.send(iters).unwrap();
+            let (took, blob, meta) = resp_rx.recv().unwrap();
+            delivered += iters;
+            syncs = (blob, meta);
+            took
+        })
+    });
+    g.finish();
+    println!(
+        "deliver: {delivered} messages, {} blob and {} meta fdatasyncs ({:.1} messages per \
+         sync)",
+        syncs.0,
+        syncs.1,
+        delivered as f64 / (syncs.0 + syncs.1).max(1) as f64
+    );
+    drop(req_tx);
+    exec.join().unwrap();
+}
+
+criterion_group!(
+    benches,
+    bench_encode,
+    bench_recovery,
+    bench_recovery_blob_scan,
+    bench_append,
+    bench_deliver
+);
 criterion_main!(benches);

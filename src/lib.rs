@@ -27,12 +27,14 @@
 //!    with memchr over that buffer, checks RCPT against `accounts`, and dot-unstuffs DATA
 //!    (or collects BDAT chunks) into the transaction's message buffer, with `Return-Path:`
 //!    and `Received:` prepended.
-//! 3. At end of data the session asks for delivery. `smtp::server` appends the message
-//!    once to this core's blob log (`store::commit` batches every transaction waiting on
-//!    this core into one write + one fdatasync).
-//! 4. For each recipient's owning core (`runtime::placement`), the index records
-//!    (mailbox, UID, blob reference) are appended to that core's meta log: locally, or by
-//!    a request over the bounded mesh channel to the owner, which group-commits them.
+//! 3. At end of data the session asks for delivery. `runtime::core` stages the message once
+//!    in this core's blob log (its position is fixed at staging) and, at the same time, asks
+//!    each recipient's owning core (`runtime::placement`) to append the index records
+//!    (mailbox, UID, blob reference) to its meta log: locally, or over the bounded mesh
+//!    channel. `store::commit` batches every append waiting on a core into one write + one
+//!    fdatasync per log (group commit).
+//! 4. Recovery drops, and tombstones durably, any index record whose blob did not survive a
+//!    crash, so running the two commits concurrently never serves the wrong bytes.
 //! 5. Only when the blob and every index record are durable does the session send `250`.
 //! 6. `ringmail export` (or, later, IMAP FETCH) finds the UID in the index and reads the
 //!    blob back, verifying its checksum.

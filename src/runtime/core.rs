@@ -2,8 +2,11 @@
 //! connection count, and the shutdown signal its sessions listen to.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::SystemTime;
 
 use glommio::sync::Semaphore;
@@ -128,14 +131,21 @@ impl Core {
 
     /// Stores a message once and files it into every recipient's INBOX on the owning core.
     /// Returns only when the blob and all index records are durable.
+    ///
+    /// The blob is staged first (its position is fixed at once); the index records are
+    /// then committed on every owner core *while* the blob's batch is written: the blob
+    /// fdatasync and the meta fdatasyncs overlap instead of following each other. `Stored`
+    /// only if all of them succeed. If the blob fails after local index records became
+    /// durable, those are expunged again (best effort; see `store` "Ownership and
+    /// ordering" for why a leftover one is harmless).
     pub async fn deliver(&self, txn: &Transaction) -> DeliveryResult {
-        let blob = match self.store.append_blob(&txn.message).await {
-            Ok(b) => b,
+        let (blob, blob_durable) = match self.store.stage_blob(&txn.message).await {
+            Ok(staged) => staged,
             Err(e) => return storage_failure(&e),
         };
         let internal_date = unix_now();
         // Group recipients by owning core; the local group is committed here, the others are
-        // sent to their owners, all concurrently.
+        // sent to their owners, all concurrently with the blob's commit.
         let mut groups: Vec<Vec<Delivery>> = (0..self.cores).map(|_| Vec::new()).collect();
         for rcpt in &txn.recipients {
             groups[owner_core(rcpt, self.cores)].push(Delivery {
@@ -154,20 +164,31 @@ impl Core {
             if core == self.index {
                 local = group;
             } else {
-                let mesh = self.mesh.clone();
-                remote.push(glommio::spawn_local(async move {
-                    mesh.deliver_remote(core, group).await
-                }));
+                let mesh = &self.mesh;
+                remote.push(async move { mesh.deliver_remote(core, group).await });
             }
         }
+        let local_commit = async {
+            if local.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.store.deliver(&local).await
+            }
+        };
+        // Polled here rather than spawned: a spawned task would send its mesh request
+        // only after every task already queued on this core has run.
+        let ((blob_result, local_result), remote_results) = futures_lite::future::zip(
+            futures_lite::future::zip(blob_durable.durable(), local_commit),
+            join_all(remote),
+        )
+        .await;
         let mut result = DeliveryResult::Stored;
-        if !local.is_empty() {
-            if let Err(e) = self.store.deliver(&local).await {
-                result = storage_failure(&e);
-            }
+        match &local_result {
+            Ok(_) => {}
+            Err(e) => result = storage_failure(e),
         }
-        for task in remote {
-            match task.await {
+        for remote_result in remote_results {
+            match remote_result {
                 Ok(_) => {}
                 Err(DeliverFailure::DiskFull) => result = DeliveryResult::DiskFull,
                 Err(f) => {
@@ -181,8 +202,42 @@ impl Core {
                 }
             }
         }
+        if let Err(e) = blob_result {
+            if let Ok(uids) = &local_result {
+                for (d, uid) in local.iter().zip(uids) {
+                    // The entry points at a blob position that is never reused: removing
+                    // it only keeps readers from seeing a message that cannot be read.
+                    let _ = self.store.expunge(&d.user, &d.mailbox, *uid).await;
+                }
+            }
+            return storage_failure(&e);
+        }
         result
     }
+}
+
+/// Polls every future until all are done; their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    futures_lite::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 fn storage_failure(e: &crate::store::StoreError) -> DeliveryResult {
@@ -199,4 +254,112 @@ pub fn unix_now() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::commit::{Fault, FaultStage};
+    use crate::store::engine::LogKind;
+    use crate::store::{recover, StoreConfig};
+
+    const ALICE: &str = "alice@example.test";
+
+    fn txn(body: &str) -> Transaction {
+        Transaction {
+            queue_id: "1".into(),
+            mail_from: "carol@remote.test".into(),
+            recipients: vec![ALICE.into()],
+            smtputf8: false,
+            body_8bitmime: false,
+            message: format!("Subject: t\r\n\r\n{body}\r\n").into_bytes(),
+        }
+    }
+
+    fn run<T: Send + 'static>(
+        data: std::path::PathBuf,
+        f: impl FnOnce(Rc<Core>) -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+    ) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(512 << 10)
+            .spawn(move || async move {
+                let toml = format!("[server]\ndata_dir = {:?}\n", data.to_str().unwrap());
+                let config = Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
+                let idx = recover(&data, 1, &|_| 0).unwrap().cores.remove(0);
+                let store = Store::open(StoreConfig::new(&data, 0), idx).await.unwrap();
+                let accounts = Accounts::load(&data).unwrap();
+                let core = Rc::new(Core::new(
+                    0,
+                    1,
+                    Arc::new(config),
+                    store,
+                    Mesh::single(),
+                    accounts,
+                ));
+                f(core).await
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn deliver_stores_blob_and_index_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        run(data.clone(), |core| {
+            Box::pin(async move {
+                assert_eq!(core.deliver(&txn("one")).await, DeliveryResult::Stored);
+                let msgs = core.store.mailbox_uids(ALICE, INBOX);
+                assert_eq!(msgs.len(), 1);
+                let body = core.store.read_blob(msgs[0].1).unwrap();
+                assert_eq!(body, txn("one").message);
+            })
+        });
+        let rec = recover(&data, 1, &|_| 0).unwrap();
+        assert_eq!(rec.report.messages, 1);
+    }
+
+    #[test]
+    fn a_failed_blob_fails_the_delivery_and_takes_its_index_record_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        run(data.clone(), |core| {
+            Box::pin(async move {
+                assert_eq!(core.deliver(&txn("first")).await, DeliveryResult::Stored);
+                core.store.inject_fault(
+                    LogKind::Blob,
+                    Some(Fault {
+                        stage: FaultStage::Sync,
+                        errno: libc::ENOSPC,
+                        batches: 1,
+                    }),
+                );
+                // The index record is committed while the blob fails: 452, and UID 2,
+                // durable for a moment, is expunged again.
+                assert_eq!(core.deliver(&txn("doomed")).await, DeliveryResult::DiskFull);
+                let uids: Vec<u32> = core
+                    .store
+                    .mailbox_uids(ALICE, INBOX)
+                    .iter()
+                    .map(|m| m.0)
+                    .collect();
+                assert_eq!(uids, vec![1]);
+                assert_eq!(core.deliver(&txn("after")).await, DeliveryResult::Stored);
+                let msgs = core.store.mailbox_uids(ALICE, INBOX);
+                assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 3]);
+                assert_eq!(
+                    core.store.read_blob(msgs[1].1).unwrap(),
+                    txn("after").message
+                );
+            })
+        });
+        let rec = recover(&data, 1, &|_| 0).unwrap();
+        let mb = rec.cores[0].mailbox(ALICE, INBOX).unwrap();
+        assert_eq!(
+            mb.messages().iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(rec.report.dropped_refs, 0);
+    }
 }

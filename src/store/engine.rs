@@ -13,7 +13,7 @@ use std::rc::Rc;
 use rkyv::util::AlignedVec;
 
 use super::checkpoint;
-use super::commit::{self, BatchDone, Fault, LogStats, LogWriter, Ticket};
+use super::commit::{self, BatchDone, Fault, LogPositions, LogStats, LogWriter, Ticket};
 use super::index::{CoreIndex, LogPosition, MailboxStatus, MessageEntry, MAILBOX_SEQ_BITS};
 use super::record::{
     self, Expunge, FlagsSet, MailboxCreate, MessageAppend, MetaRecord, RecordType,
@@ -71,6 +71,18 @@ pub struct Store {
     _tasks: Vec<glommio::Task<()>>,
 }
 
+/// Durability of a staged blob ([`Store::stage_blob`]).
+pub struct BlobTicket {
+    ticket: Ticket,
+}
+
+impl BlobTicket {
+    /// Resolves when the blob's batch is durable (per `Fsync`), or failed.
+    pub async fn durable(self) -> Result<(), StoreError> {
+        self.ticket.wait().await.map(|_| ())
+    }
+}
+
 impl Store {
     /// Opens this core's logs where recovery left them and spawns the commit tasks.
     pub async fn open(cfg: StoreConfig, index: CoreIndex) -> Result<Rc<Store>, StoreError> {
@@ -91,6 +103,7 @@ impl Store {
             cfg.blob_segment_bytes_max,
             cfg.batch_bytes_max,
             cfg.fsync,
+            LogPositions::Exposed,
         )
         .await?;
         let meta = LogWriter::<MetaRecord>::open(
@@ -101,6 +114,7 @@ impl Store {
             cfg.meta_segment_bytes_max,
             cfg.batch_bytes_max,
             cfg.fsync,
+            LogPositions::Private,
         )
         .await?;
         let mut scratch = AlignedVec::new();
@@ -153,6 +167,20 @@ impl Store {
 
     /// Appends one blob; resolves when it is durable (per `Fsync`).
     pub async fn append_blob(&self, message: &[u8]) -> Result<BlobRef, StoreError> {
+        let (blob, ticket) = self.stage_blob(message).await?;
+        ticket.durable().await?;
+        Ok(blob)
+    }
+
+    /// Puts one blob into the blob log's pending batch and returns where it will be, at
+    /// once (after back-pressure), with a ticket that resolves when it is durable.
+    ///
+    /// The `BlobRef` may be used in index records before the blob is durable (that is the
+    /// point: both group commits then run concurrently), but nobody may be told the
+    /// message is stored before `durable` returned Ok. If it fails, the position is never
+    /// reused (see `commit`), so an index record already written for it can only point at
+    /// nothing; recovery drops such records and tombstones them when needed.
+    pub async fn stage_blob(&self, message: &[u8]) -> Result<(BlobRef, BlobTicket), StoreError> {
         if message.len() > MESSAGE_BYTES_MAX {
             return Err(StoreError::TooLarge {
                 what: "message",
@@ -162,14 +190,14 @@ impl Store {
         }
         let log = &self.inner.blob;
         log.wait_room(RECORD_HEADER_BYTES + message.len()).await;
-        let ticket = log.push(RecordType::Blob, message, ());
-        let (segment, offset) = ticket.wait().await?;
-        Ok(BlobRef {
+        let (ticket, (segment, offset)) = log.push(RecordType::Blob, message, ());
+        let blob = BlobRef {
             core: self.inner.cfg.core,
             segment,
             offset,
             len: message.len() as u32,
-        })
+        };
+        Ok((blob, BlobTicket { ticket }))
     }
 
     /// Creates mailboxes on first use, assigns UIDs (strictly ascending per mailbox, never

@@ -16,19 +16,24 @@
 //! [`record`]: `[payload_len u32][crc32c u32][type u8][3 zero bytes]` + payload, the CRC
 //! covering length, type, reserved bytes and payload, so a torn or corrupt record is
 //! always detected. A record never spans segments; a record larger than a segment gets a
-//! segment of its own.
+//! segment of its own. The active segment of a log on a disk usually has zeros past its
+//! last record (written ahead by [`commit`], so that commits overwrite blocks instead of
+//! growing the file): type 0 is never a valid record, so every reader stops there as at
+//! the end of the log. Sealed segments end exactly at their last record.
 //!
 //! # Modules
 //! - [`record`]     framing, record types, the rkyv meta payloads ([`record::MetaRecord`]).
 //! - [`segment`]    segment headers, file names, listing, creation, sequential scanning.
 //! - [`index`]      the compact in-memory index: mailbox → `Vec<MessageEntry>` sorted by
 //!   UID (40 bytes per message).
-//! - [`recover`]    the offline start-up scan: validates every record, truncates torn tails
-//!   of writable logs, builds the index and splits it by owner core.
+//! - [`recover`](mod@recover) the offline start-up scan: validates every record,
+//!   truncates torn tails of writable logs, drops (and where needed tombstones) index
+//!   entries whose blob is not durable, builds the index and splits it by owner core.
 //! - [`checkpoint`] rkyv snapshots of one core's index + the log positions they cover, so
 //!   recovery only scans the meta records written after them.
-//! - [`commit`]     group commit: one pending batch per log, one `write` + one
-//!   `fdatasync` per batch, back-pressure past `batch_bytes_max`, undo on failure.
+//! - [`commit`]     group commit: one pending batch per log, placed (segment, offset) when
+//!   its first record is pushed, one `write` + one `fdatasync` per batch, back-pressure
+//!   past `batch_bytes_max`, undo on failure, zero-filled space kept ahead of the data.
 //! - [`engine`]     [`Store`], the per-core handle used inside an executor.
 //! - [`export`]     offline, read-only mboxrd export of one mailbox.
 //!
@@ -40,11 +45,30 @@
 //! therefore sit in several cores' meta logs; the per-mailbox `modseq` (strictly
 //! increasing) orders them.
 //!
-//! A message's blob is durable before any meta record that references it is written, so
-//! everything in a blob log before the end of the last referenced blob is durable; recovery
-//! only scans the last blob segment from that watermark to find the torn tail, and then
-//! checks that every `BlobRef` lies inside the valid part of its segment (dropping and
-//! reporting those that do not). `read_blob` re-verifies the record CRC on every read.
+//! A message's blob and its index records are committed *concurrently*: the blob's
+//! position is fixed when it is staged ([`Store::stage_blob`]), the caller writes the
+//! `MessageAppend` records with it at once, and the message is acknowledged only when the
+//! blob *and* every index record are durable. So after a crash a durable `MessageAppend`
+//! may reference a blob that never became durable (torn, or never written). The rules that
+//! keep this safe:
+//! - a blob log is always a durable prefix plus at most one batch being written (batches
+//!   are written one after the other, each only once the previous one is durable), and a
+//!   sealed segment is valid up to its length (it is cut to its durable end and synced
+//!   before the next one is created);
+//! - recovery scans the last blob segment of every core to find its valid end, drops every
+//!   index entry whose `BlobRef` is not inside valid blob data, and — before any executor
+//!   may append — writes a durable `Expunge` tombstone (in the meta log of the mailbox's
+//!   owner) for each dropped entry whose position the blob log could hand out again (at or
+//!   past the point where it continues). Without it, a new blob written at the same offset
+//!   after the truncation would be served for the old UID;
+//! - while running, a blob position once handed out is never reused: after a failed blob
+//!   batch the next one starts a new segment (see [`commit`]). An index record written for
+//!   a blob whose batch failed points at nothing (reads fail, recovery drops it); the core
+//!   that delivered it expunges it at once when it can.
+//!
+//! `read_blob` re-verifies the record CRC on every read. An index entry can be visible
+//! (its meta batch is durable) a moment before its blob batch is written; the caller of
+//! `deliver` does not acknowledge the message before both are durable.
 //!
 //! # Compaction (not implemented yet; the format allows it)
 //! Blobs are reachable only from `MessageAppend` records. A compactor running on core *i*
@@ -73,7 +97,7 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use engine::{Store, StoreStats};
+pub use engine::{BlobTicket, Store, StoreStats};
 pub use export::export_mboxrd;
 pub use index::{CoreIndex, MailboxStatus, MessageEntry};
 pub use recover::{recover, recover_with, RecoverOptions, Recovered, RecoveryReport};

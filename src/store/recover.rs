@@ -9,14 +9,20 @@
 //!    later segment is set aside (renamed `*.seg.aside-<unix secs>`), all reported.
 //! 3. Apply the records: creates first, then per mailbox in modseq order.
 //! 4. Blob logs: sealed segments are valid up to their length (only the last segment of a
-//!    log can have a torn tail, because a segment is only rolled after a synced batch);
-//!    the last segment is scanned from the durable watermark (end of the last blob a meta
-//!    record references) to find its valid end, and truncated there if writable.
+//!    log can have a torn tail, because a segment is sealed — cut to its durable end and
+//!    synced — before the next one is created); the last segment is scanned from its
+//!    start to find its valid end (a meta record does not prove its blob durable: blob and
+//!    meta are committed concurrently), and truncated there if writable.
 //! 5. Drop (and count) messages whose BlobRef is not inside a valid blob segment part.
-//! 6. Split the mailboxes by `owner(user)` into one [`CoreIndex`] per core.
+//! 6. Make the drops permanent where they must be: for each dropped message whose blob
+//!    position lies at or past where a writable blob log continues (so a new blob could
+//!    land there), append a durable `Expunge` tombstone to the meta log of the mailbox's
+//!    owner core, before any executor starts (see "Ownership and ordering" in `store`).
+//! 7. Split the mailboxes by `owner(user)` into one [`CoreIndex`] per core.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,7 +32,7 @@ use super::checkpoint;
 use super::index::{CoreIndex, LogPosition, LogTail, Mailbox, MAILBOX_SEQ_BITS};
 use super::record::{self, MetaRecord, RecordType};
 use super::segment::{self, ScanItem, Scanner, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
-use super::{unix_now_secs, StoreError};
+use super::{unix_now_secs, BlobRef, StoreError, SEGMENT_BYTES_LIMIT};
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default)]
@@ -34,7 +40,7 @@ pub struct RecoveryReport {
     /// Messages in the recovered index (all cores).
     pub messages: u64,
     pub mailboxes: u64,
-    /// Bytes read from segment files (checkpoints excluded).
+    /// Bytes of log records read and validated (checkpoints excluded).
     pub bytes_scanned: u64,
     /// Checkpoint bytes read.
     pub checkpoint_bytes: u64,
@@ -44,6 +50,9 @@ pub struct RecoveryReport {
     pub stopped: Vec<(PathBuf, u64, String)>,
     /// Messages dropped because their BlobRef is outside the valid part of a blob log.
     pub dropped_refs: u64,
+    /// Expunge tombstones written for dropped messages whose blob position could be
+    /// handed out again (a subset of `dropped_refs`).
+    pub tombstones_written: u64,
     /// Valid records that do not apply (unknown mailbox, duplicate UID or mailbox).
     pub ignored_records: u64,
     /// Meta records read and validated.
@@ -102,14 +111,25 @@ pub fn recover_with(
     }
     let loaded = load(data_dir, ncores, opts.use_checkpoints)?;
     let Loaded {
-        global,
+        mut global,
         mut report,
-        tails,
-        covered,
+        mut tails,
+        mut covered,
         mailbox_seq_max,
         generation,
         started,
+        reusable_drops,
     } = loaded;
+    write_tombstones(
+        data_dir,
+        ncores,
+        owner,
+        &reusable_drops,
+        &mut global,
+        &mut tails,
+        &mut covered,
+        &mut report,
+    )?;
 
     let mut seq_max_list: Vec<(u16, u64)> = mailbox_seq_max.iter().map(|(c, s)| (*c, *s)).collect();
     seq_max_list.sort_unstable();
@@ -147,6 +167,108 @@ pub fn recover_with(
     Ok(Recovered { cores, report })
 }
 
+/// Step 6 (module doc): a durable `Expunge` for each dropped message whose blob position
+/// could be handed out again, in the meta log of the mailbox's owner core. Updates the
+/// mailboxes' modseqs, that log's tail and its covered position.
+#[allow(clippy::too_many_arguments)]
+fn write_tombstones(
+    data_dir: &Path,
+    ncores: usize,
+    owner: &dyn Fn(&str) -> usize,
+    drops: &[(u64, u32)],
+    global: &mut CoreIndex,
+    tails: &mut HashMap<u16, (LogTail, LogTail)>,
+    covered: &mut Vec<LogPosition>,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    let mut per_core: BTreeMap<u16, Vec<MetaRecord>> = BTreeMap::new();
+    for &(mailbox_id, uid) in drops {
+        let Some(mb) = global.mailboxes.get_mut(&mailbox_id) else {
+            continue;
+        };
+        let core = owner(&mb.user);
+        if core >= ncores {
+            return Err(StoreError::Owner {
+                user: mb.user.clone(),
+                core,
+                ncores,
+            });
+        }
+        let modseq = mb.modseq_highest + 1;
+        mb.modseq_highest = modseq;
+        mb.reset_allocation();
+        per_core
+            .entry(core as u16)
+            .or_default()
+            .push(MetaRecord::Expunge(record::Expunge {
+                mailbox_id,
+                uid,
+                modseq,
+            }));
+    }
+    for (core, records) in per_core {
+        let dir = segment::core_dir(data_dir, core);
+        let tail = &mut tails.entry(core).or_default().1;
+        append_durably(&dir, core, tail, &records)?;
+        report.tombstones_written += records.len() as u64;
+        let pos = LogPosition::from_tail(core, tail);
+        match covered.iter_mut().find(|p| p.core == core) {
+            Some(p) => *p = pos,
+            None => covered.push(pos),
+        }
+    }
+    Ok(())
+}
+
+/// Appends meta records at `tail` (a new segment if the log has none) with std::fs and
+/// fdatasyncs them; advances `tail`. On failure the file is cut back (best effort).
+fn append_durably(
+    dir: &Path,
+    core: u16,
+    tail: &mut LogTail,
+    records: &[MetaRecord],
+) -> Result<(), StoreError> {
+    let mut buf = Vec::new();
+    let mut scratch = AlignedVec::new();
+    let mut last = None;
+    for r in records {
+        let off = buf.len() as u64;
+        let crc = r
+            .encode(&mut buf, &mut scratch)
+            .map_err(|reason| StoreError::Encode {
+                what: "Expunge",
+                reason,
+            })?;
+        last = Some((off, crc));
+    }
+    if tail.segment == 0 || tail.end + buf.len() as u64 > SEGMENT_BYTES_LIMIT {
+        let seq = tail.next_sequence.max(tail.segment + 1).max(1);
+        let (_, header) = segment::create_segment(dir, SegmentKind::Meta, core, seq, true)?;
+        *tail = LogTail {
+            segment: seq,
+            nonce: header.nonce,
+            end: SEGMENT_HEADER_BYTES as u64,
+            next_sequence: seq + 1,
+            last_record: None,
+        };
+    }
+    let path = segment::segment_path(dir, SegmentKind::Meta, tail.segment);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("open", &path, e))?;
+    if let Err(e) = file
+        .write_all_at(&buf, tail.end)
+        .and_then(|()| file.sync_data())
+    {
+        let _ = file.set_len(tail.end);
+        return Err(StoreError::io("write tombstones to", &path, e));
+    }
+    tail.last_record = last.map(|(off, crc)| (tail.end + off, crc));
+    tail.end += buf.len() as u64;
+    Ok(())
+}
+
 fn with_next_sequence(mut t: LogTail) -> LogTail {
     t.next_sequence = t.next_sequence.max(t.segment + 1).max(1);
     t
@@ -164,6 +286,9 @@ pub(crate) struct Loaded {
     pub(crate) mailbox_seq_max: HashMap<u16, u64>,
     pub(crate) generation: u64,
     pub(crate) started: Instant,
+    /// Dropped messages whose blob position a writable log could hand out again:
+    /// (mailbox id, UID), in mailbox then UID order.
+    pub(crate) reusable_drops: Vec<(u64, u32)>,
 }
 
 /// Scans and folds everything. Cores `< writable` get their torn tails truncated;
@@ -288,38 +413,44 @@ pub(crate) fn load(
     }
     drop(ops);
 
-    // 4. Blob logs, scanned from the watermark of referenced data.
-    let mut watermark: HashMap<(u16, u32), u64> = HashMap::new();
-    for mb in global.mailboxes.values() {
-        for m in &mb.messages {
-            let b = m.blob();
-            let e = watermark.entry((b.core, b.segment)).or_default();
-            *e = (*e).max(b.end());
-        }
-    }
+    // 4. Blob logs: sealed segments by length, the last one scanned.
     let mut valid_end: HashMap<(u16, u32), u64> = HashMap::new();
     for (core, dir) in &core_dirs {
         let writable_core = usize::from(*core) < writable;
-        let tail = scan_blob_log(
-            dir,
-            *core,
-            writable_core,
-            &watermark,
-            &mut valid_end,
-            &mut report,
-        )?;
+        let tail = scan_blob_log(dir, *core, writable_core, &mut valid_end, &mut report)?;
         tails.entry(*core).or_default().0 = tail;
     }
 
-    // 5. Drop references outside valid blob data.
-    for mb in global.mailboxes.values_mut() {
+    // 5. Drop references outside valid blob data; note those whose position could be
+    //    handed out again (at or past where a writable blob log continues).
+    let reusable = |b: &BlobRef| -> bool {
+        if usize::from(b.core) >= writable {
+            return false;
+        }
+        // The writer continues at (segment, end) and then creates `next_sequence`,
+        // `next_sequence + 1`, ... (names of set-aside files are never reused).
+        let t = tails.get(&b.core).map(|t| t.0).unwrap_or_default();
+        let next_new = t.next_sequence.max(t.segment + 1).max(1);
+        (t.segment != 0 && b.segment == t.segment && b.end() > t.end) || b.segment >= next_new
+    };
+    let mut reusable_drops = Vec::new();
+    let mut ids: Vec<u64> = global.mailboxes.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let Some(mb) = global.mailboxes.get_mut(&id) else {
+            continue;
+        };
         let before = mb.messages.len();
         mb.messages.retain(|m| {
             let b = m.blob();
-            b.offset >= SEGMENT_HEADER_BYTES as u64
+            let keep = b.offset >= SEGMENT_HEADER_BYTES as u64
                 && valid_end
                     .get(&(b.core, b.segment))
-                    .is_some_and(|&end| b.end() <= end)
+                    .is_some_and(|&end| b.end() <= end);
+            if !keep && reusable(&b) {
+                reusable_drops.push((id, m.uid));
+            }
+            keep
         });
         report.dropped_refs += (before - mb.messages.len()) as u64;
         mb.messages.shrink_to_fit();
@@ -336,6 +467,7 @@ pub(crate) fn load(
         mailbox_seq_max,
         generation,
         started,
+        reusable_drops,
     })
 }
 
@@ -526,7 +658,6 @@ fn scan_blob_log(
     dir: &Path,
     core: u16,
     writable: bool,
-    watermark: &HashMap<(u16, u32), u64>,
     valid_end: &mut HashMap<(u16, u32), u64>,
     report: &mut RecoveryReport,
 ) -> Result<LogTail, StoreError> {
@@ -583,13 +714,9 @@ fn scan_blob_log(
             valid_end.insert((core, seq), file_len);
             continue;
         }
-        // The last segment: everything up to the watermark is durable; scan the rest.
-        let from = watermark
-            .get(&(core, seq))
-            .copied()
-            .filter(|&w| w <= file_len)
-            .unwrap_or(SEGMENT_HEADER_BYTES as u64)
-            .max(SEGMENT_HEADER_BYTES as u64);
+        // The last segment: scanned from its start (no index record proves a blob
+        // durable, see the module doc).
+        let from = SEGMENT_HEADER_BYTES as u64;
         let mut scanner = Scanner::new(&file, &path, from)?;
         let mut last_record = None;
         let stop = loop {

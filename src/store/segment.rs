@@ -376,7 +376,9 @@ pub enum ScanItem<'a> {
         header: RecordHeader,
         payload: &'a [u8],
     },
-    /// Clean end: the previous record ended exactly at end of file.
+    /// Clean end: the previous record ended exactly at end of file, or everything from
+    /// there to the end of file is zero (space written ahead by the log writer; type 0 is
+    /// never a valid record). `position()` is where the next record goes.
     End,
     /// The bytes at `offset` are not a valid record (torn or corrupt): the log stops here.
     Invalid { offset: u64, reason: RecordError },
@@ -390,7 +392,10 @@ pub struct Scanner<'f> {
     pos: u64,
     buf: Vec<u8>,
     buf_start: u64,
-    /// Bytes read from disk so far.
+    /// Offset of the record last returned.
+    last_record_offset: u64,
+    /// Bytes of valid records read so far (the read-ahead window past the last record,
+    /// e.g. into a zero-filled tail, is not counted).
     pub bytes_read: u64,
 }
 
@@ -408,6 +413,7 @@ impl<'f> Scanner<'f> {
             pos: start,
             buf: Vec::new(),
             buf_start: start,
+            last_record_offset: start,
             bytes_read: 0,
         })
     }
@@ -435,7 +441,6 @@ impl<'f> Scanner<'f> {
             .map_err(|e| StoreError::io("read", &self.path, e))?;
         self.buf.truncate(got);
         self.buf_start = self.pos;
-        self.bytes_read += got as u64;
         Ok(())
     }
 
@@ -444,8 +449,65 @@ impl<'f> Scanner<'f> {
         self.buf.get(from..from.checked_add(n)?)
     }
 
+    /// True if every byte from `from` to the end of file is zero.
+    fn zeros_to_end(&self, from: u64) -> Result<bool, StoreError> {
+        let mut chunk = vec![0u8; SCAN_CHUNK_BYTES.min((self.file_len - from) as usize)];
+        let mut at = from;
+        while at < self.file_len {
+            let want = chunk.len().min((self.file_len - at) as usize);
+            let got = read_up_to(self.file, &mut chunk[..want], at)
+                .map_err(|e| StoreError::io("read", &self.path, e))?;
+            if chunk[..got].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            if got < want {
+                break; // the file shrank under us: what is left was zero
+            }
+            at += got as u64;
+        }
+        Ok(true)
+    }
+
     /// The next record, `End`, or `Invalid`. I/O errors are errors, not `Invalid`.
     pub fn next_item(&mut self) -> Result<ScanItem<'_>, StoreError> {
+        let invalid = match self.next_raw()? {
+            ScanItem::Record { .. } => None,
+            ScanItem::End => return Ok(ScanItem::End),
+            ScanItem::Invalid { offset, reason } => Some((offset, reason)),
+        };
+        match invalid {
+            None => self.current_record(),
+            Some((offset, _)) if self.zeros_to_end(offset)? => Ok(ScanItem::End),
+            Some((offset, reason)) => Ok(ScanItem::Invalid { offset, reason }),
+        }
+    }
+
+    /// Re-borrows the record `next_raw` just accepted (it ends at `pos`).
+    fn current_record(&self) -> Result<ScanItem<'_>, StoreError> {
+        let offset = self.last_record_offset;
+        let head = self
+            .slice(offset, RECORD_HEADER_BYTES)
+            .and_then(|s| s.first_chunk::<RECORD_HEADER_BYTES>())
+            .copied()
+            .unwrap_or([0; RECORD_HEADER_BYTES]);
+        let header = record::parse_header(&head, u64::MAX).map_err(|e| {
+            StoreError::corrupt(&self.path, offset, format!("re-reading a record: {e}"))
+        })?;
+        let payload = self
+            .slice(
+                offset + RECORD_HEADER_BYTES as u64,
+                header.payload_len as usize,
+            )
+            .unwrap_or_default();
+        Ok(ScanItem::Record {
+            offset,
+            header,
+            payload,
+        })
+    }
+
+    /// `next_item` without the zero-tail rule.
+    fn next_raw(&mut self) -> Result<ScanItem<'_>, StoreError> {
         let offset = self.pos;
         if offset >= self.file_len {
             return Ok(ScanItem::End);
@@ -494,6 +556,8 @@ impl<'f> Scanner<'f> {
             return Ok(ScanItem::Invalid { offset, reason });
         }
         self.pos = offset + total as u64;
+        self.last_record_offset = offset;
+        self.bytes_read += total as u64;
         let payload = self
             .slice(
                 offset + RECORD_HEADER_BYTES as u64,

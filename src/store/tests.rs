@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use rkyv::util::AlignedVec;
 
-use super::commit::{Fault, FaultStage};
+use super::commit::{self, Fault, FaultStage};
 use super::engine::LogKind;
 use super::index::{MailboxStatus, MessageEntry};
 use super::record::{encode_record, MailboxCreate, MessageAppend, MetaRecord, RecordType};
@@ -752,7 +752,8 @@ fn disk_full_fails_the_whole_batch_and_service_resumes() {
                 SegmentKind::Blob,
                 before.segment,
             );
-            let len_before = fs::metadata(&blob_path).unwrap().len();
+            let mut handed_out = vec![(before.segment, before.offset)];
+            let mut failed_segments = Vec::new();
             for stage in [FaultStage::Write, FaultStage::Sync] {
                 store.inject_fault(
                     LogKind::Blob,
@@ -766,29 +767,45 @@ fn disk_full_fails_the_whole_batch_and_service_resumes() {
                     .map(|i| {
                         let s = store.clone();
                         glommio::spawn_local(async move {
-                            s.append_blob(format!("doomed {i} {}", "z".repeat(100)).as_bytes())
-                                .await
+                            let msg = format!("doomed {i} {}", "z".repeat(100));
+                            let (r, ticket) = s.stage_blob(msg.as_bytes()).await.unwrap();
+                            (r, ticket.durable().await)
                         })
                     })
                     .collect();
-                let mut failed = 0;
+                let mut failed = Vec::new();
                 for t in tasks {
                     match t.await {
-                        Err(e) => {
+                        (r, Err(e)) => {
                             assert!(e.is_disk_full(), "{e}");
                             assert!(matches!(e, StoreError::DiskFull { .. }));
-                            failed += 1;
+                            failed.push(r);
                         }
-                        Ok(r) => panic!("a record of the failed batch succeeded: {r:?}"),
+                        (r, Ok(())) => panic!("a record of the failed batch succeeded: {r:?}"),
                     }
                 }
-                assert_eq!(failed, 5);
-                // Nothing of the failed batch is left in the file.
-                assert_eq!(fs::metadata(&blob_path).unwrap().len(), len_before);
+                assert_eq!(failed.len(), 5);
+                handed_out.extend(failed.iter().map(|r| (r.segment, r.offset)));
+                // One batch, and nothing of it is left in its segment.
+                let seg = failed[0].segment;
+                assert!(failed.iter().all(|r| r.segment == seg), "{failed:?}");
+                let start = failed.iter().map(|r| r.offset).min().unwrap();
+                let path =
+                    segment::segment_path(&segment::core_dir(&data, 0), SegmentKind::Blob, seg);
+                assert_eq!(fs::metadata(&path).unwrap().len(), start, "{stage:?}");
+                failed_segments.push(seg);
             }
             assert_eq!(store.stats().blob.failed_batches, 2);
+            // The first failed batch followed `before`; after a failure the next batch
+            // starts a new segment, so no position handed out is ever reused.
+            assert_eq!(failed_segments[0], before.segment);
+            assert!(failed_segments[1] > failed_segments[0]);
             let after = store.append_blob(b"after").await.unwrap();
-            assert_eq!(after.offset, len_before);
+            assert!(after.segment > failed_segments[1], "{after:?}");
+            assert_eq!(after.offset, SEGMENT_HEADER_BYTES as u64);
+            assert!(!handed_out.contains(&(after.segment, after.offset)));
+            // The segment `before` is in was sealed at its durable end.
+            assert_eq!(fs::metadata(&blob_path).unwrap().len(), before.end());
 
             // The meta log: a failed deliver burns its UID, the next one succeeds.
             let u1 = store.deliver(&[delivery("alice", before)]).await.unwrap();
@@ -837,10 +854,19 @@ fn disk_full_fails_the_whole_batch_and_service_resumes() {
     assert_eq!(canonical(&rec.cores), good_uids);
     assert_eq!(uids(&rec.cores, "alice", "INBOX"), vec![1, 3]);
     assert_eq!(uids(&rec.cores, "bob", "INBOX"), vec![1]);
-    // The blob log holds exactly the two successful blobs.
+    // The blob log holds exactly the two successful blobs: `before` ends segment 1, and
+    // the log continues right after `after`.
     let path = segment::segment_path(&segment::core_dir(&data, 0), SegmentKind::Blob, 1);
-    let len = fs::metadata(&path).unwrap().len();
-    assert_eq!(len, good_refs[1].end());
+    assert_eq!(fs::metadata(&path).unwrap().len(), good_refs[0].end());
+    let tail = rec.cores[0].blob_tail;
+    assert_eq!(
+        (tail.segment, tail.end),
+        (good_refs[1].segment, good_refs[1].end())
+    );
+    assert_eq!(
+        engine::read_blob_at(&data, good_refs[0]).unwrap(),
+        b"before"
+    );
     assert_eq!(engine::read_blob_at(&data, good_refs[1]).unwrap(), b"after");
 }
 
@@ -891,17 +917,39 @@ fn segments_roll_over_and_read_across() {
     for ((_, want), got) in refs.iter().zip(&bodies) {
         assert_eq!(want, got);
     }
-    // No segment exceeds the limit unless it holds a single oversized record.
-    let (blobs, _) =
-        segment::list_segments(&segment::core_dir(&data, 0), SegmentKind::Blob).unwrap();
-    assert!(blobs.len() >= 6);
-    for seq in blobs {
-        let p = segment::segment_path(&segment::core_dir(&data, 0), SegmentKind::Blob, seq);
-        let len = fs::metadata(&p).unwrap().len();
-        assert!(
-            len <= 2048 || len == SEGMENT_HEADER_BYTES as u64 + 12 + 5000,
-            "{p:?} {len}"
-        );
+    // No segment exceeds the limit unless it holds a single oversized record, and every
+    // sealed segment ends exactly at its last record (no zero-filled space left behind:
+    // recovery trusts a sealed segment up to its length).
+    for kind in [SegmentKind::Blob, SegmentKind::Meta] {
+        let dir = segment::core_dir(&data, 0);
+        let (seqs, _) = segment::list_segments(&dir, kind).unwrap();
+        assert!(seqs.len() >= 3);
+        for &seq in &seqs[..seqs.len() - 1] {
+            let p = segment::segment_path(&dir, kind, seq);
+            let len = fs::metadata(&p).unwrap().len();
+            if kind == SegmentKind::Blob {
+                assert!(
+                    len <= 2048 || len == SEGMENT_HEADER_BYTES as u64 + 12 + 5000,
+                    "{p:?} {len}"
+                );
+            }
+            assert_eq!(len, records_end(&p), "{p:?}");
+        }
+    }
+}
+
+/// Where the valid records of a segment end.
+fn records_end(path: &Path) -> u64 {
+    let f = File::open(path).unwrap();
+    let mut s = segment::Scanner::new(&f, path, SEGMENT_HEADER_BYTES as u64).unwrap();
+    loop {
+        match s.next_item().unwrap() {
+            segment::ScanItem::Record { .. } => {}
+            segment::ScanItem::End => return s.position(),
+            segment::ScanItem::Invalid { offset, reason } => {
+                panic!("{path:?}: invalid record at {offset}: {reason}")
+            }
+        }
     }
 }
 
@@ -1334,4 +1382,504 @@ fn export_writes_the_mailbox_as_mboxrd_without_touching_the_store() {
         export_mboxrd(&data, "alice", "Sent", &mut none),
         Err(StoreError::NoSuchMailbox { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Blob and meta committed concurrently: an index record durable before its blob
+
+/// Every valid meta record of core `core`'s meta log, in log order.
+fn meta_records(data: &Path, core: u16) -> Vec<MetaRecord> {
+    let dir = segment::core_dir(data, core);
+    let (seqs, _) = segment::list_segments(&dir, SegmentKind::Meta).unwrap();
+    let mut out = Vec::new();
+    let mut aligned = AlignedVec::new();
+    for seq in seqs {
+        let path = segment::segment_path(&dir, SegmentKind::Meta, seq);
+        let file = File::open(&path).unwrap();
+        let mut s = segment::Scanner::new(&file, &path, SEGMENT_HEADER_BYTES as u64).unwrap();
+        while let segment::ScanItem::Record {
+            header, payload, ..
+        } = s.next_item().unwrap()
+        {
+            out.push(record::decode_meta(header.kind, payload, &mut aligned).unwrap());
+        }
+    }
+    out
+}
+
+fn expunged_uids(data: &Path, core: u16) -> Vec<u32> {
+    meta_records(data, core)
+        .iter()
+        .filter_map(|r| match r {
+            MetaRecord::Expunge(x) => Some(x.uid),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The crash this ordering allows: UID 3's MessageAppend is durable, its blob is not
+/// (`torn_bytes` of it reached the disk: 0 = none). Recovery must drop UID 3 for good.
+fn lost_blob_fixture(data: &Path, torn_bytes: u64) -> (Basic, BlobRef) {
+    let b = build_basic(data, 0, 2);
+    // Blob 3 was written by build_basic; cut the log to simulate how far it got.
+    let lost = b.blobs[2];
+    let f = OpenOptions::new().write(true).open(&b.blob_path).unwrap();
+    f.set_len(lost.offset + torn_bytes).unwrap();
+    let mut meta = SyncLog::open(data, 0, SegmentKind::Meta, 1);
+    meta.meta(&append(3, lost));
+    (b, lost)
+}
+
+#[test]
+fn index_record_for_a_lost_blob_is_tombstoned_and_never_comes_back() {
+    for torn_bytes in [0, 5, 12, 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        let (b, lost) = lost_blob_fixture(&data, torn_bytes);
+        let rec = recover(&data, 1, &owner0).unwrap();
+        assert_eq!(
+            uids(&rec.cores, "alice", "INBOX"),
+            vec![1, 2],
+            "{torn_bytes}"
+        );
+        assert_eq!(rec.report.dropped_refs, 1);
+        assert_eq!(rec.report.tombstones_written, 1);
+        // The drop is on disk: an Expunge of UID 3 follows its MessageAppend.
+        assert_eq!(expunged_uids(&data, 0), vec![3]);
+        assert_eq!(fs::metadata(&b.blob_path).unwrap().len(), lost.offset);
+        let tail = rec.cores[0].meta_tail;
+        assert_eq!(tail.end, fs::metadata(&b.meta_path).unwrap().len());
+        let status = rec.cores[0].mailbox("alice", "INBOX").unwrap().status();
+        assert_eq!(status.uid_next, 4, "UID 3 is never handed out again");
+
+        // The live store appends a blob of the same length at the very same offset and
+        // files it as UID 4; the old UID 3 must not come back with these bytes.
+        let idx = rec.cores.into_iter().next().unwrap();
+        let reused = run_local({
+            let data = data.clone();
+            move || async move {
+                let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+                let body = vec![b'N'; lost.len as usize];
+                let r = store.append_blob(&body).await.unwrap();
+                assert_eq!(
+                    store.deliver(&[delivery("alice", r)]).await.unwrap(),
+                    vec![4]
+                );
+                r
+            }
+        });
+        assert_eq!(
+            (reused.segment, reused.offset, reused.len),
+            (lost.segment, lost.offset, lost.len)
+        );
+        for opts in [true, false] {
+            let again = recover_with(
+                &data,
+                1,
+                &owner0,
+                RecoverOptions {
+                    use_checkpoints: opts,
+                },
+            )
+            .unwrap();
+            assert_eq!(uids(&again.cores, "alice", "INBOX"), vec![1, 2, 4]);
+            assert_eq!(again.report.dropped_refs, 0);
+            assert_eq!(again.report.tombstones_written, 0);
+            assert!(
+                again.report.truncated.is_empty(),
+                "{:?}",
+                again.report.truncated
+            );
+            let bodies = read_all(&again.cores, &data, "alice");
+            assert_eq!(bodies[2], vec![b'N'; lost.len as usize]);
+        }
+        // The read-only view (export) agrees.
+        let ro = recover::load(&data, 0, true).unwrap();
+        let mb = ro.global.mailbox("alice", "INBOX").unwrap();
+        assert_eq!(
+            mb.messages().iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+    }
+}
+
+#[test]
+fn index_record_for_a_segment_never_created_is_tombstoned() {
+    // The blob was placed at the start of the next segment, whose creation never happened.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let b = build_basic(&data, 0, 3);
+    let ghost = BlobRef {
+        core: 0,
+        segment: 2,
+        offset: SEGMENT_HEADER_BYTES as u64,
+        len: 1000,
+    };
+    let mut meta = SyncLog::open(&data, 0, SegmentKind::Meta, 1);
+    meta.meta(&append(4, ghost));
+    let rec = recover(&data, 1, &owner0).unwrap();
+    assert_eq!(uids(&rec.cores, "alice", "INBOX"), vec![1, 2, 3]);
+    assert_eq!(rec.report.tombstones_written, 1);
+    assert_eq!(expunged_uids(&data, 0), vec![4]);
+    // Segment 2 now gets created and written: UID 4 stays gone.
+    let idx = rec.cores.into_iter().next().unwrap();
+    run_local({
+        let data = data.clone();
+        move || async move {
+            // A blob that does not fit segment 1 any more opens segment 2.
+            let mut c = cfg(&data, 0);
+            c.blob_segment_bytes_max = 1024;
+            assert!(b.blobs[2].end() + 1012 > 1024);
+            let store = Store::open(c, idx).await.unwrap();
+            let r = store.append_blob(&[b'G'; 1000]).await.unwrap();
+            assert_eq!((r.segment, r.offset), (ghost.segment, ghost.offset));
+            store.deliver(&[delivery("alice", r)]).await.unwrap();
+        }
+    });
+    let again = recover(&data, 1, &owner0).unwrap();
+    assert_eq!(uids(&again.cores, "alice", "INBOX"), vec![1, 2, 3, 5]);
+}
+
+#[test]
+fn drops_that_no_append_can_reach_are_not_tombstoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    // Core 3 (read-only with 1 core) holds the blob; core 0's meta references it past
+    // the end of core 3's log. Core 0 also references a missing middle segment of its own.
+    let mut blob3 = SyncLog::open(&data, 3, SegmentKind::Blob, 1);
+    let kept = blob3.blob(3, b"kept");
+    let beyond = BlobRef {
+        offset: kept.end(),
+        ..kept
+    };
+    let mut blob0 = SyncLog::open(&data, 0, SegmentKind::Blob, 1);
+    let b1 = blob0.blob(0, b"one");
+    SyncLog::open(&data, 0, SegmentKind::Blob, 3).blob(0, b"three");
+    let missing = BlobRef {
+        core: 0,
+        segment: 2,
+        offset: SEGMENT_HEADER_BYTES as u64,
+        len: 3,
+    };
+    let mut meta = SyncLog::open(&data, 0, SegmentKind::Meta, 1);
+    meta.meta(&create("alice"));
+    for (uid, r) in [(1, kept), (2, beyond), (3, b1), (4, missing)] {
+        meta.meta(&append(uid, r));
+    }
+    let meta_len = meta.end();
+    let rec = recover(&data, 1, &owner0).unwrap();
+    assert_eq!(uids(&rec.cores, "alice", "INBOX"), vec![1, 3]);
+    assert_eq!(rec.report.dropped_refs, 2);
+    assert_eq!(rec.report.tombstones_written, 0);
+    assert_eq!(fs::metadata(&meta.path).unwrap().len(), meta_len);
+    // Once core 3 is writable, its blob log continues where UID 2's blob was: tombstone.
+    let rec = recover(&data, 4, &owner0).unwrap();
+    assert_eq!(rec.report.tombstones_written, 1);
+    assert_eq!(expunged_uids(&data, 0), vec![2]);
+}
+
+#[test]
+fn blob_failure_after_its_index_record_is_durable_never_serves_other_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let dangling = run_local({
+        let data = data.clone();
+        move || async move {
+            let store = open_one(&data, cfg(&data, 0)).await;
+            let first = store.append_blob(b"first").await.unwrap();
+            store.deliver(&[delivery("alice", first)]).await.unwrap();
+            store.inject_fault(
+                LogKind::Blob,
+                Some(Fault {
+                    stage: FaultStage::Sync,
+                    errno: libc::EIO,
+                    batches: 1,
+                }),
+            );
+            let (r, ticket) = store.stage_blob(b"doomed").await.unwrap();
+            // Both commits run at once, as Core::deliver does it.
+            let (blob, meta) =
+                futures_lite::future::zip(ticket.durable(), store.deliver(&[delivery("alice", r)]))
+                    .await;
+            assert!(blob.is_err());
+            assert_eq!(meta.unwrap(), vec![2]);
+            // UID 2 is in the index but its blob is gone; a blob of the same size
+            // appended now lands elsewhere, and UID 2 never reads it.
+            let other = store.append_blob(b"OTHER!").await.unwrap();
+            assert_ne!((other.segment, other.offset), (r.segment, r.offset));
+            assert!(store.read_blob(r).is_err());
+            store.deliver(&[delivery("alice", other)]).await.unwrap();
+            r
+        }
+    });
+    let rec = recover(&data, 1, &owner0).unwrap();
+    assert_eq!(uids(&rec.cores, "alice", "INBOX"), vec![1, 3]);
+    assert_eq!(rec.report.dropped_refs, 1);
+    // Its position lies in a sealed segment that is never appended to again.
+    assert!(dangling.segment < rec.cores[0].blob_tail.segment);
+    assert_eq!(rec.report.tombstones_written, 0);
+    let bodies = read_all(&rec.cores, &data, "alice");
+    assert_eq!(bodies, vec![b"first".to_vec(), b"OTHER!".to_vec()]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Zero-filled space ahead of the logs
+
+/// Appends `bytes` to a file.
+fn append_bytes(path: &Path, bytes: &[u8]) {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+#[test]
+fn scanner_treats_a_zero_tail_as_the_end_and_zeros_before_data_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = segment::create_segment(dir.path(), SegmentKind::Blob, 0, 1, false).unwrap();
+    let mut data = Vec::new();
+    encode_record(&mut data, RecordType::Blob, b"one");
+    encode_record(&mut data, RecordType::Blob, b"two");
+    append_bytes(&path, &data);
+    let end = SEGMENT_HEADER_BYTES as u64 + data.len() as u64;
+    let scan = |path: &Path| -> (usize, String, u64) {
+        let f = File::open(path).unwrap();
+        let mut s = segment::Scanner::new(&f, path, SEGMENT_HEADER_BYTES as u64).unwrap();
+        let mut n = 0;
+        loop {
+            match s.next_item().unwrap() {
+                segment::ScanItem::Record { .. } => n += 1,
+                segment::ScanItem::End => return (n, "end".into(), s.position()),
+                segment::ScanItem::Invalid { offset, .. } => return (n, "invalid".into(), offset),
+            }
+        }
+    };
+    // Zeros to the end of file, less than a header or much more: a clean end.
+    for zeros in [5usize, 12, 3 << 20] {
+        let p = dir.path().join(format!("z{zeros}"));
+        fs::copy(&path, &p).unwrap();
+        append_bytes(&p, &vec![0u8; zeros]);
+        assert_eq!(scan(&p), (2, "end".into(), end), "{zeros} zeros");
+    }
+    // Zeros, then data (a write that reached the disk out of order): damage at the zeros.
+    let p = dir.path().join("hole");
+    fs::copy(&path, &p).unwrap();
+    append_bytes(
+        &p,
+        &[vec![0u8; 4096], b"late".to_vec(), vec![0u8; 100]].concat(),
+    );
+    assert_eq!(scan(&p), (2, "invalid".into(), end));
+    // A torn record followed by zeros: damage at the torn record.
+    let p = dir.path().join("torn");
+    fs::copy(&path, &p).unwrap();
+    let mut rec = Vec::new();
+    encode_record(&mut rec, RecordType::Blob, &[7u8; 300]);
+    rec.truncate(100);
+    append_bytes(&p, &[rec, vec![0u8; 8192]].concat());
+    assert_eq!(scan(&p), (2, "invalid".into(), end));
+}
+
+#[test]
+fn live_logs_keep_zeros_ahead_and_recovery_treats_them_as_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let (live, tails, zero_filled) = run_local({
+        let data = data.clone();
+        move || async move {
+            let store = open_one(&data, cfg(&data, 0)).await;
+            for i in 0..40u32 {
+                let r = store
+                    .append_blob(&vec![b'a' + (i % 26) as u8; 3000])
+                    .await
+                    .unwrap();
+                store.deliver(&[delivery("alice", r)]).await.unwrap();
+            }
+            // The zero-fill runs in its own task: give it a moment to get ahead.
+            for _ in 0..200 {
+                if store.stats().blob.zero_filled_bytes >= commit::ZERO_AHEAD_LOW_BYTES {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let tails = (store.stats(), store.meta_tail());
+            (
+                store.with_index(|i| i.canonical()),
+                tails,
+                store.stats().blob.zero_filled_bytes,
+            )
+        }
+    });
+    let (stats, meta_tail) = tails;
+    assert!(zero_filled >= commit::ZERO_AHEAD_LOW_BYTES, "{stats:?}");
+    let dir0 = segment::core_dir(&data, 0);
+    let blob_path = segment::segment_path(&dir0, SegmentKind::Blob, 1);
+    let blob_len = fs::metadata(&blob_path).unwrap().len();
+    let meta_path = segment::segment_path(&dir0, SegmentKind::Meta, meta_tail.segment);
+    assert!(fs::metadata(&meta_path).unwrap().len() > meta_tail.end);
+
+    // Recovery: nothing to cut, the tails are the logical ends, the zeros stay.
+    let rec = recover(&data, 1, &owner0).unwrap();
+    assert!(
+        rec.report.truncated.is_empty(),
+        "{:?}",
+        rec.report.truncated
+    );
+    assert!(rec.report.stopped.is_empty(), "{:?}", rec.report.stopped);
+    assert_eq!(canonical(&rec.cores), live);
+    let blob_tail = rec.cores[0].blob_tail;
+    assert_eq!(blob_tail.end, records_end(&blob_path));
+    assert!(blob_len > blob_tail.end + commit::ZERO_AHEAD_LOW_BYTES / 2);
+    assert_eq!(fs::metadata(&blob_path).unwrap().len(), blob_len);
+    assert_eq!(rec.cores[0].meta_tail.end, meta_tail.end);
+    // The read-only view stops there cleanly too.
+    let ro = recover::load(&data, 0, true).unwrap();
+    assert!(ro.report.stopped.is_empty(), "{:?}", ro.report.stopped);
+
+    // Appending after recovery continues at the logical end, over the zeros.
+    let idx = rec.cores.into_iter().next().unwrap();
+    let r = run_local({
+        let data = data.clone();
+        move || async move {
+            let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+            let r = store.append_blob(b"after restart").await.unwrap();
+            store.deliver(&[delivery("alice", r)]).await.unwrap();
+            r
+        }
+    });
+    assert_eq!((r.segment, r.offset), (blob_tail.segment, blob_tail.end));
+    let again = recover(&data, 1, &owner0).unwrap();
+    assert!(
+        again.report.truncated.is_empty(),
+        "{:?}",
+        again.report.truncated
+    );
+    assert_eq!(uids(&again.cores, "alice", "INBOX").len(), 41);
+    assert_eq!(
+        read_all(&again.cores, &data, "alice").last().unwrap(),
+        b"after restart"
+    );
+}
+
+#[test]
+fn a_batch_torn_inside_the_zero_tail_is_cut_with_the_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let b = build_basic(&data, 0, 3);
+    // A crash while a batch was written into zero-filled space: part of a record, then
+    // the zeros that were there.
+    let mut torn = Vec::new();
+    encode_record(&mut torn, RecordType::Blob, &[9u8; 5000]);
+    torn.truncate(3000);
+    append_bytes(&b.blob_path, &[torn, vec![0u8; 1 << 20]].concat());
+    let mut meta_torn = Vec::new();
+    append(4, b.blobs[2])
+        .encode(&mut meta_torn, &mut AlignedVec::new())
+        .unwrap();
+    meta_torn.truncate(meta_torn.len() / 2);
+    append_bytes(&b.meta_path, &[meta_torn, vec![0u8; 1 << 20]].concat());
+    let rec = recover(&data, 1, &owner0).unwrap();
+    assert_eq!(uids(&rec.cores, "alice", "INBOX"), vec![1, 2, 3]);
+    let cut: Vec<(PathBuf, u64)> = rec
+        .report
+        .truncated
+        .iter()
+        .map(|(p, at, _)| (p.clone(), *at))
+        .collect();
+    assert_eq!(
+        cut,
+        vec![
+            (b.meta_path.clone(), b.meta_end),
+            (b.blob_path.clone(), b.blobs[2].end())
+        ]
+    );
+    assert_eq!(fs::metadata(&b.blob_path).unwrap().len(), b.blobs[2].end());
+    assert_eq!(fs::metadata(&b.meta_path).unwrap().len(), b.meta_end);
+    append_after_recovery_and_check(&data, &rec, &[1, 2, 3]);
+}
+
+#[test]
+fn zero_fill_never_lands_on_data_under_concurrent_appends() {
+    // Small segments (so zero-fill, rollover and batches keep meeting) and many
+    // concurrent appenders of varied sizes; every blob must read back and recover.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let (refs, stats) = run_local({
+        let data = data.clone();
+        move || async move {
+            let mut c = cfg(&data, 0);
+            c.blob_segment_bytes_max = 3 << 20;
+            c.batch_bytes_max = 256 << 10;
+            let store = open_one(&data, c).await;
+            let tasks: Vec<_> = (0..32u32)
+                .map(|t| {
+                    let s = store.clone();
+                    glommio::spawn_local(async move {
+                        let mut out = Vec::new();
+                        for i in 0..60u32 {
+                            let len = 100 + ((t * 7919 + i * 104_729) % 60_000) as usize;
+                            let body = vec![(t * 60 + i) as u8; len];
+                            let r = s.append_blob(&body).await.unwrap();
+                            out.push((r, (t * 60 + i) as u8, len));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            let mut refs = Vec::new();
+            for t in tasks {
+                refs.extend(t.await);
+            }
+            for (r, byte, len) in &refs {
+                assert_eq!(store.read_blob(*r).unwrap(), vec![*byte; *len], "{r:?}");
+            }
+            let d: Vec<Delivery> = refs.iter().map(|(r, _, _)| delivery("alice", *r)).collect();
+            store.deliver(&d).await.unwrap();
+            (refs, store.stats())
+        }
+    });
+    assert!(stats.blob.zero_filled_bytes > 0, "{stats:?}");
+    assert!(stats.blob.segments_created >= 3, "{stats:?}");
+    let rec = recover(&data, 1, &owner0).unwrap();
+    assert!(
+        rec.report.truncated.is_empty(),
+        "{:?}",
+        rec.report.truncated
+    );
+    assert_eq!(rec.report.dropped_refs, 0);
+    let bodies = read_all(&rec.cores, &data, "alice");
+    assert_eq!(bodies.len(), refs.len());
+    for ((_, byte, len), got) in refs.iter().zip(&bodies) {
+        assert_eq!(got, &vec![*byte; *len]);
+    }
+}
+
+#[test]
+fn no_zero_fill_in_memory_or_without_fsync() {
+    // tmpfs (/dev/shm when present) only loses memory to zeros; Fsync::Never gains nothing.
+    let shm = Path::new("/dev/shm");
+    let dirs: Vec<(tempfile::TempDir, Fsync)> = [
+        shm.is_dir()
+            .then(|| (tempfile::tempdir_in(shm).unwrap(), Fsync::Always)),
+        Some((tempfile::tempdir().unwrap(), Fsync::Never)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (dir, fsync) in dirs {
+        let data = dir.path().to_path_buf();
+        let stats = run_local(move || async move {
+            let mut c = cfg(&data, 0);
+            c.fsync = fsync;
+            let store = open_one(&data, c).await;
+            for _ in 0..20 {
+                store.append_blob(&[1u8; 4000]).await.unwrap();
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            store.stats()
+        });
+        assert_eq!(stats.blob.zero_filled_bytes, 0, "{fsync:?} {stats:?}");
+        assert_eq!(stats.meta.zero_filled_bytes, 0, "{fsync:?} {stats:?}");
+    }
 }
