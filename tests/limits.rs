@@ -139,3 +139,67 @@ fn a_core_that_cannot_start_stops_the_process_promptly_with_its_error() {
     // Well inside the drain timeout (10 s): the other cores notice the stop flag at once.
     assert!(took < Duration::from_secs(5), "took {took:?} to give up");
 }
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn restart_on_a_fixed_port_right_after_traffic() {
+    // Regression: the server-side TIME_WAIT sockets of the last run inherit SO_REUSEPORT, and a
+    // plain test bind was refused for a minute after any run that closed connections.
+    let port = free_port();
+    let mut server = Server::start(&format!("[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n"));
+    for i in 0..5 {
+        let mut c = server.connect();
+        c.expect("EHLO client.test", 250);
+        let m = common::make_message(
+            "c@remote.test",
+            "alice@example.test",
+            &format!("r{i}@t"),
+            "hi\r\n",
+        );
+        assert_eq!(
+            c.send_mail("c@remote.test", &["alice@example.test"], &m)
+                .unwrap()
+                .code,
+            250
+        );
+        c.quit();
+    }
+    server.stop();
+    server.restart();
+    assert_eq!(server.port(), port);
+    assert_eq!(server.export("alice@example.test").len(), 5);
+    server.stop();
+}
+
+#[test]
+fn a_second_ringmail_on_the_same_port_is_refused() {
+    let port = free_port();
+    let server = Server::start(&format!("[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("other.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = common::ringmail(&["serve", "--config", config.to_str().unwrap()], b"");
+    assert!(
+        !run.status.success(),
+        "second ringmail started on a taken port"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && run.stderr.contains("another ringmail"),
+        "{}",
+        run.stderr
+    );
+    drop(server);
+}

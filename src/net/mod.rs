@@ -2,9 +2,10 @@
 //!
 //! Every core binds every listen address itself (glommio sets SO_REUSEPORT), so the kernel
 //! spreads connections across cores and no core ever hands a socket to another. Before the
-//! cores start, [`precheck`] binds each address once *without* SO_REUSEPORT: that fails if
-//! anything (another ringmail included) holds the port, which SO_REUSEPORT alone would hide,
-//! and it turns port 0 into a concrete port that every core then shares.
+//! cores start, [`precheck`] test-binds each address the way the cores will (so a process that
+//! holds the port without SO_REUSEPORT is reported), takes a per-port lock (so another ringmail,
+//! which SO_REUSEPORT alone would let in silently, is refused), and turns port 0 into a
+//! concrete port that every core then shares.
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,15 +40,137 @@ fn bind_error(addr: SocketAddr, source: io::Error) -> NetError {
     NetError::Bind { addr, source, hint }
 }
 
-/// Checks every address is free and resolves port 0. Returns the concrete addresses.
-pub fn precheck(addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, NetError> {
+/// Held for the life of the process: one flock per listening port, so a second ringmail on the
+/// same machine cannot silently join our SO_REUSEPORT group.
+pub struct PortLocks {
+    _files: Vec<std::fs::File>,
+}
+
+/// Checks every address can be bound the way the cores will bind it, resolves port 0, and
+/// takes the per-port locks. Returns the concrete addresses.
+///
+/// A fixed port is test-bound with SO_REUSEADDR and SO_REUSEPORT, like the real listeners: a
+/// plain bind would be refused for a minute after any loaded run, because the accepted
+/// connections' TIME_WAIT sockets inherit the listener's SO_REUSEPORT. A process that holds the
+/// port without SO_REUSEPORT still makes this bind fail; another ringmail is caught by the lock.
+pub fn precheck(addrs: &[SocketAddr]) -> Result<(Vec<SocketAddr>, PortLocks), NetError> {
     let mut out = Vec::with_capacity(addrs.len());
+    let mut files = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        // std's listener sets SO_REUSEADDR (TIME_WAIT is fine) but not SO_REUSEPORT.
-        let l = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
-        out.push(l.local_addr().map_err(|e| bind_error(addr, e))?);
+        let concrete = if addr.port() == 0 {
+            // A fresh ephemeral port: nothing can be in TIME_WAIT on it.
+            let l = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
+            l.local_addr().map_err(|e| bind_error(addr, e))?
+        } else {
+            test_bind_reuseport(addr).map_err(|e| bind_error(addr, e))?;
+            addr
+        };
+        files.push(lock_port(concrete)?);
+        out.push(concrete);
     }
-    Ok(out)
+    Ok((out, PortLocks { _files: files }))
+}
+
+fn lock_port(addr: SocketAddr) -> Result<std::fs::File, NetError> {
+    use std::os::fd::AsRawFd;
+    let name = format!("ringmail-port-{}-{}.lock", addr.ip(), addr.port()).replace(':', "_");
+    let path = std::env::temp_dir().join(name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| bind_error(addr, source))?;
+    // SAFETY: flock on an owned descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(bind_error(
+            addr,
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another ringmail holds {}", path.display()),
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// Binds (without listening) a socket with SO_REUSEADDR + SO_REUSEPORT, then closes it.
+fn test_bind_reuseport(addr: SocketAddr) -> io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the descriptor is owned by `sock` below and closed on drop.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: valid fd, option value points to a c_int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: valid fd and a properly sized sockaddr_in.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: valid fd and a properly sized sockaddr_in6.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    let result = if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    drop(sock);
+    result
 }
 
 /// Binds one core's listener (SO_REUSEPORT, set by glommio).

@@ -114,7 +114,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         return Err(RuntimeError::Signals(std::io::Error::last_os_error()));
     }
 
-    let smtp_listen = net::precheck(&config.smtp.listen)?;
+    let (smtp_listen, _port_locks) = net::precheck(&config.smtp.listen)?;
     memlock::ensure(ncores, config.server.io_memory_bytes)?;
 
     let started = Instant::now();
