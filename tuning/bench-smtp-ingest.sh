@@ -24,7 +24,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 load() { # target json
   "$bin/ringmail-loadgen" smtp --target "$1" --connections "$conns" --messages "$msgs" \
-    --size "$size" --to alice@example.test --duration-secs 120 --json "$2"
+    --size "$size" --to alice@example.test --threads 1 --duration-secs 120 --json "$2"
 }
 
 echo "== smtp-sink (no storage) =="
