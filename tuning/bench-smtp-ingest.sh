@@ -9,6 +9,7 @@
 # process is stopped by pid, and every load run is bounded by --messages and --duration-secs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tuning/lib.sh
 conns=${1:-20}
 msgs=${2:-40000}
 size=${3:-2048}
@@ -21,7 +22,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 load() { # target json
   "$bin/ringmail-loadgen" smtp --target "$1" --connections "$conns" --messages "$msgs" \
     --size "$size" --to alice@example.test --threads 1 --duration-secs 120 --json "$2"
@@ -35,21 +35,10 @@ load "127.0.0.1:$port" "$work/sink.json" | tee "$work/sink.txt"
 
 echo "== ringmail (fsync = always) =="
 port=$(free_port)
-cat >"$work/ringmail.toml" <<TOML
-[server]
-hostname = "mx.example.test"
-data_dir = "$work/data"
-[smtp]
-listen = ["127.0.0.1:$port"]
-[domains]
-local = ["example.test"]
-[store]
-fsync = "always"
-TOML
+write_config "$work/ringmail.toml" "$work/data" "$port" always
 echo 'bench-password' | "$bin/ringmail" user add alice@example.test --password-stdin --config "$work/ringmail.toml" >/dev/null
-"$bin/ringmail" serve --config "$work/ringmail.toml" >"$work/serve.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q '^ready' "$work/serve.log" && break; sleep 0.1; done
+start_ringmail "$bin/ringmail" "$work/ringmail.toml" "$work/serve.log"
+pids+=("$ringmail_pid")
 load "127.0.0.1:$port" "$work/ringmail.json" | tee "$work/ringmail.txt"
 
 sink=$(grep -o 'throughput=[0-9.]*' "$work/sink.txt" | cut -d= -f2)

@@ -9,6 +9,7 @@
 # stopped by pid; the fill is bounded by --messages and --duration-secs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tuning/lib.sh
 msgs=${1:-1000000}
 size=${2:-1024}
 users=${3:-20}
@@ -18,18 +19,9 @@ work=$(mktemp -d /tmp/ringmail-startup.XXXXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/r.toml" <<TOML
-[server]
-hostname = "mx.example.test"
-data_dir = "$work/data"
-[smtp]
-listen = ["127.0.0.1:$port"]
-[domains]
-local = ["example.test"]
-[store]
-fsync = "never"     # the fill only; recovery reads the same files either way
-TOML
+port=$(free_port)
+# fsync never for the fill only; recovery reads the same files either way.
+write_config "$work/r.toml" "$work/data" "$port" never
 to=()
 for i in $(seq "$users"); do
   echo "pw-$i" | "$bin/ringmail" user add "u$i@example.test" --password-stdin --config "$work/r.toml" >/dev/null
@@ -37,10 +29,8 @@ for i in $(seq "$users"); do
 done
 
 start() { # label -> prints recovery line and RSS
-  "$bin/ringmail" serve --config "$work/r.toml" >"$work/serve.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 600); do grep -q '^ready' "$work/serve.log" && break; sleep 0.1; done
-  grep -q '^ready' "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
+  start_ringmail "$bin/ringmail" "$work/r.toml" "$work/serve.log"
+  pid=$ringmail_pid
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   echo "$1: $(grep 'recovered' "$work/serve.log" | sed 's/^ringmail: //'); RSS ${rss} kB"
 }
@@ -52,9 +42,10 @@ empty_rss=$rss
   --size "$size" "${to[@]}" --threads 1 --duration-secs 1200 | grep -E 'sent=|throughput'
 stop
 start "restart from checkpoint"
+ready_rss=$rss   # steady state: the full-scan start below also holds scan buffers the allocator keeps
 stop
 find "$work/data" -name '*.ckpt' -delete
 start "restart, full scan (checkpoints removed)"
-python3 -c "print(f'index RAM ≈ {($rss - $empty_rss) * 1024 / $msgs:.1f} bytes/message (RSS difference / messages)')"
+python3 -c "print(f'index RAM ≈ {($ready_rss - $empty_rss) * 1024 / $msgs:.1f} bytes/message (RSS after the checkpoint start minus empty, / messages)')"
 du -sh "$work/data" | sed 's/^/on disk: /'
 stop

@@ -493,17 +493,22 @@ impl<'f> Scanner<'f> {
         let header = record::parse_header(&head, u64::MAX).map_err(|e| {
             StoreError::corrupt(&self.path, offset, format!("re-reading a record: {e}"))
         })?;
+        Ok(self.record_item(offset, header))
+    }
+
+    /// The accepted record at `offset` as a scan item borrowing its payload from the buffer.
+    fn record_item(&self, offset: u64, header: RecordHeader) -> ScanItem<'_> {
         let payload = self
             .slice(
                 offset + RECORD_HEADER_BYTES as u64,
                 header.payload_len as usize,
             )
             .unwrap_or_default();
-        Ok(ScanItem::Record {
+        ScanItem::Record {
             offset,
             header,
             payload,
-        })
+        }
     }
 
     /// `next_item` without the zero-tail rule.
@@ -558,17 +563,7 @@ impl<'f> Scanner<'f> {
         self.pos = offset + total as u64;
         self.last_record_offset = offset;
         self.bytes_read += total as u64;
-        let payload = self
-            .slice(
-                offset + RECORD_HEADER_BYTES as u64,
-                header.payload_len as usize,
-            )
-            .unwrap_or_default();
-        Ok(ScanItem::Record {
-            offset,
-            header,
-            payload,
-        })
+        Ok(self.record_item(offset, header))
     }
 }
 
