@@ -3,9 +3,16 @@
 //! records after those positions.
 //!
 //! File: `core-<ii>/checkpoint-<generation, 20 digits>.ckpt`, a segment header (kind
-//! checkpoint) followed by one framed record (type `Checkpoint`, CRC-checked) whose payload
-//! is a [`CheckpointData`] archive. Written to a `.tmp` file, fsynced, renamed, directory
-//! fsynced.
+//! checkpoint) followed by one framed record (CRC-checked) whose payload is a
+//! [`CheckpointData`] archive. The record type is the checkpoint format version:
+//! `CheckpointV2` (version 2: mailboxes with keywords, special-use and counters, accounts,
+//! deleted mailbox ids) is what this build writes; a version-1 file (`Checkpoint`, issue 2)
+//! is not used (recovery notes why and scans the meta logs from their start, which
+//! rebuilds everything), and a build that only knows version 1 rejects a version-2 file
+//! the same way. Written to a `.tmp` file, fsynced, renamed, directory fsynced.
+//!
+//! Running counters (unseen, deleted, size) are stored and checked against a recount of
+//! the messages on load: a checkpoint whose counters disagree is not used.
 //!
 //! Every run of the server has a *generation* (newest generation seen at recovery + 1);
 //! core *c* of a run with *n* cores writes its checkpoint of that generation on `flush`
@@ -21,7 +28,7 @@
 //! (covered by whichever snapshot owns the mailbox); records after the positions are
 //! scanned and applied on top, skipping those with a modseq the snapshot already has.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -29,7 +36,9 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::with::InlineAsBox;
 
-use super::index::{ArchivedLogPosition, CoreIndex, LogPosition, Mailbox, MessageEntry};
+use super::index::{
+    counts, Account, ArchivedLogPosition, CoreIndex, LogPosition, Mailbox, MessageEntry,
+};
 use super::record::{self, RecordType, RECORD_HEADER_BYTES};
 use super::segment::{self, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
 use super::StoreError;
@@ -50,6 +59,10 @@ pub struct CheckpointData<'a> {
     pub mailbox_seq_max: Vec<SeqMax>,
     pub uid_validity_last: u32,
     pub mailboxes: Vec<MailboxSnapshot<'a>>,
+    /// Accounts of the users this core owns.
+    pub accounts: Vec<AccountSnapshot<'a>>,
+    /// Ids of every deleted mailbox this core knows of, ascending.
+    pub deleted_mailboxes: Vec<u64>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
@@ -68,8 +81,35 @@ pub struct MailboxSnapshot<'a> {
     pub uid_validity: u32,
     pub uid_max: u32,
     pub modseq_highest: u64,
+    pub special_use: u8,
+    pub unseen: u64,
+    pub deleted: u64,
+    pub size: u64,
+    pub keywords: Vec<KeywordSnapshot<'a>>,
     #[rkyv(with = InlineAsBox)]
     pub messages: &'a [MessageEntry],
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+pub struct KeywordSnapshot<'a> {
+    pub bit: u8,
+    #[rkyv(with = InlineAsBox)]
+    pub name: &'a str,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+pub struct AccountSnapshot<'a> {
+    #[rkyv(with = InlineAsBox)]
+    pub user: &'a str,
+    pub initialized: bool,
+    pub seq_highest: u64,
+    pub subscriptions: Vec<NameSnapshot<'a>>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+pub struct NameSnapshot<'a> {
+    #[rkyv(with = InlineAsBox)]
+    pub name: &'a str,
 }
 
 /// `checkpoint-00000000000000000007.ckpt`.
@@ -114,10 +154,36 @@ pub fn encode(
             uid_validity: m.uid_validity,
             uid_max: m.uid_max,
             modseq_highest: m.modseq_highest,
+            special_use: m.special_use,
+            unseen: m.unseen as u64,
+            deleted: m.deleted as u64,
+            size: m.size,
+            keywords: m
+                .keywords
+                .iter()
+                .map(|(bit, name)| KeywordSnapshot { bit: *bit, name })
+                .collect(),
             messages: &m.messages,
         })
         .collect();
     mailboxes.sort_by_key(|m| m.id);
+    let mut accounts: Vec<AccountSnapshot<'_>> = index
+        .accounts
+        .iter()
+        .map(|(user, a)| AccountSnapshot {
+            user,
+            initialized: a.initialized,
+            seq_highest: a.seq_highest,
+            subscriptions: a
+                .subscriptions
+                .iter()
+                .map(|name| NameSnapshot { name })
+                .collect(),
+        })
+        .collect();
+    accounts.sort_unstable_by_key(|a| a.user);
+    let mut deleted_mailboxes: Vec<u64> = index.deleted_mailboxes.iter().copied().collect();
+    deleted_mailboxes.sort_unstable();
     let mut seq_max: HashMap<u16, u64> = index.mailbox_seq_max.iter().copied().collect();
     let own = seq_max.entry(index.core).or_default();
     *own = (*own).max(index.mailbox_seq_next.saturating_sub(1));
@@ -134,6 +200,8 @@ pub fn encode(
         mailbox_seq_max,
         uid_validity_last: index.uid_validity_last,
         mailboxes,
+        accounts,
+        deleted_mailboxes,
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&data).map_err(|e| StoreError::Encode {
         what: "checkpoint",
@@ -147,7 +215,7 @@ pub fn encode(
     };
     let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload.len());
     out.extend_from_slice(&header.encode());
-    record::encode_record(&mut out, RecordType::Checkpoint, &payload);
+    record::encode_record(&mut out, RecordType::CheckpointV2, &payload);
     Ok(out)
 }
 
@@ -208,6 +276,8 @@ struct Parsed {
     uid_validity_last: u32,
     starts: Vec<LogPosition>,
     mailboxes: Vec<Mailbox>,
+    accounts: Vec<(String, Account)>,
+    deleted_mailboxes: Vec<u64>,
     bytes: u64,
 }
 
@@ -239,7 +309,14 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
     }
     let (rh, payload) =
         record::decode_record(&bytes[SEGMENT_HEADER_BYTES..]).map_err(|e| at(&e))?;
-    if rh.kind != RecordType::Checkpoint || SEGMENT_HEADER_BYTES as u64 + rh.record_bytes() != len {
+    if rh.kind == RecordType::Checkpoint {
+        return Err(at(&format_args!(
+            "checkpoint format version 1, this build uses version {}",
+            record::CHECKPOINT_VERSION
+        )));
+    }
+    if rh.kind != RecordType::CheckpointV2 || SEGMENT_HEADER_BYTES as u64 + rh.record_bytes() != len
+    {
         return Err(at(&"not a single checkpoint record"));
     }
     let mut aligned: AlignedVec = AlignedVec::with_capacity(payload.len());
@@ -250,11 +327,29 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
     if data.generation.to_native() != generation || data.core.to_native() != core {
         return Err(at(&"content does not match the file name"));
     }
-    let mailboxes = data
-        .mailboxes
-        .iter()
-        .map(|m| Mailbox {
-            id: m.id.to_native(),
+    let mut mailboxes = Vec::with_capacity(data.mailboxes.len());
+    for m in data.mailboxes.iter() {
+        let messages: Vec<MessageEntry> = m
+            .messages
+            .as_ref()
+            .iter()
+            .map(MessageEntry::from_archived)
+            .collect();
+        let (unseen, deleted, size) = counts(&messages);
+        let id = m.id.to_native();
+        if (unseen as u64, deleted as u64, size)
+            != (
+                m.unseen.to_native(),
+                m.deleted.to_native(),
+                m.size.to_native(),
+            )
+        {
+            return Err(at(&format_args!(
+                "mailbox {id}: stored counters do not match its messages"
+            )));
+        }
+        mailboxes.push(Mailbox {
+            id,
             user: m.user.as_ref().to_owned(),
             name: m.name.as_ref().to_owned(),
             uid_validity: m.uid_validity.to_native(),
@@ -262,12 +357,35 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
             uid_next: 0,
             modseq_highest: m.modseq_highest.to_native(),
             modseq_next: 0,
-            messages: m
-                .messages
-                .as_ref()
+            messages,
+            special_use: m.special_use,
+            keywords: m
+                .keywords
                 .iter()
-                .map(MessageEntry::from_archived)
+                .map(|k| (k.bit, k.name.as_ref().to_owned()))
                 .collect(),
+            unseen,
+            deleted,
+            size,
+            pending: HashMap::new(),
+            deleting: false,
+        });
+    }
+    let accounts = data
+        .accounts
+        .iter()
+        .map(|a| {
+            let account = Account {
+                initialized: a.initialized,
+                subscriptions: a
+                    .subscriptions
+                    .iter()
+                    .map(|s| s.name.as_ref().to_owned())
+                    .collect(),
+                seq_highest: a.seq_highest.to_native(),
+                seq_next: 0,
+            };
+            (a.user.as_ref().to_owned(), account)
         })
         .collect();
     Ok(Parsed {
@@ -280,6 +398,12 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
         uid_validity_last: data.uid_validity_last.to_native(),
         starts: data.starts.iter().map(position).collect(),
         mailboxes,
+        accounts,
+        deleted_mailboxes: data
+            .deleted_mailboxes
+            .iter()
+            .map(|id| id.to_native())
+            .collect(),
         bytes: len,
     })
 }
@@ -338,6 +462,8 @@ pub(crate) struct LoadedSet {
     pub(crate) generation: u64,
     pub(crate) bytes: u64,
     pub(crate) mailboxes: Vec<Mailbox>,
+    pub(crate) accounts: Vec<(String, Account)>,
+    pub(crate) deleted_mailboxes: HashSet<u64>,
     /// Highest mailbox-id sequence per creating core.
     pub(crate) mailbox_seq_max: HashMap<u16, u64>,
     pub(crate) uid_validity_last: u32,
@@ -426,6 +552,8 @@ fn load_generation(
     starts.extend(own);
     let mut bytes = 0;
     let mut mailboxes: HashMap<u64, Mailbox> = HashMap::new();
+    let mut accounts: HashMap<String, Account> = HashMap::new();
+    let mut deleted_mailboxes: HashSet<u64> = HashSet::new();
     let mut mailbox_seq_max: HashMap<u16, u64> = HashMap::new();
     let mut uid_validity_last = 0;
     for (_, p) in parsed {
@@ -443,11 +571,31 @@ fn load_generation(
                 }
             }
         }
+        for (user, a) in p.accounts {
+            match accounts.get_mut(&user) {
+                Some(old) => {
+                    // Two files with one user (an owner change): the newer sequence
+                    // carries the newer subscriptions; initialised is never undone.
+                    let initialized = old.initialized || a.initialized;
+                    if a.seq_highest > old.seq_highest {
+                        *old = a;
+                    }
+                    old.initialized = initialized;
+                }
+                None => {
+                    accounts.insert(user, a);
+                }
+            }
+        }
+        deleted_mailboxes.extend(p.deleted_mailboxes);
     }
+    mailboxes.retain(|id, _| !deleted_mailboxes.contains(id));
     Ok(LoadedSet {
         generation,
         bytes,
         mailboxes: mailboxes.into_values().collect(),
+        accounts: accounts.into_iter().collect(),
+        deleted_mailboxes,
         mailbox_seq_max,
         uid_validity_last,
         starts,

@@ -2,27 +2,38 @@
 //!
 //! It owns the core's two log writers (blob and meta, each with its group-commit task),
 //! the core's [`CoreIndex`], and a cache of read handles for blob segments of any core.
-//! Index changes are published by the meta commit task once their batch is durable.
+//! Index changes are published by the meta commit task once their batch is durable; the
+//! change hook ([`Store::set_change_hook`]) then hears which mailboxes changed. This file
+//! holds the SMTP path (blobs, `deliver`) and the plumbing; the IMAP/POP3 operations on
+//! mailboxes and messages are in [`ops`](super::ops).
+//!
+//! Namespace changes of one user (create, delete, rename, subscriptions, keyword
+//! definitions, account init) run one at a time under a per-user lock (`UserLocks`),
+//! held until their records are durable and published, so each sees the names the one
+//! before it left. Message operations take no lock: they allocate UIDs and modseqs
+//! synchronously right after waiting for batch room and push their records at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fs::File;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use rkyv::util::AlignedVec;
 
 use super::checkpoint;
-use super::commit::{self, BatchDone, Fault, LogPositions, LogStats, LogWriter, Ticket};
+use super::commit::{self, Fault, LogPositions, LogStats, LogWriter, Ticket};
 use super::index::{CoreIndex, LogPosition, MailboxStatus, MessageEntry, MAILBOX_SEQ_BITS};
 use super::record::{
-    self, Expunge, FlagsSet, MailboxCreate, MessageAppend, MetaRecord, RecordType,
-    RECORD_HEADER_BYTES,
+    self, MailboxAttrs, MailboxCreate, MessageAppend, MetaRecord, RecordType, RECORD_HEADER_BYTES,
 };
 use super::segment::{self, SegmentKind, SEGMENT_HEADER_BYTES};
 use super::{
     unix_now_secs, BlobRef, Delivery, Fsync, StoreConfig, StoreError, DELIVERIES_PER_CALL_MAX,
-    MAILBOX_NAME_BYTES_MAX, MESSAGE_BYTES_MAX, USER_BYTES_MAX,
+    MAILBOXES_PER_USER_MAX, MAILBOX_NAME_BYTES_MAX, MESSAGE_BYTES_MAX, USER_BYTES_MAX,
 };
 
 /// Open read handles kept for `read_blob` (any core's segments).
@@ -44,18 +55,25 @@ pub struct StoreStats {
     pub checkpoints_written: u64,
 }
 
-struct Inner {
-    cfg: StoreConfig,
+/// Called after each published meta batch with the ids of the mailboxes it changed
+/// (see [`Store::set_change_hook`]).
+pub type ChangeHookFn = Box<dyn Fn(&[u64])>;
+type ChangeHook = Rc<dyn Fn(&[u64])>;
+
+pub(super) struct Inner {
+    pub(super) cfg: StoreConfig,
     core_dir: PathBuf,
     blob: Rc<LogWriter<()>>,
-    meta: Rc<LogWriter<MetaRecord>>,
-    index: RefCell<CoreIndex>,
-    /// Mailbox creations in flight, so concurrent first deliveries create once.
-    pending_creates: RefCell<HashMap<(String, String), Rc<BatchDone>>>,
+    pub(super) meta: Rc<LogWriter<MetaRecord>>,
+    pub(super) index: RefCell<CoreIndex>,
+    /// One namespace change per user at a time (see the module doc).
+    pub(super) user_locks: UserLocks,
+    change_hook: RefCell<Option<ChangeHook>>,
     scratch: RefCell<AlignedVec>,
     readers: RefCell<HashMap<(u16, u32), Rc<File>>>,
-    /// Serialized size of fixed-size meta records (for `wait_room`).
-    append_record_bytes: usize,
+    /// Serialized size of a MessageAppend, the largest fixed-size meta record (for
+    /// `wait_room`; FlagsSet and Expunge records are smaller).
+    pub(super) append_record_bytes: usize,
     /// One checkpoint at a time (periodic ones are skipped while another runs).
     checkpoint_lock: Rc<glommio::sync::Semaphore>,
     meta_bytes_since_checkpoint: Cell<u64>,
@@ -66,7 +84,7 @@ struct Inner {
 
 /// Per core, inside the executor (Rc-shared, !Send).
 pub struct Store {
-    inner: Rc<Inner>,
+    pub(super) inner: Rc<Inner>,
     /// The commit tasks; dropping the store cancels them.
     _tasks: Vec<glommio::Task<()>>,
 }
@@ -145,7 +163,8 @@ impl Store {
             blob: blob.clone(),
             meta: meta.clone(),
             index: RefCell::new(index),
-            pending_creates: RefCell::new(HashMap::new()),
+            user_locks: UserLocks::default(),
+            change_hook: RefCell::new(None),
             scratch: RefCell::new(scratch),
             readers: RefCell::new(HashMap::new()),
             append_record_bytes: probe.len(),
@@ -236,12 +255,15 @@ impl Store {
             for d in group {
                 let rec = {
                     let mut idx = self.inner.index.borrow_mut();
-                    let mb = idx.mailbox_mut(&d.user, &d.mailbox).ok_or_else(|| {
-                        StoreError::NoSuchMailbox {
+                    // A mailbox being deleted takes no new messages (they would vanish
+                    // with it after being acknowledged).
+                    let mb = idx
+                        .mailbox_mut(&d.user, canonical_name(&d.mailbox))
+                        .filter(|m| !m.deleting)
+                        .ok_or_else(|| StoreError::NoSuchMailbox {
                             user: d.user.clone(),
                             mailbox: d.mailbox.clone(),
-                        }
-                    })?;
+                        })?;
                     if mb.uid_next == u32::MAX || mb.uid_next == 0 {
                         return Err(StoreError::Exhausted {
                             user: d.user.clone(),
@@ -272,7 +294,8 @@ impl Store {
         Ok(uids)
     }
 
-    /// Replaces a message's flags; returns the new modseq once durable and published.
+    /// Replaces a message's flags; returns the message's modseq once durable and
+    /// published (its current one if the flags were already these).
     pub async fn set_flags(
         &self,
         user: &str,
@@ -280,74 +303,44 @@ impl Store {
         uid: u32,
         flags: u32,
     ) -> Result<u64, StoreError> {
-        self.change(user, mailbox, uid, |mailbox_id, modseq| {
-            MetaRecord::FlagsSet(FlagsSet {
-                mailbox_id,
+        let change = super::ops::FlagChange {
+            uid,
+            mode: super::ops::FlagMode::Replace,
+            mask: flags,
+            unchanged_since: None,
+        };
+        let outcome = self.update_flags(user, mailbox, &[change]).await?;
+        match outcome.first() {
+            Some(super::ops::FlagOutcome::Changed { modseq, .. })
+            | Some(super::ops::FlagOutcome::Unchanged { modseq, .. }) => Ok(*modseq),
+            _ => Err(StoreError::NoSuchMessage {
+                user: user.to_owned(),
+                mailbox: mailbox.to_owned(),
                 uid,
-                modseq,
-                flags,
-            })
-        })
-        .await
+            }),
+        }
     }
 
     /// Expunges a message (writes a tombstone); returns the modseq once durable and
     /// removed from the index.
     pub async fn expunge(&self, user: &str, mailbox: &str, uid: u32) -> Result<u64, StoreError> {
-        self.change(user, mailbox, uid, |mailbox_id, modseq| {
-            MetaRecord::Expunge(Expunge {
-                mailbox_id,
-                uid,
-                modseq,
-            })
-        })
-        .await
-    }
-
-    async fn change(
-        &self,
-        user: &str,
-        mailbox: &str,
-        uid: u32,
-        make: impl FnOnce(u64, u64) -> MetaRecord,
-    ) -> Result<u64, StoreError> {
         check_names(user, mailbox)?;
-        self.inner
-            .meta
-            .wait_room(self.inner.append_record_bytes)
-            .await;
-        let rec = {
-            let mut idx = self.inner.index.borrow_mut();
-            let mb = idx
-                .mailbox_mut(user, mailbox)
-                .ok_or_else(|| StoreError::NoSuchMailbox {
-                    user: user.to_owned(),
-                    mailbox: mailbox.to_owned(),
-                })?;
-            if mb.get(uid).is_none() {
-                return Err(StoreError::NoSuchMessage {
-                    user: user.to_owned(),
-                    mailbox: mailbox.to_owned(),
-                    uid,
-                });
-            }
-            let modseq = mb.modseq_next;
-            mb.modseq_next += 1;
-            make(mb.id, modseq)
-        };
-        let modseq = rec.modseq();
-        let ticket = self.push_meta(rec)?;
-        ticket.wait().await?;
-        Ok(modseq)
+        let id = self.mailbox_id(user, mailbox)?;
+        let done = self.expunge_ids(user, mailbox, id, &[uid]).await?;
+        match done.first() {
+            Some(&(_, modseq)) => Ok(modseq),
+            None => Err(StoreError::NoSuchMessage {
+                user: user.to_owned(),
+                mailbox: mailbox.to_owned(),
+                uid,
+            }),
+        }
     }
 
-    fn push_meta(&self, rec: MetaRecord) -> Result<Ticket, StoreError> {
-        let what = match rec.record_type() {
-            RecordType::MailboxCreate => "MailboxCreate",
-            RecordType::MessageAppend => "MessageAppend",
-            RecordType::FlagsSet => "FlagsSet",
-            _ => "Expunge",
-        };
+    /// Encodes `rec` into the meta log's pending batch (synchronous: call right after
+    /// `wait_room`, with no await between the allocation of its ids and this).
+    pub(super) fn push_meta(&self, rec: MetaRecord) -> Result<Ticket, StoreError> {
+        let what = rec.type_name();
         let mut scratch = self.inner.scratch.borrow_mut();
         let encoded = rec.clone();
         self.inner
@@ -356,59 +349,112 @@ impl Store {
             .map_err(|reason| StoreError::Encode { what, reason })
     }
 
+    /// The id of a mailbox that exists and is not being deleted.
+    pub(super) fn mailbox_id(&self, user: &str, name: &str) -> Result<u64, StoreError> {
+        self.inner
+            .index
+            .borrow()
+            .mailbox(user, canonical_name(name))
+            .filter(|m| !m.deleting)
+            .map(|m| m.id())
+            .ok_or_else(|| StoreError::NoSuchMailbox {
+                user: user.to_owned(),
+                mailbox: name.to_owned(),
+            })
+    }
+
     /// Returns the id of `user`'s mailbox `name`, creating it durably first if needed.
     async fn ensure_mailbox(&self, user: &str, name: &str) -> Result<u64, StoreError> {
-        loop {
-            if let Some(mb) = self.inner.index.borrow().mailbox(user, name) {
-                return Ok(mb.id());
-            }
-            let key = (user.to_owned(), name.to_owned());
-            let in_flight = self.inner.pending_creates.borrow().get(&key).cloned();
-            if let Some(done) = in_flight {
-                // Someone else is creating it: wait, then look again (if that create
-                // failed, this caller makes its own attempt).
-                let _ = done.wait().await;
-                continue;
-            }
-            let size = RECORD_HEADER_BYTES + 64 + user.len() + name.len();
-            self.inner.meta.wait_room(size).await;
-            if self.inner.index.borrow().mailbox(user, name).is_some()
-                || self.inner.pending_creates.borrow().contains_key(&key)
-            {
-                continue;
-            }
-            let rec = {
-                let mut idx = self.inner.index.borrow_mut();
-                let seq = idx.mailbox_seq_next.max(1);
-                if seq >= 1 << MAILBOX_SEQ_BITS {
-                    return Err(StoreError::Exhausted {
-                        user: user.to_owned(),
-                        mailbox: name.to_owned(),
-                        what: "mailbox ids of this core",
-                    });
-                }
-                idx.mailbox_seq_next = seq + 1;
-                let now = u32::try_from(unix_now_secs()).unwrap_or(u32::MAX);
-                let uid_validity = now.max(idx.uid_validity_last.saturating_add(1)).max(1);
-                idx.uid_validity_last = uid_validity;
-                MailboxCreate {
-                    mailbox_id: (u64::from(idx.core) << MAILBOX_SEQ_BITS) | seq,
-                    user: user.to_owned(),
-                    name: name.to_owned(),
-                    uid_validity,
-                }
-            };
-            let id = rec.mailbox_id;
-            let ticket = self.push_meta(MetaRecord::MailboxCreate(rec))?;
-            self.inner
-                .pending_creates
-                .borrow_mut()
-                .insert(key.clone(), ticket.done.clone());
-            let result = ticket.wait().await;
-            self.inner.pending_creates.borrow_mut().remove(&key);
-            result?;
+        if let Ok(id) = self.mailbox_id(user, name) {
             return Ok(id);
         }
+        // Concurrent first deliveries queue here; the first creates, the others find it.
+        let _guard = self.inner.user_locks.lock(user).await;
+        if let Ok(id) = self.mailbox_id(user, name) {
+            return Ok(id);
+        }
+        let name = check_mailbox_name(name)?;
+        self.check_mailbox_room(user, name, 1)?;
+        self.inner
+            .meta
+            .wait_room(meta_record_bytes(user.len() + name.len()))
+            .await;
+        let (id, tickets) = self.push_create(user, name, 0)?;
+        wait_all(&tickets).await?;
+        Ok(id)
+    }
+
+    /// Fails if `user` cannot have `more` mailboxes more.
+    pub(super) fn check_mailbox_room(
+        &self,
+        user: &str,
+        name: &str,
+        more: usize,
+    ) -> Result<(), StoreError> {
+        let have = self.inner.index.borrow().user_mailbox_count(user);
+        if have + more > MAILBOXES_PER_USER_MAX {
+            return Err(StoreError::Exhausted {
+                user: user.to_owned(),
+                mailbox: name.to_owned(),
+                what: "mailbox limit",
+            });
+        }
+        Ok(())
+    }
+
+    /// Allocates a mailbox id and UIDVALIDITY and pushes the MailboxCreate (and, for
+    /// special-use bits, a MailboxAttrs with modseq 1). Synchronous: call under the user's
+    /// lock right after `wait_room`. Returns the new id and the tickets.
+    pub(super) fn push_create(
+        &self,
+        user: &str,
+        name: &str,
+        special_use: u8,
+    ) -> Result<(u64, Vec<Ticket>), StoreError> {
+        let rec = {
+            let mut idx = self.inner.index.borrow_mut();
+            let seq = idx.mailbox_seq_next.max(1);
+            if seq >= 1 << MAILBOX_SEQ_BITS {
+                return Err(StoreError::Exhausted {
+                    user: user.to_owned(),
+                    mailbox: name.to_owned(),
+                    what: "mailbox ids of this core",
+                });
+            }
+            idx.mailbox_seq_next = seq + 1;
+            let now = u32::try_from(unix_now_secs()).unwrap_or(u32::MAX);
+            // Strictly above every UIDVALIDITY handed out before, deleted mailboxes'
+            // included: a re-created name never repeats an old one.
+            let uid_validity = now.max(idx.uid_validity_last.saturating_add(1)).max(1);
+            idx.uid_validity_last = uid_validity;
+            MailboxCreate {
+                mailbox_id: (u64::from(idx.core) << MAILBOX_SEQ_BITS) | seq,
+                user: user.to_owned(),
+                name: name.to_owned(),
+                uid_validity,
+            }
+        };
+        let id = rec.mailbox_id;
+        let mut tickets = vec![self.push_meta(MetaRecord::MailboxCreate(rec))?];
+        if special_use != 0 {
+            // Nobody can write to the mailbox before its create is published, and both
+            // records are in the same batch: modseq 1 is free.
+            tickets.push(self.push_meta(MetaRecord::MailboxAttrs(MailboxAttrs {
+                mailbox_id: id,
+                modseq: 1,
+                special_use,
+            }))?);
+        }
+        Ok((id, tickets))
+    }
+
+    /// Sets the hook called after each durable meta batch is published, with the ids of
+    /// the mailboxes that batch changed (deduplicated, ascending): deliveries, appends,
+    /// flag changes, expunges, copies, keyword definitions, special-use changes, creates,
+    /// renames and deletes. Replaces any previous hook. The hook runs inside the meta
+    /// commit task: it must not block; it may read the store.
+    pub fn set_change_hook(&self, hook: ChangeHookFn) {
+        *self.inner.change_hook.borrow_mut() = Some(Rc::from(hook));
     }
 
     /// Reads a blob of any core's log, verifying its CRC, length and type.
@@ -444,7 +490,7 @@ impl Store {
         self.inner
             .index
             .borrow()
-            .mailbox(user, mailbox)
+            .mailbox(user, canonical_name(mailbox))
             .map(|m| m.messages().iter().map(|e| (e.uid, e.blob())).collect())
             .unwrap_or_default()
     }
@@ -454,7 +500,7 @@ impl Store {
         self.inner
             .index
             .borrow()
-            .mailbox(user, mailbox)
+            .mailbox(user, canonical_name(mailbox))
             .map(|m| m.messages().to_vec())
             .unwrap_or_default()
     }
@@ -463,7 +509,7 @@ impl Store {
         self.inner
             .index
             .borrow()
-            .mailbox(user, mailbox)
+            .mailbox(user, canonical_name(mailbox))
             .map(|m| m.status())
     }
 
@@ -519,10 +565,23 @@ impl Store {
 impl Inner {
     /// Publishes a durable meta batch (called by the meta commit task).
     fn publish(self: &Rc<Self>, ops: Vec<MetaRecord>, bytes: u64) {
+        let mut changed: Vec<u64> = Vec::new();
         {
             let mut idx = self.index.borrow_mut();
             for op in &ops {
-                idx.publish(op);
+                if let Some(id) = idx.publish(op) {
+                    changed.push(id);
+                }
+            }
+        }
+        drop(ops);
+        if !changed.is_empty() {
+            changed.sort_unstable();
+            changed.dedup();
+            // Cloned out first: the hook may read the store or even replace itself.
+            let hook = self.change_hook.borrow().clone();
+            if let Some(hook) = hook {
+                hook(&changed);
             }
         }
         let since = self.meta_bytes_since_checkpoint.get() + bytes;
@@ -576,7 +635,58 @@ async fn write_checkpoint(inner: &Rc<Inner>) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_names(user: &str, mailbox: &str) -> Result<(), StoreError> {
+/// Bytes to wait for before pushing a variable-size meta record whose strings total
+/// `strings_bytes` (header + a generous bound on the rkyv framing and fixed fields).
+pub(super) fn meta_record_bytes(strings_bytes: usize) -> usize {
+    RECORD_HEADER_BYTES + 64 + strings_bytes
+}
+
+/// Waits for every batch the tickets belong to (once per batch).
+pub(super) async fn wait_all(tickets: &[Ticket]) -> Result<(), StoreError> {
+    let mut last: Option<&Ticket> = None;
+    for t in tickets {
+        if last.is_some_and(|l| Rc::ptr_eq(&l.done, &t.done)) {
+            continue;
+        }
+        t.wait().await?;
+        last = Some(t);
+    }
+    Ok(())
+}
+
+/// "INBOX" for any case of it (RFC 9051 §5.1), else the name as given.
+pub(super) fn canonical_name(name: &str) -> &str {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        name
+    }
+}
+
+/// Checks a mailbox name for a write and returns its canonical form. The IMAP layer
+/// checks the grammar (and the `/` hierarchy); the store refuses what would break its
+/// records: empty names, names over [`MAILBOX_NAME_BYTES_MAX`], NUL, CR and LF.
+pub(super) fn check_mailbox_name(name: &str) -> Result<&str, StoreError> {
+    let problem = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > MAILBOX_NAME_BYTES_MAX {
+        Some("too long")
+    } else if name.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+        Some("contains NUL, CR or LF")
+    } else {
+        None
+    };
+    match problem {
+        Some(reason) => Err(StoreError::InvalidName {
+            what: "mailbox name",
+            name: name.chars().take(64).collect(),
+            reason,
+        }),
+        None => Ok(canonical_name(name)),
+    }
+}
+
+pub(super) fn check_names(user: &str, mailbox: &str) -> Result<(), StoreError> {
     if user.len() > USER_BYTES_MAX {
         return Err(StoreError::TooLarge {
             what: "user name",
@@ -639,4 +749,66 @@ pub fn read_blob_at(data_dir: &Path, r: BlobRef) -> Result<Vec<u8>, StoreError> 
     );
     let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
     read_blob_record(&file, &path, r)
+}
+
+/// Per-user exclusive locks for namespace changes (see the module doc). Only users with a
+/// holder have an entry: the map stays as small as the number of changes in flight.
+#[derive(Default)]
+pub(super) struct UserLocks {
+    held: RefCell<HashMap<String, Vec<Waker>>>,
+}
+
+impl UserLocks {
+    /// Resolves once `user`'s lock is ours; the guard releases it when dropped.
+    pub(super) fn lock<'a>(&'a self, user: &'a str) -> LockUser<'a> {
+        LockUser { locks: self, user }
+    }
+
+    #[cfg(test)]
+    pub(super) fn held_count(&self) -> usize {
+        self.held.borrow().len()
+    }
+}
+
+/// Future of [`UserLocks::lock`].
+pub(super) struct LockUser<'a> {
+    locks: &'a UserLocks,
+    user: &'a str,
+}
+
+impl<'a> Future for LockUser<'a> {
+    type Output = UserGuard<'a>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<UserGuard<'a>> {
+        let mut held = self.locks.held.borrow_mut();
+        match held.get_mut(self.user) {
+            None => {
+                held.insert(self.user.to_owned(), Vec::new());
+                Poll::Ready(UserGuard {
+                    locks: self.locks,
+                    user: self.user.to_owned(),
+                })
+            }
+            Some(waiters) => {
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Holds a user's lock; dropping it wakes every waiter (one of them gets it next).
+pub(super) struct UserGuard<'a> {
+    locks: &'a UserLocks,
+    user: String,
+}
+
+impl Drop for UserGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = self.locks.held.borrow_mut().remove(&self.user);
+        for w in waiters.into_iter().flatten() {
+            w.wake();
+        }
+    }
 }

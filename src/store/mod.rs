@@ -21,11 +21,35 @@
 //! growing the file): type 0 is never a valid record, so every reader stops there as at
 //! the end of the log. Sealed segments end exactly at their last record.
 //!
+//! # Records
+//! The type byte of every record ([`record::RecordType`]); types are only ever added, and
+//! a payload's layout never changes once written:
+//! ```text
+//!  1 Blob            blob log: the message bytes
+//!  2 MailboxCreate   mailbox_id, user, name, uid_validity           (modseq 0 of the mailbox)
+//!  3 MessageAppend   mailbox_id, uid, modseq, blob, internal_date, flags
+//!  4 FlagsSet        mailbox_id, uid, modseq, flags                  (highest modseq wins)
+//!  5 Expunge         mailbox_id, uid, modseq                         (tombstone)
+//!  6 Checkpoint      checkpoint file, format version 1 (read only to say it is old)
+//!  7 (reserved)      BlobRelocate, for the compactor
+//!  8 KeywordDefine   mailbox_id, modseq, bit, name                   (flag bit 5..=31)
+//!  9 MailboxDelete   mailbox_id, modseq                              (the mailbox's last)
+//! 10 MailboxRename   mailbox_id, modseq, name                        (children: one each)
+//! 11 MailboxAttrs    mailbox_id, modseq, special_use                 (SPECIAL-USE bits)
+//! 12 AccountInit     user                                            (idempotent)
+//! 13 Subscription    user, seq, name, subscribed                     (per-user seq)
+//! 14 CheckpointV2    checkpoint file, format version 2
+//! ```
+//! Flags: bits 0..=4 are `\Seen \Answered \Flagged \Deleted \Draft`, bits 5..=31 are
+//! keywords numbered per mailbox ([`flags`]).
+//!
 //! # Modules
 //! - [`record`]     framing, record types, the rkyv meta payloads ([`record::MetaRecord`]).
 //! - [`segment`]    segment headers, file names, listing, creation, sequential scanning.
+//! - [`flags`]      flag bits, keyword bits, SPECIAL-USE bits.
 //! - [`index`]      the compact in-memory index: mailbox → `Vec<MessageEntry>` sorted by
-//!   UID (40 bytes per message).
+//!   UID (40 bytes per message), keywords, special-use, running counters (unseen,
+//!   deleted, size); per-user accounts (initialised, subscriptions).
 //! - [`recover`](mod@recover) the offline start-up scan: validates every record,
 //!   truncates torn tails of writable logs, drops (and where needed tombstones) index
 //!   entries whose blob is not durable, builds the index and splits it by owner core.
@@ -34,7 +58,10 @@
 //! - [`commit`]     group commit: one pending batch per log, placed (segment, offset) when
 //!   its first record is pushed, one `write` + one `fdatasync` per batch, back-pressure
 //!   past `batch_bytes_max`, undo on failure, zero-filled space kept ahead of the data.
-//! - [`engine`]     [`Store`], the per-core handle used inside an executor.
+//! - [`engine`]     [`Store`], the per-core handle used inside an executor: blobs,
+//!   `deliver`, the per-user namespace lock, the change hook.
+//! - [`ops`]        the IMAP/POP3 operations: accounts, mailboxes, subscriptions,
+//!   keywords, append, flags (UNCHANGEDSINCE), expunge, copy/move.
 //! - [`export`]     offline, read-only mboxrd export of one mailbox.
 //!
 //! # Ownership and ordering
@@ -43,7 +70,29 @@
 //! `core-*` directory (also those beyond the current core count, read-only), so changing
 //! the core count only changes who appends from now on. Records of one mailbox may
 //! therefore sit in several cores' meta logs; the per-mailbox `modseq` (strictly
-//! increasing) orders them.
+//! increasing) orders them: every per-mailbox record carries one (messages, flags,
+//! expunges, keyword definitions, renames, special-use, deletes), so a rename or delete
+//! written by core 1 in one run and a rename written by core 0 in the next apply in the
+//! order they happened, whichever log recovery reads first. Per-user records
+//! (subscriptions) carry a per-user `seq` for the same reason; `AccountInit` is
+//! idempotent.
+//!
+//! Names need no order across mailboxes: recovery folds each mailbox by id to its final
+//! state (its last rename; a delete removes it and every later record of it is ignored)
+//! and only then builds the name map. Live, the owner never lets two mailboxes hold one
+//! name, so the final names are unique; "a" deleted (or renamed away) and a new "a"
+//! created later are two ids, and the old one's records never reach the new one. (Two
+//! mailboxes with one name can only come from a lost log; the lower id keeps it, as
+//! before.) Deleted ids are remembered (in checkpoints too), so a create read again at
+//! recovery cannot bring a deleted mailbox back; ids and UIDVALIDITYs are never reused
+//! (a re-created name gets a greater UIDVALIDITY).
+//!
+//! One user's namespace changes (create, delete, rename, subscriptions, keyword
+//! definitions, account init) run one at a time under a per-user lock held until their
+//! records are durable and published. Message changes take no lock: their UIDs and
+//! modseqs are allocated, and UNCHANGEDSINCE checked, with no await before the push;
+//! flag changes build on changes still in flight, so concurrent STOREs never lose one
+//! another. A mailbox being deleted accepts no new records.
 //!
 //! A message's blob and its index records are committed *concurrently*: the blob's
 //! position is fixed when it is staged ([`Store::stage_blob`]), the caller writes the
@@ -87,7 +136,11 @@ pub mod checkpoint;
 pub mod commit;
 pub mod engine;
 pub mod export;
+pub mod flags;
 pub mod index;
+#[cfg(test)]
+mod mailbox_tests;
+pub mod ops;
 pub mod record;
 pub mod recover;
 pub mod segment;
@@ -97,9 +150,11 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use engine::{BlobTicket, Store, StoreStats};
+pub use engine::{BlobTicket, ChangeHookFn, Store, StoreStats};
 pub use export::export_mboxrd;
-pub use index::{CoreIndex, MailboxStatus, MessageEntry};
+pub use flags::special_use;
+pub use index::{Account, CoreIndex, Mailbox, MailboxInfo, MailboxStatus, MessageEntry};
+pub use ops::{CopyOutcome, FlagChange, FlagMode, FlagOutcome, DEFAULT_MAILBOXES};
 pub use recover::{recover, recover_with, RecoverOptions, Recovered, RecoveryReport};
 
 /// Whether a batch is fdatasync'ed before its appenders are told it is durable.
@@ -119,6 +174,16 @@ pub const USER_BYTES_MAX: usize = 320;
 pub const MAILBOX_NAME_BYTES_MAX: usize = 1024;
 /// The most deliveries one `deliver` call may carry.
 pub const DELIVERIES_PER_CALL_MAX: usize = 10_000;
+/// The most mailboxes one user may have.
+pub const MAILBOXES_PER_USER_MAX: usize = 10_000;
+/// The most subscriptions one user may have.
+pub const SUBSCRIPTIONS_PER_USER_MAX: usize = 10_000;
+/// The most UIDs (or flag changes) one `update_flags`, `expunge_uids` or `copy` call may
+/// carry (a mailbox can hold more: callers split; records are committed in batches of
+/// `batch_bytes_max`).
+pub const UIDS_PER_CALL_MAX: usize = 1 << 20;
+/// The most keyword names one `keyword_bits` call may carry.
+pub const KEYWORDS_PER_CALL_MAX: usize = 64;
 /// Segments may not exceed this: offsets inside a segment are kept as u32 in the index.
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
 /// The smallest segment size accepted (tests use tiny segments to exercise rollover).
@@ -276,6 +341,21 @@ pub enum StoreError {
         user: String,
         mailbox: String,
         what: &'static str,
+    },
+    #[error("mailbox {mailbox:?} of {user:?} already exists")]
+    AlreadyExists { user: String, mailbox: String },
+    #[error("cannot {op} mailbox {mailbox:?} of {user:?}: {reason}")]
+    Forbidden {
+        op: &'static str,
+        user: String,
+        mailbox: String,
+        reason: &'static str,
+    },
+    #[error("invalid {what} {name:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
     },
     #[error("cannot encode a {what} record: {reason}")]
     Encode { what: &'static str, reason: String },

@@ -33,11 +33,31 @@ pub enum RecordType {
     MessageAppend = 3,
     FlagsSet = 4,
     Expunge = 5,
-    /// The single record of a checkpoint file.
+    /// The single record of a checkpoint file, format version 1 (issue 2). Recognised so
+    /// that recovery can say why it ignores it (and scans the meta logs instead); never
+    /// written any more.
     Checkpoint = 6,
     // 7 is reserved for `BlobRelocate` (written by the future compactor, see the module
     // doc of `store`); a reader of this version stops at it like at any unknown type.
+    /// Defines a keyword's bit in one mailbox.
+    KeywordDefine = 8,
+    /// Removes a mailbox and its messages.
+    MailboxDelete = 9,
+    /// Gives a mailbox a new name (same id, UIDVALIDITY and UIDs).
+    MailboxRename = 10,
+    /// Sets a mailbox's SPECIAL-USE bits.
+    MailboxAttrs = 11,
+    /// A user's account was initialised (default mailboxes created once).
+    AccountInit = 12,
+    /// Subscribes or unsubscribes a user to a mailbox name.
+    Subscription = 13,
+    /// The single record of a checkpoint file, format version 2 ([`CHECKPOINT_VERSION`]).
+    CheckpointV2 = 14,
 }
+
+/// The checkpoint format this build writes (the record type of its payload says it: 1 is
+/// [`RecordType::Checkpoint`], 2 is [`RecordType::CheckpointV2`]).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 impl RecordType {
     pub fn from_u8(v: u8) -> Option<RecordType> {
@@ -48,6 +68,13 @@ impl RecordType {
             4 => RecordType::FlagsSet,
             5 => RecordType::Expunge,
             6 => RecordType::Checkpoint,
+            8 => RecordType::KeywordDefine,
+            9 => RecordType::MailboxDelete,
+            10 => RecordType::MailboxRename,
+            11 => RecordType::MailboxAttrs,
+            12 => RecordType::AccountInit,
+            13 => RecordType::Subscription,
+            14 => RecordType::CheckpointV2,
             _ => return None,
         })
     }
@@ -145,7 +172,7 @@ pub fn parse_header(
     }
     let type_max = match kind {
         RecordType::Blob => super::MESSAGE_BYTES_MAX as u64,
-        RecordType::Checkpoint => u64::from(u32::MAX),
+        RecordType::Checkpoint | RecordType::CheckpointV2 => u64::from(u32::MAX),
         _ => META_PAYLOAD_BYTES_MAX as u64,
     };
     if u64::from(payload_len) > type_max {
@@ -240,6 +267,55 @@ pub struct Expunge {
     pub modseq: u64,
 }
 
+/// Keyword `name` is flag bit `bit` (5..=31) of the mailbox from now on.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct KeywordDefine {
+    pub mailbox_id: u64,
+    pub modseq: u64,
+    pub bit: u8,
+    pub name: String,
+}
+
+/// The mailbox is gone, with every message in it (their blobs become garbage). Its id is
+/// never used again; a mailbox created later with the same name gets a new id.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MailboxDelete {
+    pub mailbox_id: u64,
+    pub modseq: u64,
+}
+
+/// The mailbox is called `name` from now on.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MailboxRename {
+    pub mailbox_id: u64,
+    pub modseq: u64,
+    pub name: String,
+}
+
+/// The mailbox's SPECIAL-USE bits (`store::special_use`) from now on.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MailboxAttrs {
+    pub mailbox_id: u64,
+    pub modseq: u64,
+    pub special_use: u8,
+}
+
+/// The user's default mailboxes were created once; they are not created again.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct AccountInit {
+    pub user: String,
+}
+
+/// The user is (or is no longer) subscribed to the mailbox name `name`, which need not
+/// exist. `seq` is per user and strictly increasing (the highest wins).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Subscription {
+    pub user: String,
+    pub seq: u64,
+    pub name: String,
+    pub subscribed: bool,
+}
+
 /// Any meta record, decoded into owned values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetaRecord {
@@ -247,6 +323,12 @@ pub enum MetaRecord {
     MessageAppend(MessageAppend),
     FlagsSet(FlagsSet),
     Expunge(Expunge),
+    KeywordDefine(KeywordDefine),
+    MailboxDelete(MailboxDelete),
+    MailboxRename(MailboxRename),
+    MailboxAttrs(MailboxAttrs),
+    AccountInit(AccountInit),
+    Subscription(Subscription),
 }
 
 impl MetaRecord {
@@ -256,25 +338,70 @@ impl MetaRecord {
             MetaRecord::MessageAppend(_) => RecordType::MessageAppend,
             MetaRecord::FlagsSet(_) => RecordType::FlagsSet,
             MetaRecord::Expunge(_) => RecordType::Expunge,
+            MetaRecord::KeywordDefine(_) => RecordType::KeywordDefine,
+            MetaRecord::MailboxDelete(_) => RecordType::MailboxDelete,
+            MetaRecord::MailboxRename(_) => RecordType::MailboxRename,
+            MetaRecord::MailboxAttrs(_) => RecordType::MailboxAttrs,
+            MetaRecord::AccountInit(_) => RecordType::AccountInit,
+            MetaRecord::Subscription(_) => RecordType::Subscription,
         }
     }
 
-    pub fn mailbox_id(&self) -> u64 {
+    /// A short name for errors.
+    pub fn type_name(&self) -> &'static str {
         match self {
+            MetaRecord::MailboxCreate(_) => "MailboxCreate",
+            MetaRecord::MessageAppend(_) => "MessageAppend",
+            MetaRecord::FlagsSet(_) => "FlagsSet",
+            MetaRecord::Expunge(_) => "Expunge",
+            MetaRecord::KeywordDefine(_) => "KeywordDefine",
+            MetaRecord::MailboxDelete(_) => "MailboxDelete",
+            MetaRecord::MailboxRename(_) => "MailboxRename",
+            MetaRecord::MailboxAttrs(_) => "MailboxAttrs",
+            MetaRecord::AccountInit(_) => "AccountInit",
+            MetaRecord::Subscription(_) => "Subscription",
+        }
+    }
+
+    /// The mailbox the record belongs to; None for per-user records (account init,
+    /// subscriptions).
+    pub fn mailbox_id(&self) -> Option<u64> {
+        Some(match self {
             MetaRecord::MailboxCreate(r) => r.mailbox_id,
             MetaRecord::MessageAppend(r) => r.mailbox_id,
             MetaRecord::FlagsSet(r) => r.mailbox_id,
             MetaRecord::Expunge(r) => r.mailbox_id,
+            MetaRecord::KeywordDefine(r) => r.mailbox_id,
+            MetaRecord::MailboxDelete(r) => r.mailbox_id,
+            MetaRecord::MailboxRename(r) => r.mailbox_id,
+            MetaRecord::MailboxAttrs(r) => r.mailbox_id,
+            MetaRecord::AccountInit(_) | MetaRecord::Subscription(_) => return None,
+        })
+    }
+
+    /// The user of a per-user record (None for per-mailbox records).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            MetaRecord::AccountInit(r) => Some(&r.user),
+            MetaRecord::Subscription(r) => Some(&r.user),
+            _ => None,
         }
     }
 
-    /// The record's modseq (0 for a create, which precedes every modseq of its mailbox).
+    /// The record's place in its scope: the modseq for per-mailbox records (0 for a
+    /// create, which precedes every modseq of its mailbox), the per-user sequence for a
+    /// subscription (0 for an account init, which is idempotent).
     pub fn modseq(&self) -> u64 {
         match self {
-            MetaRecord::MailboxCreate(_) => 0,
+            MetaRecord::MailboxCreate(_) | MetaRecord::AccountInit(_) => 0,
             MetaRecord::MessageAppend(r) => r.modseq,
             MetaRecord::FlagsSet(r) => r.modseq,
             MetaRecord::Expunge(r) => r.modseq,
+            MetaRecord::KeywordDefine(r) => r.modseq,
+            MetaRecord::MailboxDelete(r) => r.modseq,
+            MetaRecord::MailboxRename(r) => r.modseq,
+            MetaRecord::MailboxAttrs(r) => r.modseq,
+            MetaRecord::Subscription(r) => r.seq,
         }
     }
 
@@ -290,6 +417,12 @@ impl MetaRecord {
             MetaRecord::MessageAppend(r) => rkyv::api::high::to_bytes_in(r, buf)?,
             MetaRecord::FlagsSet(r) => rkyv::api::high::to_bytes_in(r, buf)?,
             MetaRecord::Expunge(r) => rkyv::api::high::to_bytes_in(r, buf)?,
+            MetaRecord::KeywordDefine(r) => rkyv::api::high::to_bytes_in(r, buf)?,
+            MetaRecord::MailboxDelete(r) => rkyv::api::high::to_bytes_in(r, buf)?,
+            MetaRecord::MailboxRename(r) => rkyv::api::high::to_bytes_in(r, buf)?,
+            MetaRecord::MailboxAttrs(r) => rkyv::api::high::to_bytes_in(r, buf)?,
+            MetaRecord::AccountInit(r) => rkyv::api::high::to_bytes_in(r, buf)?,
+            MetaRecord::Subscription(r) => rkyv::api::high::to_bytes_in(r, buf)?,
         };
         *scratch = buf;
         Ok(scratch.as_slice())
@@ -362,7 +495,54 @@ pub fn decode_meta(
                 modseq: a.modseq.to_native(),
             })
         }
-        RecordType::Blob | RecordType::Checkpoint => {
+        RecordType::KeywordDefine => {
+            let a = rkyv::access::<ArchivedKeywordDefine, rancor::Error>(bytes).map_err(err)?;
+            MetaRecord::KeywordDefine(KeywordDefine {
+                mailbox_id: a.mailbox_id.to_native(),
+                modseq: a.modseq.to_native(),
+                bit: a.bit,
+                name: a.name.as_str().to_owned(),
+            })
+        }
+        RecordType::MailboxDelete => {
+            let a = rkyv::access::<ArchivedMailboxDelete, rancor::Error>(bytes).map_err(err)?;
+            MetaRecord::MailboxDelete(MailboxDelete {
+                mailbox_id: a.mailbox_id.to_native(),
+                modseq: a.modseq.to_native(),
+            })
+        }
+        RecordType::MailboxRename => {
+            let a = rkyv::access::<ArchivedMailboxRename, rancor::Error>(bytes).map_err(err)?;
+            MetaRecord::MailboxRename(MailboxRename {
+                mailbox_id: a.mailbox_id.to_native(),
+                modseq: a.modseq.to_native(),
+                name: a.name.as_str().to_owned(),
+            })
+        }
+        RecordType::MailboxAttrs => {
+            let a = rkyv::access::<ArchivedMailboxAttrs, rancor::Error>(bytes).map_err(err)?;
+            MetaRecord::MailboxAttrs(MailboxAttrs {
+                mailbox_id: a.mailbox_id.to_native(),
+                modseq: a.modseq.to_native(),
+                special_use: a.special_use,
+            })
+        }
+        RecordType::AccountInit => {
+            let a = rkyv::access::<ArchivedAccountInit, rancor::Error>(bytes).map_err(err)?;
+            MetaRecord::AccountInit(AccountInit {
+                user: a.user.as_str().to_owned(),
+            })
+        }
+        RecordType::Subscription => {
+            let a = rkyv::access::<ArchivedSubscription, rancor::Error>(bytes).map_err(err)?;
+            MetaRecord::Subscription(Subscription {
+                user: a.user.as_str().to_owned(),
+                seq: a.seq.to_native(),
+                name: a.name.as_str().to_owned(),
+                subscribed: a.subscribed,
+            })
+        }
+        RecordType::Blob | RecordType::Checkpoint | RecordType::CheckpointV2 => {
             return Err(format!("{kind:?} record in a meta log"))
         }
     })
@@ -404,7 +584,53 @@ mod tests {
                 uid: 42,
                 modseq: 45,
             }),
+            MetaRecord::KeywordDefine(KeywordDefine {
+                mailbox_id: 9,
+                modseq: 46,
+                bit: 31,
+                name: "$Forwarded-and-a-long-name".into(),
+            }),
+            MetaRecord::MailboxRename(MailboxRename {
+                mailbox_id: 9,
+                modseq: 47,
+                name: "Archive/2025/Ünïcode".into(),
+            }),
+            MetaRecord::MailboxAttrs(MailboxAttrs {
+                mailbox_id: 9,
+                modseq: 48,
+                special_use: 0x41,
+            }),
+            MetaRecord::MailboxDelete(MailboxDelete {
+                mailbox_id: 9,
+                modseq: 49,
+            }),
+            MetaRecord::AccountInit(AccountInit {
+                user: "alice@example.org".into(),
+            }),
+            MetaRecord::Subscription(Subscription {
+                user: "alice@example.org".into(),
+                seq: u64::MAX,
+                name: "Does/Not/Exist".into(),
+                subscribed: true,
+            }),
         ]
+    }
+
+    #[test]
+    fn type_bytes_round_trip_and_seven_stays_reserved() {
+        for v in 0..=255u8 {
+            if let Some(t) = RecordType::from_u8(v) {
+                assert_eq!(t as u8, v);
+            }
+        }
+        assert_eq!(RecordType::from_u8(7), None);
+        assert_eq!(RecordType::from_u8(0), None);
+        for rec in sample_meta() {
+            assert_eq!(
+                RecordType::from_u8(rec.record_type() as u8),
+                Some(rec.record_type())
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,12 @@
 //!    CRC + rkyv validation of every record, once. A log stops at its first invalid
 //!    record; for writable cores (index < ncores) the segment is truncated there and any
 //!    later segment is set aside (renamed `*.seg.aside-<unix secs>`), all reported.
-//! 3. Apply the records: creates first, then per mailbox in modseq order.
+//! 3. Apply the records: creates first, then per mailbox in modseq order (messages,
+//!    flags, expunges, keyword definitions, renames, special-use, deletes), then per user
+//!    in sequence order (account init, subscriptions). Mailboxes are folded by id; the
+//!    name map is built once every mailbox has its final name (see "Ownership and
+//!    ordering" in `store`), so a deleted or renamed name can be reused by another
+//!    mailbox whatever the order of the logs.
 //! 4. Blob logs: sealed segments are valid up to their length (only the last segment of a
 //!    log can have a torn tail, because a segment is sealed — cut to its durable end and
 //!    synced — before the next one is created); the last segment is scanned from its
@@ -29,7 +34,7 @@ use std::time::{Duration, Instant};
 use rkyv::util::AlignedVec;
 
 use super::checkpoint;
-use super::index::{CoreIndex, LogPosition, LogTail, Mailbox, MAILBOX_SEQ_BITS};
+use super::index::{Applied, CoreIndex, LogPosition, LogTail, Mailbox, MAILBOX_SEQ_BITS};
 use super::record::{self, MetaRecord, RecordType};
 use super::segment::{self, ScanItem, Scanner, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
 use super::{unix_now_secs, BlobRef, StoreError, SEGMENT_BYTES_LIMIT};
@@ -162,6 +167,16 @@ pub fn recover_with(
             });
         }
         cores[core].insert_mailbox(mb);
+    }
+    for (user, account) in global.accounts {
+        let core = owner(&user);
+        if core >= ncores {
+            return Err(StoreError::Owner { user, core, ncores });
+        }
+        cores[core].accounts.insert(user, account);
+    }
+    for c in &mut cores {
+        c.deleted_mailboxes.clone_from(&global.deleted_mailboxes);
     }
     report.elapsed = started.elapsed();
     Ok(Recovered { cores, report })
@@ -306,6 +321,7 @@ pub(crate) fn load(
     let mut global = CoreIndex::default();
     let mut starts: HashMap<u16, LogPosition> = HashMap::new();
     let mut checkpoint_modseq: HashMap<u64, u64> = HashMap::new();
+    let mut checkpoint_user_seq: HashMap<String, u64> = HashMap::new();
     let mut checkpoint_seq_max: HashMap<u16, u64> = HashMap::new();
     let (ckpt, generation_max) = if use_checkpoints {
         checkpoint::load_newest(&core_dirs)
@@ -323,8 +339,14 @@ pub(crate) fn load(
             global.uid_validity_last = global.uid_validity_last.max(set.uid_validity_last);
             for mb in set.mailboxes {
                 checkpoint_modseq.insert(mb.id, mb.modseq_highest);
-                global.insert_mailbox(mb);
+                global.uid_validity_last = global.uid_validity_last.max(mb.uid_validity);
+                global.mailboxes.insert(mb.id, mb);
             }
+            for (user, account) in set.accounts {
+                checkpoint_user_seq.insert(user.clone(), account.seq_highest);
+                global.accounts.insert(user, account);
+            }
+            global.deleted_mailboxes = set.deleted_mailboxes;
             starts = set.starts;
         }
         Err(note) => report.checkpoint_note = note,
@@ -334,6 +356,7 @@ pub(crate) fn load(
     // 2. Meta logs.
     let mut creates: Vec<record::MailboxCreate> = Vec::new();
     let mut ops: Vec<MetaRecord> = Vec::new();
+    let mut user_ops: Vec<MetaRecord> = Vec::new();
     let mut tails: HashMap<u16, (LogTail, LogTail)> = HashMap::new();
     let mut covered = Vec::new();
     let mut aligned = AlignedVec::new();
@@ -349,6 +372,7 @@ pub(crate) fn load(
             &mut aligned,
             &mut |rec| match rec {
                 MetaRecord::MailboxCreate(c) => creates.push(c),
+                MetaRecord::AccountInit(_) | MetaRecord::Subscription(_) => user_ops.push(rec),
                 other => ops.push(other),
             },
         )?;
@@ -371,18 +395,23 @@ pub(crate) fn load(
             .or_default();
         *e = (*e).max(c.mailbox_id & seq_mask);
         global.uid_validity_last = global.uid_validity_last.max(c.uid_validity);
+        if global.deleted_mailboxes.contains(&c.mailbox_id) {
+            report.ignored_records += 1; // deleted before the checkpoint
+            continue;
+        }
         if global.mailboxes.contains_key(&c.mailbox_id) {
             continue; // already in the checkpoint
         }
-        if !global.insert_mailbox(Mailbox::new(c)) {
-            report.ignored_records += 1;
-        }
+        // By id only: names are mapped once every rename and delete is applied.
+        global.mailboxes.insert(c.mailbox_id, Mailbox::new(c));
     }
-    ops.sort_by_key(|r| (r.mailbox_id(), r.modseq()));
+    ops.sort_by_key(|r| (r.mailbox_id().unwrap_or(0), r.modseq()));
     let mut deferred: Vec<u32> = Vec::new();
     let mut current: Option<u64> = None;
     for rec in &ops {
-        let id = rec.mailbox_id();
+        let Some(id) = rec.mailbox_id() else {
+            continue;
+        };
         if current != Some(id) {
             if let Some(prev) = current {
                 if let Some(mb) = global.mailboxes.get_mut(&prev) {
@@ -398,11 +427,15 @@ pub(crate) fn load(
             }
         }
         match global.mailboxes.get_mut(&id) {
-            Some(mb) => {
-                if mb.apply(rec, Some(&mut deferred)) == super::index::Applied::Ignored {
-                    report.ignored_records += 1;
+            Some(mb) => match mb.apply(rec, Some(&mut deferred)) {
+                Applied::Done => {}
+                Applied::Ignored => report.ignored_records += 1,
+                Applied::Deleted => {
+                    // Records after the delete (none are written live) find no mailbox.
+                    global.remove_mailbox(id);
+                    deferred.clear();
                 }
-            }
+            },
             None => report.ignored_records += 1,
         }
     }
@@ -412,6 +445,26 @@ pub(crate) fn load(
         }
     }
     drop(ops);
+    user_ops.sort_by(|a, b| (a.user(), a.modseq()).cmp(&(b.user(), b.modseq())));
+    for rec in &user_ops {
+        let Some(user) = rec.user() else {
+            continue;
+        };
+        let seq = rec.modseq();
+        if seq > 0 && checkpoint_user_seq.get(user).is_some_and(|&s| seq <= s) {
+            continue; // re-read record already reflected in the checkpoint
+        }
+        if !global.accounts.contains_key(user) {
+            global.accounts.insert(user.to_owned(), Default::default());
+        }
+        if let Some(account) = global.accounts.get_mut(user) {
+            account.apply(rec);
+        }
+    }
+    drop(user_ops);
+    for account in global.accounts.values_mut() {
+        account.reset_allocation();
+    }
 
     // 4. Blob logs: sealed segments by length, the last one scanned.
     let mut valid_end: HashMap<(u16, u32), u64> = HashMap::new();
@@ -453,9 +506,13 @@ pub(crate) fn load(
             keep
         });
         report.dropped_refs += (before - mb.messages.len()) as u64;
+        if mb.messages.len() != before {
+            mb.recount();
+        }
         mb.messages.shrink_to_fit();
         mb.reset_allocation();
     }
+    report.ignored_records += global.rebuild_names();
     report.mailboxes = global.mailboxes.len() as u64;
     report.messages = global.message_count() as u64;
     report.elapsed = started.elapsed();
