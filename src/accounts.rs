@@ -152,6 +152,11 @@ impl Accounts {
         self.users.is_empty()
     }
 
+    /// The stored PHC hash string of a user (for off-thread verification).
+    pub fn hash_of(&self, normalized: &str) -> Option<String> {
+        self.users.get(normalized).cloned()
+    }
+
     /// Checks a password (constant-time comparison inside argon2).
     pub fn verify(&self, normalized: &str, password: &Secret) -> bool {
         let Some(hash) = self.users.get(normalized) else {

@@ -5,7 +5,9 @@
 //!   for warnings) → validated [`config::Config`], every error reported at once.
 //! - [`runtime`]  — the only place that names glommio executors: one pinned executor per
 //!   configured core, RLIMIT_MEMLOCK, the data-dir lock, signals and the cross-core mesh
-//!   over which work moves to the core that owns a mailbox.
+//!   over which work moves to the core that owns a mailbox; `handoff` (logged-in
+//!   connections move to their owner core), `auth` (password checks off the executor
+//!   thread, per-core login cache), `watch` (mailbox change signals for IDLE).
 //! - [`net`]      — listeners (SO_REUSEPORT, one accept loop per core), connection read
 //!   buffers, per-core connection limits.
 //! - [`smtp`]     — `codec` (sans-IO command parser, dot-unstuffing), `command` (types),
@@ -16,6 +18,15 @@
 //!   `commit` (group commit: one write + one fdatasync per batch), `engine` (the per-core
 //!   `Store`), `recover` (scan, truncate torn tails), `checkpoint` (index snapshots that
 //!   bound recovery), `export` (mboxrd).
+//! - [`imap`]     — IMAP4rev2/rev1: `codec` (sans-IO framer: lines + literals, limits),
+//!   `command` (AST + parser), `session` (one `handle_<command>` per command), `selected`
+//!   (one session's view of a mailbox and how it catches up), `fetch`, `search`, `list`,
+//!   `server` (pre-login on the accepting core, then on the user's owner core).
+//! - [`pop3`]     — POP3 (RFC 1939, CAPA, SASL PLAIN): sans-IO session + driver, same
+//!   hand-over to the owner core after login.
+//! - [`mime`]     — MIME structure of stored messages (byte ranges, parsed once, cached per
+//!   core): ENVELOPE, BODYSTRUCTURE, sections, SEARCH text matching.
+//! - [`sasl`]     — base64 and the PLAIN mechanism, shared by IMAP, POP3 and (later) SMTP.
 //! - [`accounts`] — users and argon2id password hashes, written atomically.
 //! - [`time`]     — RFC 5322 dates without a calendar crate.
 //!
@@ -36,13 +47,23 @@
 //! 4. Recovery drops, and tombstones durably, any index record whose blob did not survive a
 //!    crash, so running the two commits concurrently never serves the wrong bytes.
 //! 5. Only when the blob and every index record are durable does the session send `250`.
-//! 6. `ringmail export` (or, later, IMAP FETCH) finds the UID in the index and reads the
-//!    blob back, verifying its checksum.
+//! 6. An IMAP client logs in on whichever core accepted it; `runtime::handoff` moves the
+//!    connection (its descriptor and session state, over the mesh) to the core that owns the
+//!    user, so SELECT, FETCH, STORE and IDLE work on local data. The delivery in step 3
+//!    published the new UID in that core's index and fired `runtime::watch`, which wakes an
+//!    IDLE session on the mailbox with `* n EXISTS`.
+//! 7. FETCH finds the UID in the index, reads the blob back (verifying its checksum), parses
+//!    its MIME structure once (cached per core) and writes the requested parts; `ringmail
+//!    export` and POP3 RETR read the same blob.
 
 pub mod accounts;
 pub mod config;
+pub mod imap;
+pub mod mime;
 pub mod net;
+pub mod pop3;
 pub mod runtime;
+pub mod sasl;
 pub mod smtp;
 pub mod store;
 pub mod time;

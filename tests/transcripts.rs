@@ -1,4 +1,5 @@
-//! Runs every `tests/transcripts/smtp/*.txt` transcript against the real binary over TCP.
+//! Runs every `tests/transcripts/smtp/*.txt` and `tests/transcripts/imap/*.txt` transcript
+//! against the real binary over TCP.
 //!
 //! Owns the transcript runner (the files belong to the SMTP session; their format is in
 //! `tests/transcripts/README`): `C:` sends the text + CRLF, `C~:` sends exact bytes with the
@@ -11,9 +12,16 @@
 //! mx.example.test, local domain example.test, alice and bob, max_message_bytes 10000,
 //! max_recipients 3). Files run on two threads; every failing file is reported by name at
 //! the end, not just the first. A missing or empty transcript directory fails the test.
+//!
+//! IMAP (the block marked `IMAP transcripts` at the end, added with the IMAP server): the
+//! same runner against `server.imap_port()`; the first expectation is the `* OK` greeting.
+//! Two directives serve IMAP files: `C! reconnect` (close this connection, open a new one to
+//! the same server: its greeting is the next `S:` line) and the escape `\{N:text}` in `C~:`
+//! lines (`text` repeated N times, for oversized lines and literals).
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -26,15 +34,21 @@ const RUNNER_THREADS: usize = 2;
 /// How long to wait for output that no `S:` line expects, after the last line of a file.
 const EXTRA_OUTPUT_WAIT: Duration = Duration::from_millis(300);
 
-/// One instruction of a transcript, with its 1-based line number in the file.
+/// One instruction of a transcript, with its 1-based line number in the file
+/// (`Reconnect`: `C! reconnect`, a new connection to the same server, IMAP transcripts).
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
     Send { line: usize, bytes: Vec<u8> },
     Expect { line: usize, pattern: Vec<u8> },
     Close { line: usize },
+    Reconnect { line: usize },
 }
 
-/// Decodes `\r \n \t \\ \xNN`; any other backslash sequence is an error.
+/// Most bytes one `\{N:text}` escape may produce.
+const REPEAT_BYTES_MAX: usize = 1 << 20;
+
+/// Decodes `\r \n \t \\ \xNN` and `\{N:text}` (text, without `}`, repeated N times); any
+/// other backslash sequence is an error.
 fn decode_escapes(s: &str) -> Result<Vec<u8>, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -59,6 +73,26 @@ fn decode_escapes(s: &str) -> Result<Vec<u8>, String> {
                 out.push(v);
                 i += 2;
             }
+            Some(b'{') => {
+                let close = s[i..]
+                    .find('}')
+                    .map(|at| i + at)
+                    .ok_or_else(|| format!("unterminated \\{{ escape at byte {i}"))?;
+                let (count, text) = s[i + 2..close]
+                    .split_once(':')
+                    .ok_or_else(|| format!("\\{{N:text}} without `:` at byte {i}"))?;
+                let count: usize = count
+                    .parse()
+                    .map_err(|_| format!("bad repeat count {count:?} at byte {i}"))?;
+                if text.is_empty() || count.saturating_mul(text.len()) > REPEAT_BYTES_MAX {
+                    return Err(format!(
+                        "repeat escape at byte {i}: empty or over {REPEAT_BYTES_MAX} bytes"
+                    ));
+                }
+                out.extend(text.as_bytes().repeat(count));
+                i = close + 1;
+                continue;
+            }
             Some(&c) => return Err(format!("unknown escape \\{} at byte {i}", c as char)),
             None => return Err("trailing backslash".into()),
         }
@@ -67,8 +101,18 @@ fn decode_escapes(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Parses a transcript file into its instructions.
+/// Parses an SMTP transcript file into its instructions.
 fn parse_transcript(text: &str) -> Result<Vec<Line>, String> {
+    let out = parse_lines(text)?;
+    match out.iter().find(|l| !matches!(l, Line::Send { .. })) {
+        Some(Line::Expect { pattern, .. }) if pattern.starts_with(b"220 ") => {}
+        _ => return Err("the first expectation must be the 220 greeting (`S: 220 ...`)".into()),
+    }
+    Ok(out)
+}
+
+/// Parses the directives of a transcript file (any protocol).
+fn parse_lines(text: &str) -> Result<Vec<Line>, String> {
     let mut out = Vec::new();
     for (i, raw) in text.split('\n').enumerate() {
         let line = i + 1;
@@ -94,15 +138,13 @@ fn parse_transcript(text: &str) -> Result<Vec<Line>, String> {
             });
         } else if l.trim_end() == "S! close" {
             out.push(Line::Close { line });
+        } else if l.trim_end() == "C! reconnect" {
+            out.push(Line::Reconnect { line });
         } else {
             return Err(format!(
-                "line {line}: not a C:, C~:, S:, S! close or # line: {l:?}"
+                "line {line}: not a C:, C~:, S:, S! close, C! reconnect or # line: {l:?}"
             ));
         }
-    }
-    match out.iter().find(|l| !matches!(l, Line::Send { .. })) {
-        Some(Line::Expect { pattern, .. }) if pattern.starts_with(b"220 ") => {}
-        _ => return Err("the first expectation must be the 220 greeting (`S: 220 ...`)".into()),
     }
     Ok(out)
 }
@@ -144,9 +186,27 @@ fn show(b: &[u8]) -> String {
     common::show(b)
 }
 
-/// Plays one transcript against a server on `addr`.
+/// Plays one transcript against the SMTP listener of `server`.
 fn play(lines: &[Line], server: &Server) -> Result<(), String> {
-    let mut c = SmtpClient::connect(server.addr()).map_err(|e| format!("connect: {e}"))?;
+    play_at(lines, server.addr())
+}
+
+/// Fails if the server sends anything within [`EXTRA_OUTPUT_WAIT`].
+fn no_extra_output(c: &mut SmtpClient, last_line: usize) -> Result<(), String> {
+    c.set_read_timeout(EXTRA_OUTPUT_WAIT)
+        .map_err(|e| format!("set_read_timeout: {e}"))?;
+    match c.read_raw_line() {
+        Ok(extra) if !extra.is_empty() => Err(format!(
+            "after line {last_line}: unexpected output that no S: line expects: `{}`",
+            show(&extra)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Plays one transcript against a server on `addr`.
+fn play_at(lines: &[Line], addr: SocketAddr) -> Result<(), String> {
+    let mut c = SmtpClient::connect(addr).map_err(|e| format!("connect: {e}"))?;
     let mut pending: Vec<u8> = Vec::new();
     let flush = |c: &mut SmtpClient, pending: &mut Vec<u8>, line: usize| -> Result<(), String> {
         if pending.is_empty() {
@@ -157,6 +217,7 @@ fn play(lines: &[Line], server: &Server) -> Result<(), String> {
         r.map_err(|e| format!("line {line}: sending the client lines before it failed: {e}"))
     };
     let mut last_line = 0;
+    let mut closed = false;
     for l in lines {
         match l {
             Line::Send { bytes, line } => {
@@ -204,21 +265,27 @@ fn play(lines: &[Line], server: &Server) -> Result<(), String> {
                         show(&extra)
                     ));
                 }
-                return Ok(());
+                closed = true;
+                last_line = *line;
+            }
+            Line::Reconnect { line } => {
+                flush(&mut c, &mut pending, *line)?;
+                if !closed {
+                    no_extra_output(&mut c, last_line)?;
+                }
+                c = SmtpClient::connect(addr)
+                    .map_err(|e| format!("line {line}: reconnect: {e}"))?;
+                closed = false;
+                last_line = *line;
             }
         }
     }
     flush(&mut c, &mut pending, last_line)?;
-    // Nothing may follow what the transcript expects.
-    c.set_read_timeout(EXTRA_OUTPUT_WAIT)
-        .map_err(|e| format!("set_read_timeout: {e}"))?;
-    match c.read_raw_line() {
-        Ok(extra) if !extra.is_empty() => Err(format!(
-            "after line {last_line}: unexpected output that no S: line expects: `{}`",
-            show(&extra)
-        )),
-        _ => Ok(()),
+    if closed {
+        return Ok(());
     }
+    // Nothing may follow what the transcript expects.
+    no_extra_output(&mut c, last_line)
 }
 
 /// Runs one file against its own fresh server.
@@ -237,7 +304,12 @@ fn run_file(path: &Path) -> Result<(), String> {
 }
 
 fn transcript_files() -> Vec<PathBuf> {
-    let dir = common::manifest_dir().join("tests/transcripts/smtp");
+    transcript_files_of("smtp")
+}
+
+/// The `*.txt` files of `tests/transcripts/<proto>`, sorted; panics if there are none.
+fn transcript_files_of(proto: &str) -> Vec<PathBuf> {
+    let dir = common::manifest_dir().join("tests/transcripts").join(proto);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) => panic!("transcript directory {}: {e}", dir.display()),
@@ -257,7 +329,11 @@ fn transcript_files() -> Vec<PathBuf> {
 
 #[test]
 fn smtp_transcripts_against_the_real_server() {
-    let files = transcript_files();
+    run_files(&transcript_files(), run_file);
+}
+
+/// Runs `files` with `run` on [`RUNNER_THREADS`] threads; panics naming every failure.
+fn run_files(files: &[PathBuf], run: fn(&Path) -> Result<(), String>) {
     let next = AtomicUsize::new(0);
     let failures: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -266,7 +342,7 @@ fn smtp_transcripts_against_the_real_server() {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = files.get(i) else { break };
                 let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                let result = std::panic::catch_unwind(|| run_file(path))
+                let result = std::panic::catch_unwind(|| run(path))
                     .unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&p))));
                 if let Err(e) = result {
                     failures.lock().unwrap().push((name, e));
@@ -382,4 +458,82 @@ fn runner_reports_wrong_transcripts_against_the_real_server() {
     let e = play(&too_much, &server).unwrap_err();
     assert!(e.contains("unexpected output"), "{e}");
     server.stop();
+}
+
+// =============================================================================================
+// IMAP transcripts (tests/transcripts/imap; added with the IMAP server, issue 3). Same format
+// and runner as SMTP, against the IMAP listener; `C! reconnect` and `\{N:text}` serve these.
+
+/// Parses an IMAP transcript: the first expectation, and the first after every
+/// `C! reconnect`, is the `* OK` greeting.
+fn parse_imap_transcript(text: &str) -> Result<Vec<Line>, String> {
+    let out = parse_lines(text)?;
+    let mut want_greeting = true;
+    for l in &out {
+        match l {
+            Line::Reconnect { .. } => want_greeting = true,
+            Line::Expect { line, pattern } if want_greeting => {
+                if !pattern.starts_with(b"* OK ") {
+                    return Err(format!(
+                        "line {line}: the first expectation of a connection must be the \
+                         greeting (`S: * OK ...`)"
+                    ));
+                }
+                want_greeting = false;
+            }
+            Line::Close { line } if want_greeting => {
+                return Err(format!("line {line}: `S! close` before the greeting"));
+            }
+            _ => {}
+        }
+    }
+    if want_greeting {
+        return Err("no greeting expectation (`S: * OK ...`)".into());
+    }
+    Ok(out)
+}
+
+/// Runs one IMAP file against its own fresh server (alice's mailboxes start empty).
+fn run_imap_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
+    let lines = parse_imap_transcript(&text)?;
+    let mut server = Server::start("");
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.imap_port()));
+    let played = play_at(&lines, addr);
+    let stopped = server.try_stop();
+    match (played, stopped) {
+        (Ok(()), Ok(_)) => Ok(()),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(()), Err(e)) => Err(format!("transcript passed, but stopping the server: {e}")),
+        (Err(e), Err(s)) => Err(format!("{e}\n  and stopping the server: {s}")),
+    }
+}
+
+#[test]
+fn imap_transcripts_against_the_real_server() {
+    run_files(&transcript_files_of("imap"), run_imap_file);
+}
+
+#[test]
+fn imap_runner_repeat_escape_and_reconnect() {
+    assert_eq!(
+        decode_escapes(r"a\{3:xy}b\r\n").unwrap(),
+        b"axyxyxyb\r\n".to_vec()
+    );
+    assert_eq!(decode_escapes(r"\{0:x}").unwrap(), Vec::<u8>::new());
+    assert!(decode_escapes(r"\{3x}").is_err());
+    assert!(decode_escapes(r"\{3:x").is_err());
+    assert!(decode_escapes(r"\{q:x}").is_err());
+    assert!(decode_escapes(r"\{3:}").is_err());
+    assert!(decode_escapes(r"\{99999999:xy}").is_err());
+    let t = parse_imap_transcript(
+        "S: * OK hi\nC: a LOGOUT\nS: * BYE x\nS! close\nC! reconnect\nS: * OK again\n",
+    )
+    .unwrap();
+    assert_eq!(t[4], Line::Reconnect { line: 5 });
+    assert!(parse_imap_transcript("S: * OK hi\nC! reconnect\nC: a NOOP\nS: a OK\n").is_err());
+    assert!(parse_imap_transcript("S: 220 smtp\n").is_err());
+    assert!(parse_imap_transcript("# nothing\n").is_err());
+    // SMTP files still need their 220 greeting.
+    assert!(parse_transcript("S: * OK imap\n").is_err());
 }

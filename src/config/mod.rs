@@ -90,6 +90,38 @@ pub struct SmtpConfig {
     pub errors_max: usize,
 }
 
+/// IMAP (RFC 9051 / 3501).
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Autologout of an idle session (RFC 9051 §5.4: at least 30 minutes in production).
+    pub timeout_ms_idle: u64,
+    /// Longest command line, literals excluded.
+    pub line_bytes_max: usize,
+    /// Largest literal outside APPEND (APPEND is bounded by `smtp.max_message_bytes`).
+    pub literal_bytes_max: usize,
+    pub connections_per_core_max: usize,
+}
+
+/// POP3 (RFC 1939).
+#[derive(Debug, Clone)]
+pub struct Pop3Config {
+    pub listen: Vec<SocketAddr>,
+    /// RFC 1939 §3: at least 10 minutes.
+    pub timeout_ms_idle: u64,
+    pub line_bytes_max: usize,
+    pub connections_per_core_max: usize,
+}
+
+/// Logins (IMAP, POP3; SMTP AUTH later).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// A failed login is answered only after this delay.
+    pub failure_delay_ms: u64,
+    /// Failed logins on one connection before it is closed.
+    pub failures_max: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct DomainsConfig {
     /// ASCII-lowercased.
@@ -111,6 +143,9 @@ pub struct StoreSettings {
 pub struct Config {
     pub server: ServerConfig,
     pub smtp: SmtpConfig,
+    pub imap: ImapConfig,
+    pub pop3: Pop3Config,
+    pub auth: AuthConfig,
     pub domains: DomainsConfig,
     pub store: StoreSettings,
     /// Keys that were present but unknown (`section.key`), for warnings.
@@ -118,6 +153,8 @@ pub struct Config {
 }
 
 pub const DEFAULT_SMTP_LISTEN: &str = "127.0.0.1:2525";
+pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:2143";
+pub const DEFAULT_POP3_LISTEN: &str = "127.0.0.1:2110";
 const MIB: u64 = 1024 * 1024;
 
 impl Config {
@@ -209,19 +246,7 @@ impl Config {
             ));
         }
 
-        let listen_raw = r
-            .smtp
-            .listen
-            .unwrap_or_else(|| vec![DEFAULT_SMTP_LISTEN.to_string()]);
-        let mut listen = Vec::new();
-        for a in &listen_raw {
-            match a.parse::<SocketAddr>() {
-                Ok(sa) => listen.push(sa),
-                Err(_) => problems.push(format!(
-                    "smtp.listen: {a:?} is not an IP:port address (e.g. \"127.0.0.1:2525\")"
-                )),
-            }
-        }
+        let listen = parse_listen("smtp", r.smtp.listen, DEFAULT_SMTP_LISTEN, &mut problems);
         let max_message_bytes = r.smtp.max_message_bytes.unwrap_or(26_214_400);
         if !(1024..=2048 * MIB).contains(&max_message_bytes) {
             problems.push(format!(
@@ -254,6 +279,64 @@ impl Config {
         if !(1..=1000).contains(&errors_max) {
             problems.push(format!(
                 "smtp.errors_max = {errors_max}: must be between 1 and 1000"
+            ));
+        }
+
+        let imap_listen = parse_listen("imap", r.imap.listen, DEFAULT_IMAP_LISTEN, &mut problems);
+        let imap_timeout_ms_idle = r.imap.timeout_ms_idle.unwrap_or(30 * 60 * 1000);
+        let pop3_listen = parse_listen("pop3", r.pop3.listen, DEFAULT_POP3_LISTEN, &mut problems);
+        let pop3_timeout_ms_idle = r.pop3.timeout_ms_idle.unwrap_or(10 * 60 * 1000);
+        for (k, v) in [
+            ("imap.timeout_ms_idle", imap_timeout_ms_idle),
+            ("pop3.timeout_ms_idle", pop3_timeout_ms_idle),
+        ] {
+            // Below the RFC minimums (30 / 10 minutes) only for tests; see README.
+            if !(100..=24 * 3_600_000).contains(&v) {
+                problems.push(format!("{k} = {v}: must be between 100 and 86400000"));
+            }
+        }
+        let imap_line_bytes_max = r.imap.line_bytes_max.unwrap_or(8192);
+        let imap_literal_bytes_max = r.imap.literal_bytes_max.unwrap_or(64 * 1024);
+        let pop3_line_bytes_max = r.pop3.line_bytes_max.unwrap_or(512);
+        for (k, v, lo, hi) in [
+            (
+                "imap.line_bytes_max",
+                imap_line_bytes_max,
+                1024,
+                1024 * 1024,
+            ),
+            (
+                "imap.literal_bytes_max",
+                imap_literal_bytes_max,
+                1024,
+                16 * MIB,
+            ),
+            ("pop3.line_bytes_max", pop3_line_bytes_max, 255, 64 * 1024),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                problems.push(format!("{k} = {v}: must be between {lo} and {hi}"));
+            }
+        }
+        let imap_connections_max = r.imap.connections_per_core_max.unwrap_or(10_000);
+        let pop3_connections_max = r.pop3.connections_per_core_max.unwrap_or(10_000);
+        for (k, v) in [
+            ("imap.connections_per_core_max", imap_connections_max),
+            ("pop3.connections_per_core_max", pop3_connections_max),
+        ] {
+            if !(1..=1_000_000).contains(&v) {
+                problems.push(format!("{k} = {v}: must be between 1 and 1000000"));
+            }
+        }
+        let failure_delay_ms = r.auth.failure_delay_ms.unwrap_or(2000);
+        if failure_delay_ms > 60_000 {
+            problems.push(format!(
+                "auth.failure_delay_ms = {failure_delay_ms}: at most 60000"
+            ));
+        }
+        let failures_max = r.auth.failures_max.unwrap_or(3);
+        if !(1..=100).contains(&failures_max) {
+            problems.push(format!(
+                "auth.failures_max = {failures_max}: must be between 1 and 100"
             ));
         }
 
@@ -318,6 +401,23 @@ impl Config {
                 connections_per_core_max: connections_per_core_max as usize,
                 errors_max: errors_max as usize,
             },
+            imap: ImapConfig {
+                listen: imap_listen,
+                timeout_ms_idle: imap_timeout_ms_idle,
+                line_bytes_max: imap_line_bytes_max as usize,
+                literal_bytes_max: imap_literal_bytes_max as usize,
+                connections_per_core_max: imap_connections_max as usize,
+            },
+            pop3: Pop3Config {
+                listen: pop3_listen,
+                timeout_ms_idle: pop3_timeout_ms_idle,
+                line_bytes_max: pop3_line_bytes_max as usize,
+                connections_per_core_max: pop3_connections_max as usize,
+            },
+            auth: AuthConfig {
+                failure_delay_ms,
+                failures_max: failures_max as usize,
+            },
             domains: DomainsConfig { local },
             store: StoreSettings {
                 fsync,
@@ -329,6 +429,26 @@ impl Config {
             unknown_keys,
         })
     }
+}
+
+/// A listen list (`[]` turns the protocol off); every bad entry is a problem.
+fn parse_listen(
+    section: &str,
+    raw: Option<Vec<String>>,
+    default: &str,
+    problems: &mut Vec<String>,
+) -> Vec<SocketAddr> {
+    let raw = raw.unwrap_or_else(|| vec![default.to_string()]);
+    let mut listen = Vec::new();
+    for a in &raw {
+        match a.parse::<SocketAddr>() {
+            Ok(sa) => listen.push(sa),
+            Err(_) => problems.push(format!(
+                "{section}.listen: {a:?} is not an IP:port address (e.g. \"{default}\")"
+            )),
+        }
+    }
+    listen
 }
 
 fn default_hostname() -> String {
@@ -381,6 +501,36 @@ mod tests {
         assert_eq!(c.server.cores, Cores::All);
         assert_eq!(c.smtp.max_message_bytes, 26_214_400);
         assert_eq!(c.smtp.max_recipients, 100);
+        assert_eq!(
+            c.imap.listen,
+            vec!["127.0.0.1:2143".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            c.pop3.listen,
+            vec!["127.0.0.1:2110".parse::<SocketAddr>().unwrap()]
+        );
+        // RFC 9051 §5.4 (30 min autologout) and RFC 1939 §3 (10 min).
+        assert_eq!(c.imap.timeout_ms_idle, 1_800_000);
+        assert_eq!(c.pop3.timeout_ms_idle, 600_000);
+        assert_eq!(c.auth.failures_max, 3);
+    }
+
+    #[test]
+    fn imap_pop3_and_auth_sections_are_validated_together() {
+        let err = parse(
+            "[imap]\nlisten = [\"nowhere\"]\nline_bytes_max = 10\n\
+             [pop3]\nlisten = []\ntimeout_ms_idle = 5\n[auth]\nfailures_max = 0\nfailure_delay_ms = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("4 error(s)"), "{err}");
+        assert!(err.contains("imap.listen: \"nowhere\""), "{err}");
+        assert!(err.contains("imap.line_bytes_max = 10"), "{err}");
+        assert!(err.contains("pop3.timeout_ms_idle = 5"), "{err}");
+        assert!(err.contains("auth.failures_max = 0"), "{err}");
+        // An empty listen list turns the protocol off.
+        let c = parse("[pop3]\nlisten = []\n").unwrap();
+        assert!(c.pop3.listen.is_empty());
     }
 
     #[test]

@@ -31,6 +31,29 @@ pub struct RawSmtp {
 }
 
 #[derive(Debug, Default)]
+pub struct RawImap {
+    pub listen: Option<Vec<String>>,
+    pub timeout_ms_idle: Option<u64>,
+    pub line_bytes_max: Option<u64>,
+    pub literal_bytes_max: Option<u64>,
+    pub connections_per_core_max: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawPop3 {
+    pub listen: Option<Vec<String>>,
+    pub timeout_ms_idle: Option<u64>,
+    pub line_bytes_max: Option<u64>,
+    pub connections_per_core_max: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawAuth {
+    pub failure_delay_ms: Option<u64>,
+    pub failures_max: Option<u64>,
+}
+
+#[derive(Debug, Default)]
 pub struct RawDomains {
     pub local: Option<Vec<String>>,
 }
@@ -48,6 +71,9 @@ pub struct RawStore {
 pub struct Known {
     pub server: RawServer,
     pub smtp: RawSmtp,
+    pub imap: RawImap,
+    pub pop3: RawPop3,
+    pub auth: RawAuth,
     pub domains: RawDomains,
     pub store: RawStore,
 }
@@ -180,6 +206,47 @@ impl RawConfig {
             timeout_ms_data: s.uint("timeout_ms_data"),
             connections_per_core_max: s.uint("connections_per_core_max"),
             errors_max: s.uint("errors_max"),
+        };
+        s.leftovers(&mut unknown);
+
+        let t = take("imap", &mut doc, &mut problems);
+        let mut s = Section {
+            name: "imap",
+            table: t,
+            problems: &mut problems,
+        };
+        raw.known.imap = RawImap {
+            listen: s.strings("listen"),
+            timeout_ms_idle: s.uint("timeout_ms_idle"),
+            line_bytes_max: s.uint("line_bytes_max"),
+            literal_bytes_max: s.uint("literal_bytes_max"),
+            connections_per_core_max: s.uint("connections_per_core_max"),
+        };
+        s.leftovers(&mut unknown);
+
+        let t = take("pop3", &mut doc, &mut problems);
+        let mut s = Section {
+            name: "pop3",
+            table: t,
+            problems: &mut problems,
+        };
+        raw.known.pop3 = RawPop3 {
+            listen: s.strings("listen"),
+            timeout_ms_idle: s.uint("timeout_ms_idle"),
+            line_bytes_max: s.uint("line_bytes_max"),
+            connections_per_core_max: s.uint("connections_per_core_max"),
+        };
+        s.leftovers(&mut unknown);
+
+        let t = take("auth", &mut doc, &mut problems);
+        let mut s = Section {
+            name: "auth",
+            table: t,
+            problems: &mut problems,
+        };
+        raw.known.auth = RawAuth {
+            failure_delay_ms: s.uint("failure_delay_ms"),
+            failures_max: s.uint("failures_max"),
         };
         s.leftovers(&mut unknown);
 

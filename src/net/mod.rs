@@ -184,8 +184,32 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, NetError> {
     })
 }
 
+/// The protocols ringmail serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Imap,
+    Pop3,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Smtp, Protocol::Imap, Protocol::Pop3];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+        }
+    }
+}
+
 /// Accepts until shutdown; each connection becomes a session task on this core.
-pub async fn accept_loop(listener: TcpListener, core: Rc<Core>) {
+pub async fn accept_loop(listener: TcpListener, core: Rc<Core>, protocol: Protocol) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             // The semaphore never has permits: this resolves only when it is closed.
@@ -208,41 +232,57 @@ pub async fn accept_loop(listener: TcpListener, core: Rc<Core>) {
         }
         let core = core.clone();
         glommio::spawn_local(async move {
-            let _guard = ConnectionGuard::new(&core);
-            if core.connections.get() > core.config.smtp.connections_per_core_max {
-                refuse(stream, &core).await;
+            let _guard = ConnectionGuard::new(&core, protocol);
+            let max = match protocol {
+                Protocol::Smtp => core.config.smtp.connections_per_core_max,
+                Protocol::Imap => core.config.imap.connections_per_core_max,
+                Protocol::Pop3 => core.config.pop3.connections_per_core_max,
+            };
+            if core.protocol_connections(protocol) > max {
+                refuse(stream, &core, protocol).await;
                 return;
             }
-            crate::smtp::server::serve(stream, &core).await;
+            match protocol {
+                Protocol::Smtp => crate::smtp::server::serve(stream, &core).await,
+                Protocol::Imap => crate::imap::server::serve(stream, core.clone()).await,
+                Protocol::Pop3 => crate::pop3::server::serve(stream, core.clone()).await,
+            }
         })
         .detach();
     }
 }
 
-async fn refuse(mut stream: TcpStream, core: &Core) {
+async fn refuse(mut stream: TcpStream, core: &Core, protocol: Protocol) {
     use futures_lite::AsyncWriteExt;
-    let msg = format!(
-        "421 4.7.0 {} Error: too many connections, try again later\r\n",
-        core.config.server.hostname
-    );
+    let msg = match protocol {
+        Protocol::Smtp => format!(
+            "421 4.7.0 {} Error: too many connections, try again later\r\n",
+            core.config.server.hostname
+        ),
+        Protocol::Imap => "* BYE [UNAVAILABLE] Too many connections, try again later\r\n".into(),
+        Protocol::Pop3 => "-ERR [SYS/TEMP] Too many connections, try again later\r\n".into(),
+    };
     let _ = stream.write_all(msg.as_bytes()).await;
     let _ = stream.close().await;
 }
 
-/// Counts a connection for as long as it lives.
-struct ConnectionGuard<'a> {
+/// Counts a connection (in the core's total and its protocol's count) for as long as it lives.
+pub struct ConnectionGuard<'a> {
     core: &'a Core,
+    protocol: Protocol,
 }
 
 impl<'a> ConnectionGuard<'a> {
-    fn new(core: &'a Core) -> Self {
+    pub fn new(core: &'a Core, protocol: Protocol) -> Self {
         core.connections.set(core.connections.get() + 1);
-        ConnectionGuard { core }
+        core.count_connection(protocol, 1);
+        ConnectionGuard { core, protocol }
     }
 }
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
         self.core.connections.set(self.core.connections.get() - 1);
+        self.core.count_connection(self.protocol, -1);
     }
 }

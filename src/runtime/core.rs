@@ -2,6 +2,7 @@
 //! connection count, and the shutdown signal its sessions listen to.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -11,10 +12,13 @@ use std::time::SystemTime;
 
 use glommio::sync::Semaphore;
 
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, Secret};
 use crate::config::Config;
+use crate::net::Protocol;
+use crate::runtime::auth::{failure_delay, AuthFailure, LoginCache};
 use crate::runtime::mesh::{DeliverFailure, Mesh};
 use crate::runtime::placement::owner_core;
+use crate::runtime::watch::MailboxWatch;
 use crate::smtp::{DeliveryResult, Directory, Limits, Transaction};
 use crate::store::{Delivery, Store};
 
@@ -62,6 +66,25 @@ impl Directory for LocalDirectory {
     }
 }
 
+impl LocalDirectory {
+    /// The stored password hash of a user.
+    pub fn password_hash(&self, normalized: &str) -> Option<String> {
+        self.accounts.borrow().hash_of(normalized)
+    }
+}
+
+/// POP3's exclusive hold on a user's maildrop on its owner core; released on drop.
+pub struct MaildropLock {
+    core: Rc<Core>,
+    user: String,
+}
+
+impl Drop for MaildropLock {
+    fn drop(&mut self) {
+        self.core.maildrops.borrow_mut().remove(&self.user);
+    }
+}
+
 /// Per-core state shared by every task on the core (never crosses threads).
 pub struct Core {
     pub index: usize,
@@ -75,7 +98,18 @@ pub struct Core {
     pub shutdown: Rc<Semaphore>,
     shutting_down: Cell<bool>,
     pub connections: Cell<usize>,
+    /// Connections per protocol (indexed by `Protocol::index`).
+    protocol_connections: [Cell<usize>; 3],
     next_session: Cell<u64>,
+    logins: LoginCache,
+    /// Users whose maildrop a POP3 session holds (on their owner core).
+    maildrops: RefCell<HashSet<String>>,
+    /// Change signals of the mailboxes this core owns (fed by the store's change hook).
+    pub watch: Rc<MailboxWatch>,
+    /// Per mailbox, the highest UID some IMAP session has already been told about: newer
+    /// messages are \Recent for the first session that sees them (RFC 3501 §2.3.2). Kept in
+    /// memory only: after a restart every message is recent again for the first session.
+    recent_seen: RefCell<HashMap<u64, u32>>,
 }
 
 impl Core {
@@ -107,8 +141,65 @@ impl Core {
             shutdown: Rc::new(Semaphore::new(0)),
             shutting_down: Cell::new(false),
             connections: Cell::new(0),
+            protocol_connections: Default::default(),
             next_session: Cell::new(0),
+            logins: LoginCache::default(),
+            maildrops: RefCell::new(HashSet::new()),
+            watch: Rc::new(MailboxWatch::default()),
+            recent_seen: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Claims the messages of mailbox `id` above the last claimed UID, up to `uid_max`:
+    /// returns the lowest UID that is recent for the caller (`uid_max + 1` if none).
+    pub fn claim_recent(&self, id: u64, uid_max: u32) -> u32 {
+        let mut seen = self.recent_seen.borrow_mut();
+        let last = seen.entry(id).or_insert(0);
+        if uid_max > *last {
+            let first = last.saturating_add(1);
+            *last = uid_max;
+            first
+        } else {
+            uid_max.saturating_add(1)
+        }
+    }
+
+    pub fn protocol_connections(&self, p: Protocol) -> usize {
+        self.protocol_connections[p.index()].get()
+    }
+
+    pub(crate) fn count_connection(&self, p: Protocol, delta: isize) {
+        let c = &self.protocol_connections[p.index()];
+        c.set(c.get().saturating_add_signed(delta));
+    }
+
+    /// Checks a login. On failure the reply is delayed by `auth.failure_delay_ms` before
+    /// this returns, whatever the reason (unknown user, wrong password).
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &Secret,
+    ) -> Result<String, AuthFailure> {
+        let result = self
+            .logins
+            .verify(username, password, |u| self.directory.password_hash(u))
+            .await;
+        if result.is_err() {
+            failure_delay(self.config.auth.failure_delay_ms).await;
+        }
+        result
+    }
+
+    /// Takes `user`'s POP3 maildrop lock (None: another session holds it). Call on the
+    /// user's owner core.
+    pub fn lock_maildrop(self: &Rc<Self>, user: &str) -> Option<MaildropLock> {
+        if !self.maildrops.borrow_mut().insert(user.to_string()) {
+            return None;
+        }
+        Some(MaildropLock {
+            core: self.clone(),
+            user: user.to_string(),
+        })
     }
 
     pub fn is_shutting_down(&self) -> bool {

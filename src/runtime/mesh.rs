@@ -5,18 +5,28 @@
 //! own sends `Deliver` to the owner and awaits `Delivered`; no lock, no shared map. Requests in
 //! flight per core are bounded by the channel capacity and by the number of sessions (each
 //! session waits for its own request).
+//!
+//! The mesh also moves *connections* to their data: after an IMAP or POP3 login on a core that
+//! does not own the user, the session sends `Adopt` (a duplicate of the socket's descriptor and
+//! the session state) to the owner, which serves the connection from then on (see
+//! [`handoff`](super::handoff)).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
-use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use crate::runtime::handoff::Handoff;
 
 use crate::store::{Delivery, Store};
 
 /// Capacity of each core-to-core channel.
 pub const MESH_CHANNEL_DEPTH: usize = 1024;
+/// Connections received from other cores and not yet started here.
+pub const ADOPT_QUEUE_DEPTH: usize = 1024;
 
 /// Why a delivery on another core failed (Send, so it can cross the mesh).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +46,15 @@ pub enum CoreMsg {
         req: u64,
         result: Result<Vec<u32>, DeliverFailure>,
     },
+    /// Serve this connection here (this core owns the logged-in user).
+    Adopt {
+        fd: OwnedFd,
+        handoff: Box<Handoff>,
+    },
 }
+
+/// A connection handed to this core.
+pub type Adoption = (OwnedFd, Box<Handoff>);
 
 pub type MeshHandle = MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>;
 
@@ -51,6 +69,8 @@ pub struct Mesh {
     senders: Option<Senders<CoreMsg>>,
     pending: RefCell<HashMap<u64, Reply>>,
     next_req: Cell<u64>,
+    /// Adopted connections, taken once by the core's adoption task.
+    adoptions: RefCell<Option<LocalReceiver<Adoption>>>,
 }
 
 impl Mesh {
@@ -60,6 +80,7 @@ impl Mesh {
             senders: None,
             pending: RefCell::new(HashMap::new()),
             next_req: Cell::new(0),
+            adoptions: RefCell::new(None),
         })
     }
 
@@ -71,14 +92,18 @@ impl Mesh {
             .await
             .map_err(|_| "joining the core mesh failed".to_string())?;
         let me = senders.peer_id();
+        let (adopt_tx, adopt_rx) = local_channel::new_bounded(ADOPT_QUEUE_DEPTH);
+        let adopt_tx = Rc::new(adopt_tx);
         let mesh = Rc::new(Mesh {
             senders: Some(senders),
             pending: RefCell::new(HashMap::new()),
             next_req: Cell::new(0),
+            adoptions: RefCell::new(Some(adopt_rx)),
         });
         for (peer, stream) in receivers.streams() {
             let mesh = mesh.clone();
             let store = store.clone();
+            let adopt_tx = adopt_tx.clone();
             glommio::spawn_local(async move {
                 while let Some(msg) = stream.recv().await {
                     match msg {
@@ -103,6 +128,11 @@ impl Mesh {
                                 let _ = tx.try_send(result);
                             }
                         }
+                        CoreMsg::Adopt { fd, handoff } => {
+                            // Back-pressure: a full queue stalls this peer's channel. If the
+                            // adoption task is gone (shutdown), dropping `fd` closes it.
+                            let _ = adopt_tx.send((fd, handoff)).await;
+                        }
                     }
                 }
             })
@@ -116,6 +146,17 @@ impl Mesh {
             Some(s) => s.send_to(peer, msg).await.is_ok(),
             None => false,
         }
+    }
+
+    /// The queue of connections other cores hand to this one (None after the first call, and
+    /// for a single-core mesh, which never receives any).
+    pub fn take_adoptions(&self) -> Option<LocalReceiver<Adoption>> {
+        self.adoptions.borrow_mut().take()
+    }
+
+    /// Sends a connection to core `owner`. On failure the descriptor is dropped (closed).
+    pub async fn adopt_remote(&self, owner: usize, fd: OwnedFd, handoff: Box<Handoff>) -> bool {
+        self.send(owner, CoreMsg::Adopt { fd, handoff }).await
     }
 
     /// Asks core `owner` to append and commit `deliveries`; resolves with their UIDs.

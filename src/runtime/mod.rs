@@ -9,12 +9,15 @@
 //! `421`, sessions inside a transaction finish it (bounded by `timeout_ms_drain`), stores
 //! flush, and the process exits 0.
 
+pub mod auth;
 pub mod core;
 pub mod file;
+pub mod handoff;
 pub mod lock;
 pub mod memlock;
 pub mod mesh;
 pub mod placement;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -26,7 +29,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::accounts::Accounts;
 use crate::config::{Config, Cores, FsyncPolicy};
-use crate::net;
+use crate::net::{self, Protocol};
 use crate::store::{self, CoreIndex, Store, StoreConfig};
 
 use self::core::Core;
@@ -114,7 +117,21 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         return Err(RuntimeError::Signals(std::io::Error::last_os_error()));
     }
 
-    let (smtp_listen, _port_locks) = net::precheck(&config.smtp.listen)?;
+    // Every protocol's addresses are checked together (a port named twice is an error).
+    let mut protocols = Vec::new();
+    let mut addrs = Vec::new();
+    for (p, list) in [
+        (Protocol::Smtp, &config.smtp.listen),
+        (Protocol::Imap, &config.imap.listen),
+        (Protocol::Pop3, &config.pop3.listen),
+    ] {
+        for a in list {
+            protocols.push(p);
+            addrs.push(*a);
+        }
+    }
+    let (resolved, _port_locks) = net::precheck(&addrs)?;
+    let listen: Vec<(Protocol, SocketAddr)> = protocols.into_iter().zip(resolved).collect();
     memlock::ensure(ncores, config.server.io_memory_bytes)?;
 
     let started = Instant::now();
@@ -139,7 +156,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
     let drained = Arc::new(AtomicUsize::new(0));
     let (events_tx, events_rx) = mpsc::channel::<CoreEvent>();
     let mesh_builder = (ncores > 1).then(|| mesh::builder(ncores));
-    let listen = Arc::new(smtp_listen.clone());
+    let listen = Arc::new(listen);
 
     let mut indexes: Vec<Option<CoreIndex>> = recovered.cores.into_iter().map(Some).collect();
     for (core, &cpu) in cpus.iter().enumerate() {
@@ -234,8 +251,8 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
                 CoreEvent::Ready => {
                     ready += 1;
                     if ready == ncores {
-                        for a in listen.iter() {
-                            println!("smtp listening on {a}");
+                        for (p, a) in listen.iter() {
+                            println!("{} listening on {a}", p.name());
                         }
                         println!("ready ({ncores} cores, data dir {})", data_dir.display());
                     }
@@ -299,7 +316,7 @@ async fn core_main(
     config: Arc<Config>,
     index: CoreIndex,
     mesh_builder: Option<mesh::MeshHandle>,
-    listen: &[SocketAddr],
+    listen: &[(Protocol, SocketAddr)],
     accounts: Accounts,
     shutdown: Shutdown,
     events: &mpsc::Sender<CoreEvent>,
@@ -355,14 +372,21 @@ async fn core_main(
     ));
 
     let mut listeners = Vec::new();
-    for addr in listen {
+    for (protocol, addr) in listen {
         let l = net::bind(*addr).map_err(|e| e.to_string())?;
-        listeners.push(l);
+        listeners.push((*protocol, l));
     }
     let mut accept_tasks = Vec::new();
-    for l in listeners {
-        accept_tasks.push(glommio::spawn_local(net::accept_loop(l, core_ctx.clone())));
+    for (protocol, l) in listeners {
+        accept_tasks.push(glommio::spawn_local(net::accept_loop(
+            l,
+            core_ctx.clone(),
+            protocol,
+        )));
     }
+    glommio::spawn_local(handoff::adoption_loop(core_ctx.clone())).detach();
+    let watch = core_ctx.watch.clone();
+    store.set_change_hook(Box::new(move |ids: &[u64]| watch.notify(ids)));
     let _ = events.send(CoreEvent::Ready);
 
     // Housekeeping: notice shutdown and user-table changes.

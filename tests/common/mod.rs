@@ -70,6 +70,12 @@ timeout_ms_drain = 3000
 listen = ["127.0.0.1:0"]
 max_message_bytes = 10000
 max_recipients = 3
+[imap]
+listen = ["127.0.0.1:0"]
+[pop3]
+listen = ["127.0.0.1:0"]
+[auth]
+failure_delay_ms = 200
 [domains]
 local = ["example.test"]
 [store]
@@ -436,6 +442,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     proc: Option<Proc>,
     port: u16,
+    imap_port: u16,
+    pop3_port: u16,
     /// How many times serve was started on this data dir.
     pub starts: usize,
 }
@@ -458,6 +466,8 @@ impl Server {
             data_dir,
             proc: None,
             port: 0,
+            imap_port: 0,
+            pop3_port: 0,
             starts: 0,
         };
         s.launch();
@@ -472,6 +482,24 @@ impl Server {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// The port of the (first) IMAP listener of the current run.
+    pub fn imap_port(&self) -> u16 {
+        assert!(
+            self.imap_port != 0,
+            "server is not running or has no IMAP listener"
+        );
+        self.imap_port
+    }
+
+    /// The port of the (first) POP3 listener of the current run.
+    pub fn pop3_port(&self) -> u16 {
+        assert!(
+            self.pop3_port != 0,
+            "server is not running or has no POP3 listener"
+        );
+        self.pop3_port
     }
 
     pub fn config_str(&self) -> &str {
@@ -528,6 +556,18 @@ impl Server {
                 p.output()
             ),
         }
+        let other = |proto: &str| {
+            let prefix = format!("{proto} listening on 127.0.0.1:");
+            p.wait_stdout_line(0, Duration::ZERO, &|l| l.starts_with(&prefix))
+                .and_then(|(_, l)| {
+                    l.rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim().parse::<u16>().ok())
+                })
+                .unwrap_or(0)
+        };
+        self.imap_port = other("imap");
+        self.pop3_port = other("pop3");
         self.proc = Some(p);
     }
 
@@ -546,6 +586,8 @@ impl Server {
             None => return Err("stop: server is not running".into()),
         };
         self.port = 0;
+        self.imap_port = 0;
+        self.pop3_port = 0;
         p.signal(libc::SIGTERM);
         Self::wait_stopped(p)
     }
@@ -558,6 +600,8 @@ impl Server {
             None => return Err("wait_for_exit: server is not running".into()),
         };
         self.port = 0;
+        self.imap_port = 0;
+        self.pop3_port = 0;
         Self::wait_stopped(p)
     }
 
@@ -582,6 +626,8 @@ impl Server {
             None => panic!("kill9: server is not running"),
         };
         self.port = 0;
+        self.imap_port = 0;
+        self.pop3_port = 0;
         let status = p.kill9();
         assert_eq!(
             status.signal(),

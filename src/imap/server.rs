@@ -1,0 +1,475 @@
+//! Drives IMAP connections over glommio TCP streams.
+//!
+//! [`serve`] runs the not-authenticated state on the core that accepted the connection:
+//! greeting, CAPABILITY, NOOP, ID, LOGOUT, LOGIN, AUTHENTICATE PLAIN. A successful login hands
+//! the connection to the user's owner core ([`Core::hand_over`]), where [`serve_user`] answers
+//! the login and runs the authenticated and selected states ([`Session`]).
+//!
+//! [`Conn`] owns the socket, one read buffer and one output buffer. Replies accumulate and are
+//! written when the client's pipelined input is used up, before blocking on a read, or when
+//! the output grows past `OUTPUT_FLUSH_BYTES` (a big FETCH streams out in pieces).
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::accounts::Secret;
+use crate::net::READ_BUFFER_BYTES;
+use crate::runtime::core::Core;
+use crate::runtime::handoff::{Handoff, Resume as HandoffResume};
+
+use super::codec::{Frame, FrameErrorKind, Framer, FramerLimits, RawLine};
+use super::command::{self, Command, CommandBody};
+use super::session::{self, Session};
+
+/// Output past this size is written before the next response is built.
+pub const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
+/// The not-authenticated state ends after this long without a command.
+pub const TIMEOUT_MS_LOGIN: u64 = 60_000;
+/// Commands that fail to parse before the connection is closed.
+pub const BAD_COMMANDS_MAX: usize = 20;
+
+/// What the login command carries to the owner core.
+#[derive(Debug)]
+pub struct Resume {
+    /// Tag of the LOGIN / AUTHENTICATE command, answered by the owner.
+    pub tag: String,
+}
+
+/// A connection: socket, input buffer and framer, output buffer.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub out: Vec<u8>,
+    pub framer: Framer,
+    pub core: Rc<Core>,
+}
+
+/// What a read gave.
+enum Fill {
+    Read,
+    Closed,
+    TimedOut,
+    Shutdown,
+}
+
+/// What waiting for the next command gave.
+pub enum Next {
+    Command(Vec<u8>),
+    /// A framing error: reply with the tag (or `*`) and go on.
+    Error {
+        tag: Option<String>,
+        kind: FrameErrorKind,
+    },
+    Closed,
+    TimedOut,
+    Shutdown,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, core: Rc<Core>, input: Vec<u8>) -> Conn {
+        let mut buf = vec![0u8; READ_BUFFER_BYTES];
+        let n = input.len().min(buf.len());
+        buf[..n].copy_from_slice(&input[..n]);
+        let limits = FramerLimits {
+            line_bytes_max: core.config.imap.line_bytes_max,
+            literal_bytes_max: core.config.imap.literal_bytes_max,
+            append_bytes_max: core.config.smtp.max_message_bytes,
+            command_bytes_max: core.config.smtp.max_message_bytes + (1 << 20),
+            // LITERAL+ is announced: any size, within the other limits.
+            non_sync_literal_bytes_max: usize::MAX,
+        };
+        Conn {
+            stream,
+            buf,
+            start: 0,
+            end: n,
+            out: Vec::with_capacity(4096),
+            framer: Framer::new(limits),
+            core,
+        }
+    }
+
+    /// Unconsumed input (handed to the owner core with the connection).
+    fn pending_input(&self) -> Vec<u8> {
+        self.buf[self.start..self.end].to_vec()
+    }
+
+    /// Whether complete input is already buffered (then replies wait to be batched).
+    pub fn has_buffered_input(&self) -> bool {
+        self.start < self.end
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.write_all(&self.out).await;
+        self.out.clear();
+        if self.out.capacity() > 4 * OUTPUT_FLUSH_BYTES {
+            self.out.shrink_to(4096);
+        }
+        r
+    }
+
+    /// Writes the output if it grew large.
+    pub async fn flush_if_large(&mut self) -> io::Result<()> {
+        if self.out.len() >= OUTPUT_FLUSH_BYTES {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads more input into the buffer. `interruptible`: shutdown ends the wait.
+    async fn fill(&mut self, timeout_ms: u64, interruptible: bool) -> Fill {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            // The framer consumes what it buffers; a full buffer means it made no progress.
+            return Fill::Closed;
+        }
+        if self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(timeout_ms)))
+            .is_err()
+        {
+            return Fill::Closed;
+        }
+        let (stream, buf, end) = (&mut self.stream, &mut self.buf, self.end);
+        let read = async {
+            match stream.read(&mut buf[end..]).await {
+                Ok(0) => (Fill::Closed, 0),
+                Ok(n) => (Fill::Read, n),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => (Fill::TimedOut, 0),
+                Err(_) => (Fill::Closed, 0),
+            }
+        };
+        let (got, n) = if interruptible {
+            let core = self.core.clone();
+            future::or(read, async move {
+                let _ = core.shutdown.acquire(1).await;
+                (Fill::Shutdown, 0)
+            })
+            .await
+        } else {
+            read.await
+        };
+        self.end += n;
+        got
+    }
+
+    /// The next complete command (line plus literals). Sends `+` continuation requests for
+    /// synchronizing literals; flushes pending output before blocking.
+    pub async fn next_command(&mut self, timeout_ms: u64, interruptible: bool) -> Next {
+        loop {
+            let (consumed, frame) = self.framer.push(&self.buf[self.start..self.end]);
+            self.start += consumed;
+            match frame {
+                Some(Frame::Command(bytes)) => return Next::Command(bytes),
+                Some(Frame::NeedContinuation) => {
+                    self.out.extend_from_slice(b"+ OK\r\n");
+                    if self.flush().await.is_err() {
+                        return Next::Closed;
+                    }
+                }
+                Some(Frame::Error { tag, kind }) => return Next::Error { tag, kind },
+                None => {
+                    if self.flush().await.is_err() {
+                        return Next::Closed;
+                    }
+                    if self.core.is_shutting_down() && interruptible {
+                        return Next::Shutdown;
+                    }
+                    match self.fill(timeout_ms, interruptible).await {
+                        Fill::Read => {}
+                        Fill::Closed => return Next::Closed,
+                        Fill::TimedOut => return Next::TimedOut,
+                        Fill::Shutdown => return Next::Shutdown,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One raw line (SASL response, IDLE's DONE), without its CRLF.
+    pub async fn next_line(&mut self, timeout_ms: u64) -> Option<Vec<u8>> {
+        loop {
+            let (consumed, line) = self.framer.next_line(&self.buf[self.start..self.end]);
+            self.start += consumed;
+            match line {
+                Some(RawLine::Line(l)) => return Some(l),
+                Some(RawLine::TooLong) => return None,
+                None => {
+                    if self.flush().await.is_err() {
+                        return None;
+                    }
+                    match self.fill(timeout_ms, false).await {
+                        Fill::Read => {}
+                        _ => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for input to arrive or `other` to resolve, whichever is first; true if input.
+    /// Cancel-safe: glommio's non-buffered read only takes bytes when it completes.
+    pub async fn input_or<F: std::future::Future<Output = ()>>(
+        &mut self,
+        timeout_ms: u64,
+        other: F,
+    ) -> Option<bool> {
+        if self.has_buffered_input() {
+            return Some(true);
+        }
+        let got = future::or(async { Some(self.fill(timeout_ms, true).await) }, async {
+            other.await;
+            None
+        })
+        .await;
+        match got {
+            None => Some(false),
+            Some(Fill::Read) => Some(true),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Capabilities before login.
+pub fn capabilities_pre_auth() -> &'static str {
+    "IMAP4rev1 IMAP4rev2 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN"
+}
+
+/// Serves the not-authenticated state of a new connection on the accepting core.
+pub async fn serve(stream: TcpStream, core: Rc<Core>) {
+    let mut conn = Conn::new(stream, core.clone(), Vec::new());
+    conn.out.extend_from_slice(
+        format!(
+            "* OK [CAPABILITY {}] ringmail ready.\r\n",
+            capabilities_pre_auth()
+        )
+        .as_bytes(),
+    );
+    let timeout_ms = TIMEOUT_MS_LOGIN.min(core.config.imap.timeout_ms_idle);
+    let mut failures = 0usize;
+    let mut bad = 0usize;
+    loop {
+        let bytes = match conn.next_command(timeout_ms, true).await {
+            Next::Command(b) => b,
+            Next::Error { tag, kind } => {
+                bad += 1;
+                session::frame_error(&mut conn.out, tag.as_deref(), kind);
+                if bad >= BAD_COMMANDS_MAX {
+                    conn.out
+                        .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
+                    break;
+                }
+                continue;
+            }
+            Next::TimedOut => {
+                conn.out
+                    .extend_from_slice(b"* BYE Disconnected for inactivity.\r\n");
+                break;
+            }
+            Next::Shutdown => {
+                conn.out
+                    .extend_from_slice(b"* BYE Server shutting down.\r\n");
+                break;
+            }
+            Next::Closed => return,
+        };
+        let cmd = match command::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                bad += 1;
+                session::parse_error(&mut conn.out, &e);
+                if bad >= BAD_COMMANDS_MAX {
+                    conn.out
+                        .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
+                    break;
+                }
+                continue;
+            }
+        };
+        let Command { tag, body } = cmd;
+        let login = match body {
+            CommandBody::Capability => {
+                conn.out.extend_from_slice(
+                    format!(
+                        "* CAPABILITY {}\r\n{tag} OK Capability completed.\r\n",
+                        capabilities_pre_auth()
+                    )
+                    .as_bytes(),
+                );
+                continue;
+            }
+            CommandBody::Noop => {
+                conn.out
+                    .extend_from_slice(format!("{tag} OK NOOP completed.\r\n").as_bytes());
+                continue;
+            }
+            CommandBody::Id { .. } => {
+                session::write_id(&mut conn.out, &tag);
+                continue;
+            }
+            CommandBody::Logout => {
+                conn.out.extend_from_slice(
+                    format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n").as_bytes(),
+                );
+                break;
+            }
+            CommandBody::StartTls => {
+                conn.out.extend_from_slice(
+                    format!("{tag} BAD STARTTLS is not available yet.\r\n").as_bytes(),
+                );
+                continue;
+            }
+            CommandBody::Login { username, password } => match String::from_utf8(username) {
+                Ok(u) => Some((u, password_secret(password))),
+                Err(_) => None,
+            },
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                if mechanism != "PLAIN" {
+                    conn.out.extend_from_slice(
+                        format!("{tag} NO Unsupported authentication mechanism.\r\n").as_bytes(),
+                    );
+                    continue;
+                }
+                let response = match initial_response {
+                    Some(r) => r,
+                    None => {
+                        conn.out.extend_from_slice(b"+ \r\n");
+                        match conn.next_line(timeout_ms).await {
+                            Some(l) => l,
+                            None => return,
+                        }
+                    }
+                };
+                if response == b"*" {
+                    conn.out.extend_from_slice(
+                        format!("{tag} BAD Authentication aborted by client.\r\n").as_bytes(),
+                    );
+                    continue;
+                }
+                match crate::sasl::decode_plain(&response) {
+                    Ok((u, p)) => Some((u, p)),
+                    Err(_) => {
+                        conn.out.extend_from_slice(
+                            format!("{tag} BAD Invalid base64 data in continued response.\r\n")
+                                .as_bytes(),
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                conn.out.extend_from_slice(
+                    format!("{tag} BAD Command not permitted before authentication.\r\n")
+                        .as_bytes(),
+                );
+                continue;
+            }
+        };
+        let verified = match &login {
+            Some((u, p)) => core.authenticate(u, p).await.ok(),
+            None => {
+                crate::runtime::auth::failure_delay(core.config.auth.failure_delay_ms).await;
+                None
+            }
+        };
+        match verified {
+            Some(user) => {
+                // Nothing of ours may be left in the output: the owner answers the login.
+                if conn.flush().await.is_err() {
+                    return;
+                }
+                let input = conn.pending_input();
+                let Conn { stream, .. } = conn;
+                core.hand_over(
+                    stream,
+                    Handoff {
+                        user,
+                        input,
+                        resume: HandoffResume::Imap(Resume { tag }),
+                    },
+                )
+                .await;
+                return;
+            }
+            None => {
+                failures += 1;
+                conn.out.extend_from_slice(
+                    format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+                        .as_bytes(),
+                );
+                if failures >= core.config.auth.failures_max {
+                    conn.out
+                        .extend_from_slice(b"* BYE Too many invalid authentication attempts.\r\n");
+                    break;
+                }
+            }
+        }
+    }
+    let _ = conn.flush().await;
+    let _ = conn.stream.close().await;
+}
+
+fn password_secret(p: command::Secret) -> Secret {
+    Secret::new(String::from_utf8_lossy(p.expose()).into_owned())
+}
+
+/// Serves an authenticated connection on the owner core of `user`.
+pub async fn serve_user(
+    stream: TcpStream,
+    core: Rc<Core>,
+    user: String,
+    input: Vec<u8>,
+    resume: Resume,
+) {
+    let mut conn = Conn::new(stream, core.clone(), input);
+    if core.is_shutting_down() {
+        conn.out
+            .extend_from_slice(b"* BYE Server shutting down.\r\n");
+        let _ = conn.flush().await;
+        return;
+    }
+    if let Err(e) = core.store.ensure_account(&user).await {
+        eprintln!("ringmail: imap: cannot prepare the mailboxes of {user}: {e}");
+        conn.out.extend_from_slice(
+            format!(
+                "{} NO [UNAVAILABLE] Mailbox storage is unavailable, try again later.\r\n",
+                resume.tag
+            )
+            .as_bytes(),
+        );
+        let _ = conn.flush().await;
+        return;
+    }
+    conn.out.extend_from_slice(
+        format!(
+            "{} OK [CAPABILITY {}] Logged in\r\n",
+            resume.tag,
+            session::capabilities()
+        )
+        .as_bytes(),
+    );
+    let mut session = Session::new(core.clone(), user);
+    session.run(&mut conn).await;
+    let _ = conn.flush().await;
+    let _ = conn.stream.close().await;
+}

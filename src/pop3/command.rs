@@ -1,0 +1,544 @@
+//! POP3 command lines, sans-IO: framing ([`LineReader`]: one `memchr` per line over the
+//! caller's buffer, a hard length limit, overlong lines discarded to their end without
+//! buffering) and parsing into [`Command`] (zero-copy: arguments borrow the line). The SASL
+//! PLAIN message that `AUTH PLAIN` carries is decoded by the shared `crate::sasl`.
+//!
+//! A line ends at LF; one CR right before it belongs to the terminator (a bare LF is
+//! accepted, as by Dovecot). The limit counts the terminator. RFC 2449 §4 allows 255 octets
+//! per command line; ringmail accepts `line_bytes_max` (512 by default) so that an
+//! `AUTH PLAIN` initial response with a long password still fits.
+
+use std::fmt;
+
+use memchr::memchr;
+
+/// What [`LineReader::next_line`] found at the start of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete line without its terminator; `consumed` includes the terminator.
+    Line { line: &'a [u8], consumed: usize },
+    /// The end of an overlong line arrived: answer "line too long". `consumed` covers the
+    /// discarded bytes up to and including the LF.
+    TooLong { consumed: usize },
+    /// Inside an overlong line whose end has not arrived: consume, wait for more.
+    Discarded { consumed: usize },
+    /// No complete line yet, still within the limit: consume nothing.
+    Incomplete,
+}
+
+impl Frame<'_> {
+    /// Bytes of input this frame accounts for.
+    pub fn consumed(&self) -> usize {
+        match *self {
+            Frame::Line { consumed, .. }
+            | Frame::TooLong { consumed }
+            | Frame::Discarded { consumed } => consumed,
+            Frame::Incomplete => 0,
+        }
+    }
+}
+
+/// Splits command lines. Its only state is "discarding an overlong line", so one reader
+/// lives as long as the connection (and moves with it to the owner core).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineReader {
+    discarding: bool,
+}
+
+impl LineReader {
+    pub fn new() -> LineReader {
+        LineReader::default()
+    }
+
+    /// True while the rest of an overlong line is being thrown away.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Frames the next line at the start of `input`. `line_bytes_max` counts the
+    /// terminator. Never asks the caller to keep more than `line_bytes_max - 1` bytes.
+    pub fn next_line<'a>(&mut self, input: &'a [u8], line_bytes_max: usize) -> Frame<'a> {
+        if self.discarding {
+            return match memchr(b'\n', input) {
+                Some(lf) => {
+                    self.discarding = false;
+                    Frame::TooLong { consumed: lf + 1 }
+                }
+                None if input.is_empty() => Frame::Incomplete,
+                None => Frame::Discarded {
+                    consumed: input.len(),
+                },
+            };
+        }
+        let window = &input[..input.len().min(line_bytes_max)];
+        match memchr(b'\n', window) {
+            Some(lf) => {
+                let end = if lf > 0 && input[lf - 1] == b'\r' {
+                    lf - 1
+                } else {
+                    lf
+                };
+                Frame::Line {
+                    line: &input[..end],
+                    consumed: lf + 1,
+                }
+            }
+            // `line_bytes_max` bytes without LF: the line is too long whatever follows.
+            None if input.len() >= line_bytes_max => {
+                self.discarding = true;
+                // Re-enter discarding: the LF may be right after the window.
+                self.next_line(input, line_bytes_max)
+            }
+            None => Frame::Incomplete,
+        }
+    }
+}
+
+/// One parsed command. Arguments borrow the command line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// RFC 2449: any state.
+    Capa,
+    Quit,
+    /// AUTHORIZATION. The name is the rest of the line (trailing blanks trimmed).
+    User(&'a [u8]),
+    /// AUTHORIZATION. The password is the rest of the line after one space, verbatim
+    /// (passwords may contain spaces).
+    Pass(&'a [u8]),
+    /// Recognised only to refuse it: ringmail offers no APOP (no timestamp in the greeting).
+    Apop,
+    /// RFC 5034. No mechanism: list the mechanisms. `initial` is the initial response as
+    /// sent (`=` means an empty one).
+    Auth {
+        mechanism: Option<&'a [u8]>,
+        initial: Option<&'a [u8]>,
+    },
+    // TRANSACTION
+    Stat,
+    List(Option<u32>),
+    Retr(u32),
+    Dele(u32),
+    Noop,
+    Rset,
+    Top {
+        message: u32,
+        lines: u32,
+    },
+    Uidl(Option<u32>),
+}
+
+impl fmt::Debug for Command<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Capa => f.write_str("Capa"),
+            Command::Quit => f.write_str("Quit"),
+            Command::User(u) => write!(f, "User({:?})", u.escape_ascii().to_string()),
+            // Secrets never print.
+            Command::Pass(_) => f.write_str("Pass(***)"),
+            Command::Apop => f.write_str("Apop"),
+            Command::Auth { mechanism, initial } => write!(
+                f,
+                "Auth {{ mechanism: {:?}, initial: {} }}",
+                mechanism.map(|m| m.escape_ascii().to_string()),
+                if initial.is_some() {
+                    "Some(***)"
+                } else {
+                    "None"
+                }
+            ),
+            Command::Stat => f.write_str("Stat"),
+            Command::List(n) => write!(f, "List({n:?})"),
+            Command::Retr(n) => write!(f, "Retr({n})"),
+            Command::Dele(n) => write!(f, "Dele({n})"),
+            Command::Noop => f.write_str("Noop"),
+            Command::Rset => f.write_str("Rset"),
+            Command::Top { message, lines } => write!(f, "Top({message}, {lines})"),
+            Command::Uidl(n) => write!(f, "Uidl({n:?})"),
+        }
+    }
+}
+
+/// Why a command line did not parse. The session turns each into one `-ERR` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown command")]
+    Unknown,
+    #[error("syntax error: {usage}")]
+    Syntax { usage: &'static str },
+    #[error("invalid message number")]
+    BadNumber,
+}
+
+pub const USAGE_USER: &str = "USER name";
+pub const USAGE_PASS: &str = "PASS password";
+pub const USAGE_AUTH: &str = "AUTH [mechanism [initial-response]]";
+pub const USAGE_TOP: &str = "TOP message lines";
+pub const USAGE_NUMBER: &str = "command message";
+pub const USAGE_NO_ARGUMENTS: &str = "no arguments expected";
+
+/// Longest command keyword (`CAPA`, `UIDL`, ...): anything longer is unknown at once.
+const VERB_BYTES_MAX: usize = 4;
+
+/// Parses one command line (without its terminator).
+pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
+    let (verb, rest) = match memchr(b' ', line) {
+        Some(sp) => (&line[..sp], Some(&line[sp + 1..])),
+        None => (line, None),
+    };
+    if verb.is_empty() || verb.len() > VERB_BYTES_MAX {
+        return Err(CommandError::Unknown);
+    }
+    let mut upper = [0u8; VERB_BYTES_MAX];
+    upper[..verb.len()].copy_from_slice(verb);
+    upper.make_ascii_uppercase();
+    let args = Args::new(rest.unwrap_or(b""));
+    match &upper[..verb.len()] {
+        b"CAPA" => args.none(Command::Capa),
+        b"QUIT" => args.none(Command::Quit),
+        b"STAT" => args.none(Command::Stat),
+        b"NOOP" => args.none(Command::Noop),
+        b"RSET" => args.none(Command::Rset),
+        b"USER" => {
+            let name = trim_blanks(rest.unwrap_or(b""));
+            if name.is_empty() {
+                Err(CommandError::Syntax { usage: USAGE_USER })
+            } else {
+                Ok(Command::User(name))
+            }
+        }
+        b"PASS" => match rest {
+            Some(password) if !password.is_empty() => Ok(Command::Pass(password)),
+            _ => Err(CommandError::Syntax { usage: USAGE_PASS }),
+        },
+        b"APOP" => Ok(Command::Apop),
+        b"AUTH" => {
+            let mut args = args;
+            let mechanism = args.next();
+            let initial = args.next();
+            if args.next().is_some() {
+                return Err(CommandError::Syntax { usage: USAGE_AUTH });
+            }
+            Ok(Command::Auth { mechanism, initial })
+        }
+        b"LIST" => args.optional_number().map(Command::List),
+        b"UIDL" => args.optional_number().map(Command::Uidl),
+        b"RETR" => args.number().map(Command::Retr),
+        b"DELE" => args.number().map(Command::Dele),
+        b"TOP" => {
+            let mut args = args;
+            let (Some(message), Some(lines), None) = (args.next(), args.next(), args.next()) else {
+                return Err(CommandError::Syntax { usage: USAGE_TOP });
+            };
+            Ok(Command::Top {
+                message: parse_number(message)?,
+                lines: parse_number(lines)?,
+            })
+        }
+        _ => Err(CommandError::Unknown),
+    }
+}
+
+/// Space-separated arguments; runs of spaces count as one separator.
+#[derive(Clone, Copy)]
+struct Args<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Args<'a> {
+    fn new(rest: &'a [u8]) -> Args<'a> {
+        Args { rest }
+    }
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| b != b' ')?;
+        let rest = &self.rest[start..];
+        let end = memchr(b' ', rest).unwrap_or(rest.len());
+        self.rest = &rest[end..];
+        Some(&rest[..end])
+    }
+
+    fn none(mut self, command: Command<'a>) -> Result<Command<'a>, CommandError> {
+        match self.next() {
+            None => Ok(command),
+            Some(_) => Err(CommandError::Syntax {
+                usage: USAGE_NO_ARGUMENTS,
+            }),
+        }
+    }
+
+    fn optional_number(mut self) -> Result<Option<u32>, CommandError> {
+        let Some(arg) = self.next() else {
+            return Ok(None);
+        };
+        if self.next().is_some() {
+            return Err(CommandError::Syntax {
+                usage: USAGE_NUMBER,
+            });
+        }
+        parse_number(arg).map(Some)
+    }
+
+    fn number(self) -> Result<u32, CommandError> {
+        match self.optional_number()? {
+            Some(n) => Ok(n),
+            None => Err(CommandError::Syntax {
+                usage: USAGE_NUMBER,
+            }),
+        }
+    }
+}
+
+/// A decimal number (digits only, at most u32::MAX).
+fn parse_number(arg: &[u8]) -> Result<u32, CommandError> {
+    if arg.is_empty() || !arg.iter().all(u8::is_ascii_digit) {
+        return Err(CommandError::BadNumber);
+    }
+    let mut n: u32 = 0;
+    for &d in arg {
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u32::from(d - b'0')))
+            .ok_or(CommandError::BadNumber)?;
+    }
+    Ok(n)
+}
+
+fn trim_blanks(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(start), Some(end)) => &s[start..=end],
+        _ => &[],
+    }
+}
+
+/// True if `mechanism` names SASL PLAIN (case-insensitive, RFC 4422 §3.1).
+pub fn is_plain(mechanism: &[u8]) -> bool {
+    mechanism.eq_ignore_ascii_case(b"PLAIN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Event {
+        Line(Vec<u8>),
+        TooLong,
+    }
+
+    /// Feeds `chunks` through a reader the way a driver does: unconsumed bytes stay
+    /// buffered, each chunk is appended, frames are taken until none is complete.
+    fn run(chunks: &[&[u8]], max: usize) -> Vec<Event> {
+        let mut reader = LineReader::new();
+        let mut buffer = Vec::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            buffer.extend_from_slice(chunk);
+            loop {
+                let frame = reader.next_line(&buffer, max);
+                let consumed = frame.consumed();
+                match frame {
+                    Frame::Line { line, .. } => events.push(Event::Line(line.to_vec())),
+                    Frame::TooLong { .. } => events.push(Event::TooLong),
+                    Frame::Discarded { .. } => {}
+                    Frame::Incomplete => break,
+                }
+                buffer.drain(..consumed);
+            }
+            assert!(buffer.len() < max, "buffer grew to {}", buffer.len());
+        }
+        events
+    }
+
+    /// The same events whatever way the input is split in two or three pieces.
+    fn check_all_splits(input: &[u8], max: usize, want: &[Event]) {
+        assert_eq!(run(&[input], max), want, "whole input");
+        for a in 0..=input.len() {
+            for b in a..=input.len() {
+                let events = run(&[&input[..a], &input[a..b], &input[b..]], max);
+                assert_eq!(events, want, "split at {a} and {b}");
+            }
+        }
+    }
+
+    fn line(s: &str) -> Event {
+        Event::Line(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn crlf_and_bare_lf_lines() {
+        check_all_splits(
+            b"USER a\r\nSTAT\nQUIT\r\n\r\n",
+            16,
+            &[line("USER a"), line("STAT"), line("QUIT"), line("")],
+        );
+    }
+
+    #[test]
+    fn limit_counts_the_terminator_and_overlong_lines_are_skipped() {
+        check_all_splits(b"123456\r\nX\r\n", 8, &[line("123456"), line("X")]);
+        check_all_splits(b"1234567\r\nX\r\n", 8, &[Event::TooLong, line("X")]);
+        let mut input = vec![b'a'; 40];
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        input.extend_from_slice(&[b'b'; 20]);
+        input.extend_from_slice(b"\nQUIT\r\n");
+        check_all_splits(
+            &input,
+            16,
+            &[Event::TooLong, line("NOOP"), Event::TooLong, line("QUIT")],
+        );
+    }
+
+    #[test]
+    fn a_full_buffer_always_makes_progress() {
+        let mut reader = LineReader::new();
+        assert_eq!(
+            reader.next_line(&[b'x'; 32], 32),
+            Frame::Discarded { consumed: 32 }
+        );
+        assert!(reader.is_discarding());
+        assert_eq!(reader.next_line(b"", 32), Frame::Incomplete);
+        assert_eq!(
+            reader.next_line(b"y\r\nZ", 32),
+            Frame::TooLong { consumed: 3 }
+        );
+        assert_eq!(reader.next_line(b"Z", 32), Frame::Incomplete);
+    }
+
+    #[test]
+    fn commands_parse_case_insensitively() {
+        assert_eq!(parse(b"capa"), Ok(Command::Capa));
+        assert_eq!(parse(b"QuIt"), Ok(Command::Quit));
+        assert_eq!(parse(b"STAT"), Ok(Command::Stat));
+        assert_eq!(parse(b"noop"), Ok(Command::Noop));
+        assert_eq!(parse(b"RSET"), Ok(Command::Rset));
+        assert_eq!(parse(b"LIST"), Ok(Command::List(None)));
+        assert_eq!(parse(b"list 7"), Ok(Command::List(Some(7))));
+        assert_eq!(parse(b"UIDL"), Ok(Command::Uidl(None)));
+        assert_eq!(parse(b"uidl 12"), Ok(Command::Uidl(Some(12))));
+        assert_eq!(parse(b"RETR 1"), Ok(Command::Retr(1)));
+        assert_eq!(parse(b"DELE 4294967295"), Ok(Command::Dele(u32::MAX)));
+        assert_eq!(
+            parse(b"TOP 2 0"),
+            Ok(Command::Top {
+                message: 2,
+                lines: 0
+            })
+        );
+        // Runs of spaces separate like one.
+        assert_eq!(parse(b"LIST  3 "), Ok(Command::List(Some(3))));
+        assert_eq!(
+            parse(b"APOP mrose c4c9334bac560ecc979e58001b3e22fb"),
+            Ok(Command::Apop)
+        );
+    }
+
+    #[test]
+    fn user_and_pass_take_the_rest_of_the_line() {
+        assert_eq!(
+            parse(b"USER alice@example.test"),
+            Ok(Command::User(b"alice@example.test"))
+        );
+        assert_eq!(parse(b"user  bob \t"), Ok(Command::User(b"bob")));
+        assert_eq!(
+            parse(b"PASS  two words "),
+            Ok(Command::Pass(b" two words "))
+        );
+        assert_eq!(
+            parse(b"USER"),
+            Err(CommandError::Syntax { usage: USAGE_USER })
+        );
+        assert_eq!(
+            parse(b"USER  "),
+            Err(CommandError::Syntax { usage: USAGE_USER })
+        );
+        assert_eq!(
+            parse(b"PASS"),
+            Err(CommandError::Syntax { usage: USAGE_PASS })
+        );
+        assert_eq!(
+            parse(b"PASS "),
+            Err(CommandError::Syntax { usage: USAGE_PASS })
+        );
+    }
+
+    #[test]
+    fn auth_arguments() {
+        assert_eq!(
+            parse(b"AUTH"),
+            Ok(Command::Auth {
+                mechanism: None,
+                initial: None
+            })
+        );
+        assert_eq!(
+            parse(b"auth plain"),
+            Ok(Command::Auth {
+                mechanism: Some(b"plain"),
+                initial: None
+            })
+        );
+        assert_eq!(
+            parse(b"AUTH PLAIN AGEAYg=="),
+            Ok(Command::Auth {
+                mechanism: Some(b"PLAIN"),
+                initial: Some(b"AGEAYg==")
+            })
+        );
+        assert_eq!(
+            parse(b"AUTH PLAIN a b"),
+            Err(CommandError::Syntax { usage: USAGE_AUTH })
+        );
+        assert!(is_plain(b"pLaIn") && !is_plain(b"LOGIN"));
+    }
+
+    #[test]
+    fn bad_commands() {
+        assert_eq!(parse(b""), Err(CommandError::Unknown));
+        assert_eq!(parse(b" STAT"), Err(CommandError::Unknown));
+        assert_eq!(parse(b"STATS"), Err(CommandError::Unknown));
+        assert_eq!(parse(b"XTND XMIT"), Err(CommandError::Unknown));
+        assert_eq!(parse(b"STLS"), Err(CommandError::Unknown));
+        assert_eq!(parse(b"ST\xffT"), Err(CommandError::Unknown));
+        assert_eq!(
+            parse(b"STAT 1"),
+            Err(CommandError::Syntax {
+                usage: USAGE_NO_ARGUMENTS
+            })
+        );
+        assert_eq!(
+            parse(b"RETR"),
+            Err(CommandError::Syntax {
+                usage: USAGE_NUMBER
+            })
+        );
+        assert_eq!(
+            parse(b"LIST 1 2"),
+            Err(CommandError::Syntax {
+                usage: USAGE_NUMBER
+            })
+        );
+        assert_eq!(parse(b"RETR x"), Err(CommandError::BadNumber));
+        assert_eq!(parse(b"RETR -1"), Err(CommandError::BadNumber));
+        assert_eq!(parse(b"RETR +1"), Err(CommandError::BadNumber));
+        assert_eq!(parse(b"DELE 4294967296"), Err(CommandError::BadNumber));
+        assert_eq!(
+            parse(b"TOP 1"),
+            Err(CommandError::Syntax { usage: USAGE_TOP })
+        );
+        assert_eq!(
+            parse(b"TOP 1 2 3"),
+            Err(CommandError::Syntax { usage: USAGE_TOP })
+        );
+        assert_eq!(parse(b"TOP 1 x"), Err(CommandError::BadNumber));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let pass = format!("{:?}", parse(b"PASS hunter2").unwrap());
+        assert_eq!(pass, "Pass(***)");
+        let auth = format!("{:?}", parse(b"AUTH PLAIN AGEAaHVudGVyMg==").unwrap());
+        assert!(!auth.contains("AGEA") && auth.contains("***"), "{auth}");
+    }
+}
