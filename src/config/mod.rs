@@ -295,7 +295,7 @@ impl Config {
                 problems.push(format!("{k} = {v}: must be between 100 and 86400000"));
             }
         }
-        let imap_line_bytes_max = r.imap.line_bytes_max.unwrap_or(8192);
+        let imap_line_bytes_max = r.imap.line_bytes_max.unwrap_or(64 * 1024);
         let imap_literal_bytes_max = r.imap.literal_bytes_max.unwrap_or(64 * 1024);
         let pop3_line_bytes_max = r.pop3.line_bytes_max.unwrap_or(512);
         for (k, v, lo, hi) in [

@@ -143,11 +143,15 @@ fn tree(cx: &ListContext<'_>) -> BTreeMap<String, Node> {
 }
 
 fn canonical(cx: &ListContext<'_>, reference: &[u8], pattern: &[u8]) -> Option<String> {
+    // A pattern that is not valid mUTF-7 (wildcards can split a `&...-` run) is matched
+    // as written, as Dovecot does.
     let decode = |b: &[u8]| -> Option<String> {
         if cx.utf8 {
             std::str::from_utf8(b).ok().map(str::to_string)
         } else {
-            super::utf7::decode(b).ok()
+            super::utf7::decode(b)
+                .ok()
+                .or_else(|| std::str::from_utf8(b).ok().map(str::to_string))
         }
     };
     let r = decode(reference)?;
@@ -224,7 +228,16 @@ pub fn handle_list(
         let mut extra: Option<String> = None;
         if select.subscribed {
             if !node.subscribed {
-                if select.recursive_match && node.has_subscribed_child {
+                // CHILDINFO only for a subscribed descendant the patterns do not list
+                // themselves (RFC 5258 §3.5).
+                let unlisted_child = || {
+                    let prefix = format!("{name}/");
+                    nodes
+                        .range(prefix.clone()..)
+                        .take_while(|(n, _)| n.starts_with(&prefix))
+                        .any(|(n, c)| c.subscribed && !canon.iter().any(|p| matches(p, n)))
+                };
+                if select.recursive_match && node.has_subscribed_child && unlisted_child() {
                     extra = Some("(\"CHILDINFO\" (\"SUBSCRIBED\"))".into());
                 } else {
                     continue;

@@ -275,7 +275,29 @@ pub fn respond(
                 out.extend_from_slice(format!(" COUNT {}", numbers.len()).as_bytes());
             }
             if condstore && !numbers.is_empty() {
-                if let Some(m) = modseq_max {
+                // RFC 7162 §3.1.5: the highest modseq of the messages *returned*: with only
+                // MIN and/or MAX, just those.
+                let only_minmax = opts.iter().all(|o| {
+                    matches!(
+                        o,
+                        SearchReturn::Min | SearchReturn::Max | SearchReturn::Save
+                    )
+                }) && opts
+                    .iter()
+                    .any(|o| matches!(o, SearchReturn::Min | SearchReturn::Max));
+                let m = if only_minmax {
+                    let mut m = 0;
+                    if opts.iter().any(|o| matches!(o, SearchReturn::Min)) {
+                        m = m.max(hits.first().map(|h| h.modseq).unwrap_or(0));
+                    }
+                    if opts.iter().any(|o| matches!(o, SearchReturn::Max)) {
+                        m = m.max(hits.last().map(|h| h.modseq).unwrap_or(0));
+                    }
+                    Some(m)
+                } else {
+                    modseq_max
+                };
+                if let Some(m) = m {
                     out.extend_from_slice(format!(" MODSEQ {m}").as_bytes());
                 }
             }

@@ -144,6 +144,21 @@ impl Session {
 
     async fn dispatch(&mut self, cmd: Command, conn: &mut Conn) -> Flow {
         let Command { tag, body } = cmd;
+        if !self.condstore && enables_condstore(&body) {
+            // RFC 7162 §3.1: the first CONDSTORE-enabling command on a selected mailbox
+            // gets the mailbox's HIGHESTMODSEQ.
+            self.condstore = true;
+            if let Some(sel) = &self.selected {
+                let m = self
+                    .core
+                    .store
+                    .with_mailbox(&self.user, &sel.name, |mb| mb.modseq_highest())
+                    .unwrap_or(0);
+                conn.out.extend_from_slice(
+                    format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", m.max(1)).as_bytes(),
+                );
+            }
+        }
         let tag = tag.as_str();
         let out = &mut conn.out;
         match body {
@@ -499,7 +514,7 @@ impl Session {
         };
         let uid_max = view.last().map(|e| e.uid).unwrap_or(0);
         let first_recent_uid = if read_only {
-            u32::MAX
+            self.core.first_unclaimed(id)
         } else {
             self.core.claim_recent(id, uid_max)
         };
@@ -603,6 +618,9 @@ impl Session {
         special_use: &[String],
         out: &mut Vec<u8>,
     ) {
+        // A trailing delimiter declares that children will follow (RFC 9051 §6.3.4): the
+        // mailbox itself is created, as Dovecot does.
+        let raw = raw.strip_suffix(b"/").unwrap_or(raw);
         let name = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
@@ -729,11 +747,20 @@ impl Session {
         out.extend_from_slice(format!("\r\n{tag} OK Status completed.\r\n").as_bytes());
     }
 
-    /// RECENT for STATUS: what the selected view holds as recent, else 0.
+    /// RECENT for STATUS: what the selected view holds as recent, else the messages no
+    /// session has been told about yet.
     fn recent_of(&self, name: &str) -> u32 {
         match &self.selected {
             Some(s) if s.name == name => s.recent_count(),
-            _ => 0,
+            _ => self
+                .core
+                .store
+                .with_mailbox(&self.user, name, |mb| {
+                    let first = self.core.first_unclaimed(mb.id());
+                    let msgs = mb.messages();
+                    (msgs.len() - msgs.partition_point(|m| m.uid < first)) as u32
+                })
+                .unwrap_or(0),
         }
     }
 
@@ -1230,6 +1257,36 @@ impl Session {
             }
             out.extend_from_slice(format!("{tag} OK [{code}] Copy completed.\r\n").as_bytes());
         }
+    }
+}
+
+/// Commands that switch CONDSTORE on implicitly (RFC 7162 §3.1).
+fn enables_condstore(body: &CommandBody) -> bool {
+    fn has_modseq(k: &command::SearchKey) -> bool {
+        match k {
+            command::SearchKey::ModSeq(_) => true,
+            command::SearchKey::Not(k) => has_modseq(k),
+            command::SearchKey::Or(a, b) => has_modseq(a) || has_modseq(b),
+            command::SearchKey::And(v) => v.iter().any(has_modseq),
+            _ => false,
+        }
+    }
+    match body {
+        CommandBody::Fetch {
+            items,
+            changed_since,
+            ..
+        } => {
+            changed_since.is_some()
+                || items
+                    .iter()
+                    .any(|i| matches!(i, command::FetchItem::ModSeq))
+        }
+        CommandBody::Store {
+            unchanged_since, ..
+        } => unchanged_since.is_some(),
+        CommandBody::Search { criteria, .. } => has_modseq(criteria),
+        _ => false,
     }
 }
 

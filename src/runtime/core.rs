@@ -150,6 +150,16 @@ impl Core {
         }
     }
 
+    /// The first UID of mailbox `id` no session has claimed yet (EXAMINE and STATUS report
+    /// such messages as recent without claiming them).
+    pub fn first_unclaimed(&self, id: u64) -> u32 {
+        self.recent_seen
+            .borrow()
+            .get(&id)
+            .map(|last| last.saturating_add(1))
+            .unwrap_or(1)
+    }
+
     /// Claims the messages of mailbox `id` above the last claimed UID, up to `uid_max`:
     /// returns the lowest UID that is recent for the caller (`uid_max + 1` if none).
     pub fn claim_recent(&self, id: u64, uid_max: u32) -> u32 {

@@ -72,6 +72,7 @@ max_message_bytes = 10000
 max_recipients = 3
 [imap]
 listen = ["127.0.0.1:0"]
+line_bytes_max = 8192
 [pop3]
 listen = ["127.0.0.1:0"]
 [auth]
