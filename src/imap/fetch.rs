@@ -173,6 +173,14 @@ pub async fn run(
         })
         .unwrap_or_else(|| targets.iter().map(|_| None).collect());
     let body = needs_body(items);
+    // `BODY[]<o.n>` alone (with index items): read just the ranges (see `store::cache`).
+    let ranges_only = body
+        && items.iter().all(|i| match i {
+            FetchItem::BodySection {
+                section, partial, ..
+            } => partial.is_some() && section.part.is_empty() && section.text.is_none(),
+            other => !needs_body(std::slice::from_ref(other)),
+        });
     let mut missing = false;
     let with_uid = uid && !items.iter().any(|i| matches!(i, FetchItem::Uid));
     let with_modseq =
@@ -183,8 +191,8 @@ pub async fn run(
             continue;
         };
         let view = sel.view[seq as usize - 1];
-        let message = if body {
-            match store.read_blob(entry.blob()) {
+        let message = if body && !ranges_only {
+            match store.read_blob_shared(entry.blob()) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     eprintln!("ringmail: imap: reading message {u} of {}: {e}", sel.name);
@@ -228,6 +236,22 @@ pub async fn run(
                 }
                 FetchItem::Rfc822Size => {
                     out.extend_from_slice(format!("RFC822.SIZE {}", entry.blob().len).as_bytes())
+                }
+                FetchItem::BodySection {
+                    partial: Some((origin, len)),
+                    ..
+                } if ranges_only => {
+                    let (o, l) = (*origin as usize, *len as usize);
+                    match store.read_blob_range(entry.blob(), o..o.saturating_add(l)) {
+                        Ok(bytes) => {
+                            out.extend_from_slice(format!("BODY[]<{origin}> ").as_bytes());
+                            literal(out, &bytes);
+                        }
+                        Err(e) => {
+                            eprintln!("ringmail: imap: reading message {u} of {}: {e}", sel.name);
+                            out.extend_from_slice(format!("BODY[]<{origin}> NIL").as_bytes());
+                        }
+                    }
                 }
                 _ => {
                     let Some(msg) = message.as_deref() else {

@@ -81,7 +81,7 @@ struct Candidate<'a> {
     recent: bool,
     store: &'a Store,
     /// The message and its structure, read on first need (None inside: unreadable).
-    loaded: Option<Option<(Vec<u8>, Rc<MessageStructure>)>>,
+    loaded: Option<Option<(Rc<[u8]>, Rc<MessageStructure>)>>,
     exists: u32,
     uid_max: u32,
     saved: &'a [u32],
@@ -96,7 +96,7 @@ impl Candidate<'_> {
     fn message(&mut self) -> Option<(&[u8], &MessageStructure)> {
         if self.loaded.is_none() {
             let blob = self.entry.blob();
-            self.loaded = Some(match self.store.read_blob(blob) {
+            self.loaded = Some(match self.store.read_blob_shared(blob) {
                 Ok(bytes) => {
                     let s = super::fetch::structure_of(blob, &bytes);
                     Some((bytes, s))
@@ -105,7 +105,7 @@ impl Candidate<'_> {
             });
         }
         match &self.loaded {
-            Some(Some((b, s))) => Some((b.as_slice(), s.as_ref())),
+            Some(Some((b, s))) => Some((&b[..], s.as_ref())),
             _ => None,
         }
     }

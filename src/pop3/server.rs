@@ -150,7 +150,7 @@ pub async fn serve_user(stream: TcpStream, core: Rc<Core>, handoff: Handoff) {
                 let read = (message as usize)
                     .checked_sub(1)
                     .and_then(|i| blobs.get(i))
-                    .map(|blob| core.store.read_blob(*blob));
+                    .map(|blob| core.store.read_blob_shared(*blob));
                 match read {
                     Some(Ok(bytes)) => {
                         session.message_read(ReadOutcome::Read(&bytes), &mut conn.out)

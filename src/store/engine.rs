@@ -38,6 +38,8 @@ use super::{
 
 /// Open read handles kept for `read_blob` (any core's segments).
 const READ_HANDLES_MAX: usize = 256;
+/// Bytes of verified message bodies kept per core for IMAP/POP3 readers.
+pub const BLOB_CACHE_BYTES_MAX: usize = 64 << 20;
 
 /// Which log a fault is injected into.
 #[doc(hidden)]
@@ -71,6 +73,8 @@ pub(super) struct Inner {
     change_hook: RefCell<Option<ChangeHook>>,
     scratch: RefCell<AlignedVec>,
     readers: RefCell<HashMap<(u16, u32), Rc<File>>>,
+    /// Verified message bodies shared by this core's IMAP/POP3 sessions.
+    blob_cache: RefCell<super::cache::BlobCache>,
     /// Serialized size of a MessageAppend, the largest fixed-size meta record (for
     /// `wait_room`; FlagsSet and Expunge records are smaller).
     pub(super) append_record_bytes: usize,
@@ -167,6 +171,7 @@ impl Store {
             change_hook: RefCell::new(None),
             scratch: RefCell::new(scratch),
             readers: RefCell::new(HashMap::new()),
+            blob_cache: RefCell::new(super::cache::BlobCache::new(BLOB_CACHE_BYTES_MAX)),
             append_record_bytes: probe.len(),
             checkpoint_lock: Rc::new(glommio::sync::Semaphore::new(1)),
             meta_bytes_since_checkpoint: Cell::new(0),
@@ -457,32 +462,79 @@ impl Store {
         *self.inner.change_hook.borrow_mut() = Some(Rc::from(hook));
     }
 
-    /// Reads a blob of any core's log, verifying its CRC, length and type.
-    pub fn read_blob(&self, r: BlobRef) -> Result<Vec<u8>, StoreError> {
-        let path = segment::segment_path(
+    /// A blob's bytes, verified, shared with every other reader on this core (see `cache`).
+    pub fn read_blob_shared(&self, r: BlobRef) -> Result<Rc<[u8]>, StoreError> {
+        let k = super::cache::key(r);
+        if let Some(b) = self.inner.blob_cache.borrow().get(&k) {
+            return Ok(b);
+        }
+        let bytes: Rc<[u8]> = Rc::from(self.read_blob(r)?);
+        self.inner.blob_cache.borrow_mut().insert(k, bytes.clone());
+        Ok(bytes)
+    }
+
+    /// `range` of a blob (clamped to its length). Reads only that range when the blob was
+    /// verified before and is no longer cached; otherwise reads (and verifies) it whole.
+    pub fn read_blob_range(
+        &self,
+        r: BlobRef,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let len = r.len as usize;
+        let (start, end) = (range.start.min(len), range.end.min(len));
+        let k = super::cache::key(r);
+        let verified = {
+            let cache = self.inner.blob_cache.borrow();
+            if let Some(b) = cache.get(&k) {
+                return Ok(b[start..end.max(start)].to_vec());
+            }
+            cache.is_verified(&k)
+        };
+        if !verified || end <= start {
+            let b = self.read_blob_shared(r)?;
+            return Ok(b[start..end.max(start)].to_vec());
+        }
+        let file = self.reader(r)?;
+        let mut buf = vec![0u8; end - start];
+        let at = r.offset + (RECORD_HEADER_BYTES + start) as u64;
+        let n = segment::read_up_to(&file, &mut buf, at)
+            .map_err(|e| StoreError::io("read", &self.blob_path(r), e))?;
+        if n < buf.len() {
+            return Err(StoreError::corrupt(
+                &self.blob_path(r),
+                r.offset,
+                "blob range past the end of its segment",
+            ));
+        }
+        Ok(buf)
+    }
+
+    fn blob_path(&self, r: BlobRef) -> PathBuf {
+        segment::segment_path(
             &segment::core_dir(&self.inner.cfg.data_dir, r.core),
             SegmentKind::Blob,
             r.segment,
-        );
-        let cached = self
-            .inner
-            .readers
-            .borrow()
-            .get(&(r.core, r.segment))
-            .cloned();
-        let file = match cached {
-            Some(f) => f,
-            None => {
-                let f = Rc::new(File::open(&path).map_err(|e| StoreError::io("open", &path, e))?);
-                let mut readers = self.inner.readers.borrow_mut();
-                if readers.len() >= READ_HANDLES_MAX {
-                    readers.clear();
-                }
-                readers.insert((r.core, r.segment), f.clone());
-                f
-            }
-        };
-        read_blob_record(&file, &path, r)
+        )
+    }
+
+    fn reader(&self, r: BlobRef) -> Result<Rc<File>, StoreError> {
+        if let Some(f) = self.inner.readers.borrow().get(&(r.core, r.segment)) {
+            return Ok(f.clone());
+        }
+        let path = self.blob_path(r);
+        let f = Rc::new(File::open(&path).map_err(|e| StoreError::io("open", &path, e))?);
+        let mut readers = self.inner.readers.borrow_mut();
+        if readers.len() >= READ_HANDLES_MAX {
+            readers.clear();
+        }
+        readers.insert((r.core, r.segment), f.clone());
+        Ok(f)
+    }
+
+    /// Reads a blob of any core's log, verifying its CRC, length and type.
+    pub fn read_blob(&self, r: BlobRef) -> Result<Vec<u8>, StoreError> {
+        let file = self.reader(r)?;
+        read_blob_record(&file, &self.blob_path(r), r)
     }
 
     /// The mailbox's messages as (UID, blob), ascending (empty if it does not exist).

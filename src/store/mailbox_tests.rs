@@ -1548,3 +1548,34 @@ fn renames_and_deletes_spread_over_several_cores_logs_apply_in_order() {
     assert_eq!(msgs[0].internal_date, 2);
     assert!(!s.canon.contains_key(&("bob".to_string(), "b".to_string())));
 }
+
+#[test]
+fn shared_reads_verify_once_and_ranges_read_only_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    run_local(move || async move {
+        let store = open(&data).await;
+        let text = "Subject: cached\r\n\r\n0123456789";
+        let b = blob(&store, text).await;
+        let shared = store.read_blob_shared(b).unwrap();
+        assert_eq!(&shared[..], text.as_bytes());
+        // A second reader gets the very same bytes (no new copy).
+        let again = store.read_blob_shared(b).unwrap();
+        assert!(Rc::ptr_eq(&shared, &again));
+        assert_eq!(store.read_blob_range(b, 19..23).unwrap(), b"0123".to_vec());
+        // Past the end: clamped, empty.
+        assert!(store.read_blob_range(b, 100..200).unwrap().is_empty());
+        // A blob verified but evicted: the range read goes to the file.
+        let big = "B".repeat(super::cache::CACHED_BLOB_BYTES_MAX + 10);
+        let bb = blob(&store, &big).await;
+        assert_eq!(store.read_blob_shared(bb).unwrap().len(), big.len());
+        assert_eq!(store.read_blob_range(bb, 5..9).unwrap(), b"BBBB".to_vec());
+        // A reference that is not a blob record fails, shared or not.
+        let wrong = BlobRef {
+            len: b.len + 1,
+            ..b
+        };
+        assert!(store.read_blob_shared(wrong).is_err());
+        assert!(store.read_blob_range(wrong, 0..1).is_err());
+    });
+}

@@ -132,6 +132,7 @@
 //! writing a checkpoint and deleting the meta segments it fully covers in every core's
 //! checkpoint. Expunge records are the tombstones that let a compactor see a blob is dead.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod commit;
 pub mod engine;
