@@ -144,8 +144,10 @@ pub async fn run(
                         if let store::FlagOutcome::Changed { uid, flags, modseq } = o {
                             if let Some(seq) = sel.seq_of(uid) {
                                 let e = &mut sel.view[seq as usize - 1];
-                                e.flags = flags;
-                                e.modseq = modseq;
+                                if modseq > e.modseq {
+                                    e.flags = flags;
+                                    e.modseq = modseq;
+                                }
                                 seen_now.push(uid);
                             }
                         }
@@ -158,6 +160,7 @@ pub async fn run(
             }
         }
     }
+    seen_now.sort_unstable();
     let keywords = Keywords::from_list(&store.keywords(cx.user, &sel.name));
     let entries: Vec<Option<MessageEntry>> = store
         .with_mailbox(cx.user, &sel.name, |mb| {
@@ -397,7 +400,7 @@ fn write_body_item(out: &mut Vec<u8>, item: &FetchItem, msg: &[u8], blob: BlobRe
         }
         FetchItem::BinarySize { part } => {
             let name: Vec<String> = part.iter().map(|p| p.to_string()).collect();
-            let size = structure().binary(msg, part).map(|d| d.len()).unwrap_or(0);
+            let size = structure().binary_size(msg, part).unwrap_or(0);
             out.extend_from_slice(format!("BINARY.SIZE[{}] {size}", name.join(".")).as_bytes());
         }
         FetchItem::Flags

@@ -114,10 +114,16 @@ impl Candidate<'_> {
         self.entry.internal_date.div_euclid(86_400)
     }
 
+    /// The Date: header's day in its own zone; a message without a usable Date: counts as
+    /// 1970-01-01 (as Dovecot does). None only when the message cannot be read.
     fn sent_day(&mut self) -> Option<i64> {
         let (msg, s) = self.message()?;
-        let (unix, offset_minutes) = s.sent_date(msg)?;
-        Some((unix + i64::from(offset_minutes) * 60).div_euclid(86_400))
+        Some(match s.sent_date(msg) {
+            Some((unix, offset_minutes)) => {
+                (unix + i64::from(offset_minutes) * 60).div_euclid(86_400)
+            }
+            None => 0,
+        })
     }
 
     fn text(&mut self, f: impl FnOnce(&MessageStructure, &[u8]) -> bool) -> bool {
@@ -171,7 +177,7 @@ impl Candidate<'_> {
             K::To(s) => self.text(|st, m| st.address_contains(m, "To", s)),
             K::Cc(s) => self.text(|st, m| st.address_contains(m, "Cc", s)),
             K::Bcc(s) => self.text(|st, m| st.address_contains(m, "Bcc", s)),
-            K::Subject(s) => self.text(|st, m| st.header_contains(m, "Subject", s)),
+            K::Subject(s) => self.text(|st, m| st.subject_contains(m, s)),
             K::Header(name, s) => self.text(|st, m| st.header_contains(m, name, s)),
             K::Body(s) => self.text(|st, m| st.body_contains(m, s)),
             K::Text(s) => self.text(|st, m| st.text_contains(m, s)),

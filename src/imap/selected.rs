@@ -118,7 +118,9 @@ impl Selected {
             }
             match current.get(j) {
                 Some(c) if c.uid == v.uid => {
-                    if c.modseq != v.modseq || c.flags != v.flags {
+                    // Only forward: the view may already hold a newer change (a STORE's
+                    // own outcome); a modseq never goes down for a client.
+                    if c.modseq > v.modseq {
                         let changed = c.flags != v.flags;
                         v.flags = c.flags;
                         v.modseq = c.modseq;
@@ -332,5 +334,29 @@ mod tests {
             &mut out,
         );
         assert_eq!(String::from_utf8(out).unwrap(), "* VANISHED 1,3,9\r\n");
+    }
+
+    #[test]
+    fn a_view_newer_than_the_index_is_never_reported_backwards() {
+        // The session's own STORE outcome (modseq 9) is in the view; the index still shows
+        // an older published change (modseq 7): no FETCH, and the view keeps 9.
+        let mut s = selected(&[4]);
+        s.view[0].modseq = 9;
+        s.view[0].flags = crate::store::flags::SEEN;
+        let mut out = Vec::new();
+        let mode = SyncMode {
+            condstore: true,
+            ..REV1
+        };
+        s.sync(
+            &[entry(4, 0, 7)],
+            9,
+            &Keywords::default(),
+            mode,
+            &|m| m + 1,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        assert_eq!(s.view[0].modseq, 9);
     }
 }

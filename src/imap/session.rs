@@ -1116,8 +1116,10 @@ impl Session {
                 {
                     if let Some(seq) = sel.seq_of(uid) {
                         let e = &mut sel.view[seq as usize - 1];
-                        e.flags = flags;
-                        e.modseq = modseq;
+                        if modseq > e.modseq {
+                            e.flags = flags;
+                            e.modseq = modseq;
+                        }
                     }
                 }
             }
@@ -1143,9 +1145,15 @@ impl Session {
                 store::FlagOutcome::Missing { .. } => continue,
             };
             let Some(seq) = sel.seq_of(u) else { continue };
+            // Another session's change of the same message may have been published after
+            // ours (and reported by the sync above): report whichever is newer, never a
+            // modseq lower than one this client has seen (imaptest checks it).
             let entry = &mut sel.view[seq as usize - 1];
-            entry.flags = flags_now;
-            entry.modseq = modseq;
+            if modseq > entry.modseq {
+                entry.flags = flags_now;
+                entry.modseq = modseq;
+            }
+            let (flags_now, modseq) = (entry.flags, entry.modseq);
             if !report || (silent && !condstore) {
                 continue;
             }

@@ -163,6 +163,11 @@ fn charset_of(name: &[u8]) -> Charset {
     }
 }
 
+/// True for charsets read as UTF-8 (UTF-8, US-ASCII and unknown ones).
+pub fn is_utf8_charset(charset: &[u8]) -> bool {
+    charset_of(charset) == Charset::Utf8
+}
+
 /// Appends `bytes` in `charset` to `out` as UTF-8.
 pub fn to_utf8(charset: &[u8], bytes: &[u8], out: &mut String) {
     let charset = charset_of(charset);
@@ -211,7 +216,7 @@ pub fn header_to_utf8(value: &[u8], out: &mut String) {
     let mut decoded = Vec::new();
     while let Some(offset) = finder.find(&value[pos..]) {
         let word_start = pos + offset;
-        let Some((charset, text, word_end)) = encoded_word(value, word_start + 2) else {
+        let Some(word) = encoded_word(value, word_start + 2) else {
             pos = word_start + 2;
             continue;
         };
@@ -223,16 +228,17 @@ pub fn header_to_utf8(value: &[u8], out: &mut String) {
             raw_header_to_utf8(between, out);
         }
         decoded.clear();
-        match text.0 {
-            b'b' | b'B' => base64(text.1, &mut decoded),
-            _ => q_encoding(text.1, &mut decoded),
+        match word.encoding {
+            b'b' | b'B' => base64(word.text, &mut decoded),
+            _ => q_encoding(word.text, &mut decoded),
         }
         // RFC 2231 language suffix: `charset*lang`.
-        let charset = match memchr(b'*', charset) {
-            Some(star) => &charset[..star],
-            None => charset,
+        let charset = match memchr(b'*', word.charset) {
+            Some(star) => &word.charset[..star],
+            None => word.charset,
         };
         to_utf8(charset, &decoded, out);
+        let word_end = word.end;
         plain_start = word_end;
         pos = word_end;
     }
@@ -241,10 +247,17 @@ pub fn header_to_utf8(value: &[u8], out: &mut String) {
     }
 }
 
-/// Parses `charset?E?text?=` at `pos`; returns charset, (encoding, text)
-/// and the end of the word.
-#[allow(clippy::type_complexity)]
-fn encoded_word(value: &[u8], pos: usize) -> Option<(&[u8], (u8, &[u8]), usize)> {
+/// One `=?charset?E?text?=` word.
+struct EncodedWord<'a> {
+    charset: &'a [u8],
+    encoding: u8,
+    text: &'a [u8],
+    /// Offset just past the closing `?=`.
+    end: usize,
+}
+
+/// Parses `charset?E?text?=` at `pos` (just after `=?`).
+fn encoded_word(value: &[u8], pos: usize) -> Option<EncodedWord<'_>> {
     let rest = &value[pos..];
     let q1 = memchr(b'?', rest)?;
     let encoding = *rest.get(q1 + 1)?;
@@ -252,10 +265,11 @@ fn encoded_word(value: &[u8], pos: usize) -> Option<(&[u8], (u8, &[u8]), usize)>
         return None;
     }
     let text_start = q1 + 3;
-    let end = memmem::find(&rest[text_start..], b"?=")?;
-    Some((
-        &rest[..q1],
-        (encoding, &rest[text_start..text_start + end]),
-        pos + text_start + end + 2,
-    ))
+    let len = memmem::find(&rest[text_start..], b"?=")?;
+    Some(EncodedWord {
+        charset: &rest[..q1],
+        encoding,
+        text: &rest[text_start..text_start + len],
+        end: pos + text_start + len + 2,
+    })
 }

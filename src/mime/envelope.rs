@@ -99,6 +99,9 @@ fn write_addresses(out: &mut Vec<u8>, list: &[Address]) {
 impl MessageStructure {
     /// Appends the ENVELOPE of the message (parenthesised list) to `out`.
     pub fn envelope(&self, msg: &[u8], out: &mut Vec<u8>) {
-        write(super::clamp(msg), self.root().header.range(), out);
+        match self.bytes(msg) {
+            Some(msg) => write(msg, self.root().header.range(), out),
+            None => write(b"", 0..0, out),
+        }
     }
 }

@@ -484,7 +484,7 @@ impl<'a> Lexer<'a> {
     /// merged into `name*` (extended) or `name` (plain) without decoding.
     /// Plain parameters come first in message order, merged ones after,
     /// sorted by name.
-    pub fn parameters(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn parameters(&mut self) -> Params {
         struct Piece {
             key: Vec<u8>,
             value: Vec<u8>,
@@ -597,6 +597,9 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// MIME parameters: `(name, value)` pairs, names as written.
+pub type Params = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A parsed Content-Type value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContentType {
@@ -605,7 +608,7 @@ pub struct ContentType {
     /// Subtype as written (empty when missing or broken).
     pub sub: Vec<u8>,
     /// Parameters, names as written.
-    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    pub params: Params,
 }
 
 impl ContentType {
@@ -650,8 +653,7 @@ pub fn transfer_encoding(v: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A Content-Disposition value: type (possibly empty) and parameters.
-#[allow(clippy::type_complexity)]
-pub fn disposition(v: &[u8]) -> Option<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+pub fn disposition(v: &[u8]) -> Option<(Vec<u8>, Params)> {
     let mut lex = Lexer::new(v);
     lex.skip_cfws();
     let mut token = Vec::new();

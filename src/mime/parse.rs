@@ -45,8 +45,9 @@ struct Building {
     encoding: Encoding,
     flags: u8,
     content: [Span; CONTENT_FIELDS],
-    /// The first Content-Type seen, as `type/subtype` (Dovecot's flags).
+    /// A Content-Type was seen (only the first one counts).
     seen_content_type: bool,
+    /// Dovecot's part flags, from the first Content-Type.
     multipart: bool,
     digest: bool,
     message: bool,

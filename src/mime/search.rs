@@ -18,9 +18,9 @@ use super::address::{parse_list, write_list};
 use super::decode::{self, header_to_utf8};
 use super::fold::fold;
 use super::header::{fields, unfold, Field};
-use std::borrow::Cow;
 use super::lex::ContentType;
-use super::{clamp, date, ContentField, Encoding, MessageStructure, PartKind};
+use super::{date, ContentField, Encoding, MessageStructure, PartKind};
+use std::borrow::Cow;
 
 /// A folded search key.
 struct Key {
@@ -94,19 +94,25 @@ impl MessageStructure {
     /// SEARCH HEADER: does a `name` field of the message header contain
     /// `needle`? An empty needle asks whether the field exists.
     pub fn header_contains(&self, msg: &[u8], name: &str, needle: &[u8]) -> bool {
-        let msg = clamp(msg);
+        let Some(msg) = self.bytes(msg) else {
+            return false;
+        };
         let key = Key::new(needle);
         let mut scratch = Vec::new();
         fields(msg, self.root().header.range())
             .filter(|f| f.name_is(name))
-            .any(|f| key.is_empty() || key.in_header_value(&unfold(&search_value(msg, &f)), &mut scratch))
+            .any(|f| {
+                key.is_empty() || key.in_header_value(&unfold(&search_value(msg, &f)), &mut scratch)
+            })
     }
 
     /// SEARCH FROM/TO/CC/BCC (any address header name works): matches the
     /// address list written in normal form. An empty needle asks whether
     /// the field exists.
     pub fn address_contains(&self, msg: &[u8], field: &str, needle: &[u8]) -> bool {
-        let msg = clamp(msg);
+        let Some(msg) = self.bytes(msg) else {
+            return false;
+        };
         let key = Key::new(needle);
         let mut scratch = Vec::new();
         let mut normal = Vec::new();
@@ -124,7 +130,9 @@ impl MessageStructure {
 
     /// SEARCH SUBJECT. An empty needle asks whether there is a Subject.
     pub fn subject_contains(&self, msg: &[u8], needle: &[u8]) -> bool {
-        let msg = clamp(msg);
+        let Some(msg) = self.bytes(msg) else {
+            return false;
+        };
         let key = Key::new(needle);
         let mut scratch = Vec::new();
         fields(msg, self.root().header.range())
@@ -137,7 +145,9 @@ impl MessageStructure {
 
     /// SEARCH BODY: the decoded text of the message's text parts.
     pub fn body_contains(&self, msg: &[u8], needle: &[u8]) -> bool {
-        let msg = clamp(msg);
+        let Some(msg) = self.bytes(msg) else {
+            return false;
+        };
         let key = Key::new(needle);
         if key.is_empty() {
             return true;
@@ -148,7 +158,9 @@ impl MessageStructure {
 
     /// SEARCH TEXT: header fields of every part, and BODY.
     pub fn text_contains(&self, msg: &[u8], needle: &[u8]) -> bool {
-        let msg = clamp(msg);
+        let Some(msg) = self.bytes(msg) else {
+            return false;
+        };
         let key = Key::new(needle);
         if key.is_empty() {
             return true;
@@ -164,7 +176,7 @@ impl MessageStructure {
     /// `(unix seconds UTC, zone offset in minutes)`. RFC 3501 compares the
     /// date as written, so callers compare `unix + offset * 60` with the day.
     pub fn sent_date(&self, msg: &[u8]) -> Option<(i64, i16)> {
-        let msg = clamp(msg);
+        let msg = self.bytes(msg)?;
         let value = fields(msg, self.root().header.range()).find(|f| f.name_is("Date"))?;
         date::parse(value.value)
     }
@@ -205,7 +217,8 @@ impl MessageStructure {
         // Dovecot: no Content-Type, or one that parses as text/* or message/*.
         let textual = ct.as_ref().is_none_or(|ct| {
             !ct.sub.is_empty()
-                && (ct.main.eq_ignore_ascii_case(b"text") || ct.main.eq_ignore_ascii_case(b"message"))
+                && (ct.main.eq_ignore_ascii_case(b"text")
+                    || ct.main.eq_ignore_ascii_case(b"message"))
         });
         if !textual {
             return false;
@@ -229,6 +242,12 @@ impl MessageStructure {
             .as_ref()
             .and_then(|ct| ct.param("charset"))
             .unwrap_or(b"utf-8");
+        // UTF-8 text (and ASCII in any charset) is folded without a copy.
+        if let Ok(text) = std::str::from_utf8(body) {
+            if body.is_ascii() || decode::is_utf8_charset(charset) {
+                return key.in_text(text, scratch);
+            }
+        }
         let mut text = String::with_capacity(body.len());
         decode::to_utf8(charset, body, &mut text);
         key.in_text(&text, scratch)

@@ -12,7 +12,7 @@ use memchr::{memchr, memchr_iter};
 
 use super::decode;
 use super::header::{fields, has_blank_line};
-use super::{clamp, Encoding, MessageStructure, MimeError, Part, SectionSpec};
+use super::{Encoding, MessageStructure, MimeError, Part, SectionSpec};
 
 /// `bytes` with every bare LF made CRLF.
 fn to_crlf(bytes: &[u8]) -> Vec<u8> {
@@ -62,7 +62,7 @@ impl MessageStructure {
         part: &[u32],
         what: SectionSpec<'_>,
     ) -> Option<Cow<'m, [u8]>> {
-        let msg = clamp(msg);
+        let msg = self.bytes(msg)?;
         let index = self.find(part)?;
         let p = &self.parts[index];
         let range = match what {
@@ -134,10 +134,11 @@ impl MessageStructure {
     /// and its header says `Content-Transfer-Encoding: binary` instead
     /// (Dovecot's conversion); everything else is copied with CRLF ends.
     pub fn try_binary<'m>(&self, msg: &'m [u8], part: &[u32]) -> Result<Cow<'m, [u8]>, MimeError> {
-        let msg = clamp(msg);
-        let index = self.find(part).ok_or_else(|| MimeError::NoSuchPart {
+        let no_such_part = || MimeError::NoSuchPart {
             path: part.to_vec(),
-        })?;
+        };
+        let msg = self.bytes(msg).ok_or_else(no_such_part)?;
+        let index = self.find(part).ok_or_else(no_such_part)?;
         let p = &self.parts[index];
         let include_header = part.is_empty();
         let subtree = &self.parts[index..=index + p.descendants as usize];
@@ -198,7 +199,7 @@ impl MessageStructure {
         let index = self.find(part)?;
         let p = &self.parts[index];
         if !part.is_empty() && p.encoding == Encoding::Base64 && p.descendants == 0 {
-            return Some(decode::base64_len(&clamp(msg)[p.body.range()]));
+            return Some(decode::base64_len(&self.bytes(msg)?[p.body.range()]));
         }
         self.try_binary(msg, part).ok().map(|b| b.len() as u64)
     }
@@ -233,7 +234,7 @@ impl Binary<'_> {
     fn part(&mut self, index: usize, include_header: bool) {
         let p = self.structure.parts[index];
         let header = p.header.range();
-        if include_header && converted(&p) {
+        if include_header && matches!(p.encoding, Encoding::Base64 | Encoding::QuotedPrintable) {
             self.copy_to(header.start);
             for field in fields(self.msg, header.clone()) {
                 if !field.name_is("Content-Transfer-Encoding") {

@@ -7,9 +7,9 @@
 //! application/octet-stream.
 
 use super::header::without_nuls;
-use super::lex::{disposition, language, transfer_encoding, ContentType};
+use super::lex::{disposition, language, transfer_encoding, ContentType, Params};
 use super::quote::{nstring_nolf, string};
-use super::{clamp, envelope, ContentField, MessageStructure, Part, PartKind};
+use super::{envelope, ContentField, MessageStructure, Part, PartKind};
 use std::io::Write;
 
 const EMPTY_BODY: &[u8] = b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)";
@@ -22,7 +22,7 @@ struct PartData<'m> {
     encoding: Option<Vec<u8>>,
     id: Option<&'m [u8]>,
     description: Option<&'m [u8]>,
-    disposition: Option<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    disposition: Option<(Vec<u8>, Params)>,
     language: Option<Vec<Vec<u8>>>,
     location: Option<&'m [u8]>,
     md5: Option<&'m [u8]>,
@@ -47,7 +47,7 @@ impl<'m> PartData<'m> {
     }
 }
 
-fn write_params(out: &mut Vec<u8>, params: &[(Vec<u8>, Vec<u8>)], default_charset: bool) {
+fn write_params(out: &mut Vec<u8>, params: &Params, default_charset: bool) {
     if params.is_empty() && !default_charset {
         out.extend_from_slice(b"NIL");
         return;
@@ -251,7 +251,10 @@ fn is_plain_7bit(part: &Part, data: &PartData<'_>) -> bool {
     }
     data.id.is_none()
         && data.description.is_none()
-        && data.encoding.as_ref().is_none_or(|e| e.eq_ignore_ascii_case(b"7bit"))
+        && data
+            .encoding
+            .as_ref()
+            .is_none_or(|e| e.eq_ignore_ascii_case(b"7bit"))
         && data.md5.is_none()
         && data.disposition.is_none()
         && data.language.is_none()
@@ -262,9 +265,16 @@ impl MessageStructure {
     /// Appends BODYSTRUCTURE (`extensible`) or BODY (not) of the message,
     /// parenthesised, to `out`.
     pub fn body_structure(&self, msg: &[u8], extensible: bool, out: &mut Vec<u8>) {
-        let msg = clamp(msg);
-        let root = self.root();
-        if is_plain_7bit(root, &PartData::read(msg, root)) {
+        let empty;
+        let (msg, structure) = match self.bytes(msg) {
+            Some(msg) => (msg, self),
+            None => {
+                empty = super::Message::parse(b"");
+                (&b""[..], &empty)
+            }
+        };
+        let root = structure.root();
+        if root.kind == PartKind::Text && is_plain_7bit(root, &PartData::read(msg, root)) {
             let _ = write!(
                 out,
                 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" {} {}{})",
@@ -276,7 +286,7 @@ impl MessageStructure {
         }
         out.push(b'(');
         let mut writer = Writer {
-            structure: self,
+            structure,
             msg,
             extended: extensible,
             out,
