@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Side-by-side IMAP load (issue 3, point 9): the same imaptest load against ringmail and against
+# a private Dovecot from apt, in the same run, on the same machine.
+#
+#   IMAPTEST=/tmp/imaptest-build/src/imaptest tuning/bench-imap.sh [users=50] [clients=20] [secs=20]
+#
+# Each server gets two runs of imaptest's default load profile (LOGIN, LIST, STATUS, SELECT,
+# FETCH, STORE, EXPUNGE, APPEND, LOGOUT mixed by probability, mailboxes kept near 30 messages):
+# "churn" (clients log out and new ones log in, the default) and "persistent" (logout=0). It
+# prints logins/s and commands/s (all imaptest commands, LOGIN and LOGOUT included, divided by
+# secs) and the ringmail/Dovecot ratio of commands/s. How to build imaptest: tuning/imaptest.md.
+#
+# Environment:
+#   IMAPTEST        imaptest binary (required)
+#   ONLY            both (default) | dovecot | ringmail
+#   DOVECOT_SCHEME  argon2id (default): Dovecot verifies the very argon2id hashes ringmail stores,
+#                   so a LOGIN costs both servers the same; plain: {PLAIN} passwords for Dovecot
+#                   (cheap logins; PLATFORM.md's figures match this setting)
+#   FSYNC           ringmail store.fsync: always (default; Dovecot's default mail_fsync=optimized
+#                   also syncs every saved message before OK) | never
+#   MBOX            mbox that imaptest APPENDs from (default: 500 generated messages, ~1.9 MB,
+#                   plain text, multipart/alternative and base64 attachments, in the temp dir)
+#   SEED            imaptest's seed=, the same for both servers (default 1; empty: a new random
+#                   seed per run). It picks which users the clients log in as, hence how many
+#                   sessions share a mailbox: Dovecot's persistent figure moved ~25 % with it.
+#   OUT             keep the imaptest outputs, the server configs and logs in this directory
+#
+# Needs dovecot-imapd (apt) and python3; run as root (Dovecot's mail processes run as nobody).
+# Every server listens on 127.0.0.1 ports picked free, every process is stopped by pid on exit,
+# and each imaptest run is bounded by secs (+ its 30 s logout wait) and by `timeout`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tuning/lib.sh
+users=${1:-50}
+clients=${2:-20}
+secs=${3:-20}
+only=${ONLY:-both}
+scheme=${DOVECOT_SCHEME:-argon2id}
+fsync=${FSYNC:-always}
+seed=${SEED-1}
+pass=bench-imap-pass
+case $only in both | dovecot | ringmail) ;; *) echo "ONLY must be both, dovecot or ringmail" >&2; exit 2 ;; esac
+case $scheme in argon2id | plain) ;; *) echo "DOVECOT_SCHEME must be argon2id or plain" >&2; exit 2 ;; esac
+
+if [ -z "${IMAPTEST:-}" ] || [ ! -x "$IMAPTEST" ]; then
+  cat >&2 <<'TEXT'
+IMAPTEST must name an imaptest binary. Dovecot's imaptest is not packaged: build it outside the
+repository (never commit it) from github.com/dovecot/imaptest, branch release-2.3, against apt's
+dovecot-dev 2.3.19, with a one-line fix at each imap_parser_create() call (2.3.19 takes a fourth
+argument, the parser params: pass NULL); it runs with LD_LIBRARY_PATH=/usr/lib/dovecot.
+The exact steps are in tuning/imaptest.md (and the imaptest notes in PLATFORM.md). Then:
+  IMAPTEST=/tmp/imaptest-build/src/imaptest tuning/bench-imap.sh
+TEXT
+  exit 2
+fi
+if [ "$only" != ringmail ]; then
+  [ -x /usr/sbin/dovecot ] || { echo "dovecot not found: apt-get install dovecot-imapd dovecot-pop3d" >&2; exit 2; }
+  [ "$(id -u)" = 0 ] || { echo "run as root: the private Dovecot drops privileges to nobody and dovenull" >&2; exit 2; }
+fi
+
+work=$(mktemp -d /tmp/ringmail-bench-imap.XXXXXX)
+chmod 755 "$work" # Dovecot's auth process (user dovecot) reads the passwd-file in here
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    cp "$work"/*.txt "$work"/*.log "$work"/*.conf "$work"/*.toml "$OUT"/ 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# imap_ready PORT: waits (at most 15 s) for an IMAP greeting on 127.0.0.1:PORT.
+imap_ready() {
+  python3 - "$1" <<'PY'
+import socket, sys, time
+deadline = time.time() + 15
+while time.time() < deadline:
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as s:
+            if s.recv(512).startswith(b"* OK"):
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}
+
+# gen_mbox FILE COUNT: a deterministic mbox of COUNT messages (median ~2 KiB; 70 % text/plain,
+# 20 % multipart/alternative, 10 % multipart/mixed with a base64 attachment).
+gen_mbox() {
+  python3 - "$2" >"$1" <<'PY'
+import base64, email.utils, random, sys, time
+rng = random.Random(1)
+words = ("mail server store index segment ring core queue flag search fetch body header "
+         "envelope mailbox literal append expunge select idle commit record log read write "
+         "quarterly report meeting agenda invoice travel lunch project review draft").split()
+def text(n):
+    lines, line, size = [], [], 0
+    while size < n:
+        w = rng.choice(words)
+        line.append(w)
+        size += len(w) + 1
+        if len(line) == 12:
+            lines.append(" ".join(line))
+            line = []
+    lines.append(" ".join(line))
+    return "\n".join(lines) + "\n"
+for i in range(1, int(sys.argv[1]) + 1):
+    t = 1767225600 + i * 3617
+    frm = f"user{rng.randrange(1, 40)}@sender{rng.randrange(1, 5)}.test"
+    subject = " ".join(rng.choice(words) for _ in range(rng.randrange(2, 7)))
+    hdr = (f"From: Sender {i} <{frm}>\nTo: <u{rng.randrange(1, 51)}@example.test>\n"
+           f"Subject: {subject}\nDate: {email.utils.formatdate(t)}\n"
+           f"Message-ID: <{i}@gen.example.test>\nMIME-Version: 1.0\n")
+    kind, size = rng.random(), int(rng.lognormvariate(7.6, 0.8))
+    if kind < 0.7:
+        msg = hdr + "Content-Type: text/plain; charset=us-ascii\n\n" + text(size)
+    elif kind < 0.9:
+        b = f"=_alt_{i}"
+        msg = (hdr + f'Content-Type: multipart/alternative; boundary="{b}"\n\n'
+               f"--{b}\nContent-Type: text/plain; charset=us-ascii\n\n{text(size // 2)}"
+               f"--{b}\nContent-Type: text/html; charset=us-ascii\n\n<p>{text(size // 2)}</p>\n"
+               f"--{b}--\n")
+    else:
+        b = f"=_mix_{i}"
+        blob = base64.encodebytes(bytes(rng.randrange(256) for _ in range(size * 2))).decode()
+        msg = (hdr + f'Content-Type: multipart/mixed; boundary="{b}"\n\n'
+               f"--{b}\nContent-Type: text/plain; charset=us-ascii\n\n{text(400)}"
+               f"--{b}\nContent-Type: application/octet-stream; name=\"a{i}.bin\"\n"
+               "Content-Transfer-Encoding: base64\n"
+               f"Content-Disposition: attachment; filename=\"a{i}.bin\"\n\n{blob}--{b}--\n")
+    body = "\n".join(">" + l if l.startswith("From ") else l for l in msg.split("\n"))
+    sys.stdout.write(f"From {frm} {time.asctime(time.gmtime(t))}\n{body}\n")
+PY
+}
+
+# write_dovecot_config FILE DIR IMAP_PORT POP3_PORT: a private Dovecot on 127.0.0.1 only, no TLS,
+# plaintext logins, users from DIR/passwd, Maildir under DIR/mail; apt's defaults otherwise
+# (high-security login processes, mail_fsync = optimized, no auth cache).
+write_dovecot_config() {
+  cat >"$1" <<CONF
+base_dir = $2/run
+state_dir = $2/state
+instance_name = ringmail-bench-dovecot
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+log_path = $2/dovecot.log
+mail_location = maildir:$2/mail/%u/Maildir
+mail_uid = 65534
+mail_gid = 65534
+first_valid_uid = 1
+# imaptest opens several sessions per user from one address; the default limit is 10.
+mail_max_userip_connections = 1000
+passdb {
+  driver = passwd-file
+  args = username_format=%u $2/passwd
+}
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=$2/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $3
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $4
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+CONF
+}
+
+# load LABEL PORT [imaptest args...]: one imaptest load run, output in $work/LABEL.txt.
+load() {
+  local label=$1 port=$2
+  shift 2
+  LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+    timeout $((secs + 90)) "$IMAPTEST" host=127.0.0.1 "port=$port" "user=u%d@example.test" \
+    "pass=$pass" "users=$users" "clients=$clients" "secs=$secs" "mbox=$mbox" \
+    ${seed:+"seed=$seed"} "$@" \
+    >"$work/$label.txt" 2>&1 || echo "imaptest ($label) exited with status $?" >&2
+}
+
+# figures LABEL: "logins/s commands/s errors" from imaptest's Totals block.
+figures() {
+  python3 - "$work/$1.txt" "$secs" <<'PY'
+import sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+secs = float(sys.argv[2])
+errors = sum(1 for l in lines if l.startswith(("Error:", "Panic:", "Fatal:")))
+if "Totals:" not in lines:
+    print("nan nan", errors)
+    sys.exit()
+rest = lines[lines.index("Totals:") + 1:]
+names = rest[0].split()
+counts = next(l.split() for l in rest[1:] if l.split() and all(t.isdigit() for t in l.split()))
+total = dict(zip(names, map(int, counts)))
+print(f"{total.get('Logi', 0) / secs:.0f} {sum(total.values()) / secs:.0f} {errors}")
+PY
+}
+
+mbox=${MBOX:-$work/bench.mbox}
+[ -n "${MBOX:-}" ] || gen_mbox "$mbox" 500
+
+# ringmail is given the users in every mode: its stored argon2id hashes are also what Dovecot
+# verifies with DOVECOT_SCHEME=argon2id (ONLY=dovecot reuses an existing release binary).
+bin=target/release
+if [ "$only" != dovecot ] || { [ "$scheme" = argon2id ] && [ ! -x "$bin/ringmail" ]; }; then
+  cargo build --release -q -p ringmail
+fi
+smtp_port=$(free_port)
+imap_port=$(free_port)
+pop3_port=$(free_port)
+write_config "$work/ringmail.toml" "$work/ringmail-data" "$smtp_port" "$fsync"
+cat >>"$work/ringmail.toml" <<TOML
+[imap]
+listen = ["127.0.0.1:$imap_port"]
+[pop3]
+listen = ["127.0.0.1:$pop3_port"]
+TOML
+if [ "$only" != dovecot ] || [ "$scheme" = argon2id ]; then
+  for i in $(seq "$users"); do
+    echo "$pass" | "$bin/ringmail" user add "u$i@example.test" --password-stdin \
+      --config "$work/ringmail.toml" >/dev/null 2>>"$work/user-add.log" ||
+      { cat "$work/user-add.log" >&2; exit 1; }
+  done
+fi
+
+if [ "$only" != ringmail ]; then
+  d=$work/dovecot
+  mkdir -p "$d/mail"
+  chown 65534:65534 "$d/mail"
+  if [ "$scheme" = argon2id ]; then # ringmail's users file: address<TAB>PHC string
+    awk -F'\t' '{ print $1 ":{ARGON2ID}" $2 "::::::" }' "$work/ringmail-data/users" >"$d/passwd"
+  else
+    for i in $(seq "$users"); do echo "u$i@example.test:{PLAIN}$pass::::::"; done >"$d/passwd"
+  fi
+  chmod 644 "$d/passwd"
+  dovecot_imap=$(free_port)
+  write_dovecot_config "$work/dovecot.conf" "$d" "$dovecot_imap" "$(free_port)"
+  /usr/sbin/dovecot -F -c "$work/dovecot.conf" >"$work/dovecot-stdout.log" 2>&1 &
+  pids+=($!)
+  if ! imap_ready "$dovecot_imap"; then
+    cat "$work/dovecot-stdout.log" "$d/dovecot.log" >&2 2>/dev/null
+    echo "Dovecot did not answer IMAP on 127.0.0.1:$dovecot_imap" >&2
+    exit 1
+  fi
+  echo "Dovecot $(/usr/sbin/dovecot --version) on 127.0.0.1:$dovecot_imap (passwords: $scheme)"
+fi
+
+if [ "$only" != dovecot ]; then
+  start_ringmail "$bin/ringmail" "$work/ringmail.toml" "$work/ringmail.log"
+  pids+=("$ringmail_pid")
+  imap_ready "$imap_port" || {
+    cat "$work/ringmail.log" >&2
+    echo "ringmail is not answering IMAP on 127.0.0.1:$imap_port ([imap] listen)" >&2
+    exit 1
+  }
+  echo "ringmail $("$bin/ringmail" --version 2>/dev/null | head -1) on 127.0.0.1:$imap_port (fsync = $fsync)"
+fi
+
+echo "imaptest: users=$users clients=$clients secs=$secs seed=${seed:-random} mbox=$mbox ($(grep -c '^From ' "$mbox") messages)"
+printf '%-22s %10s %12s %7s\n' run logins/s commands/s errors
+declare -A cmds
+for mode in churn persistent; do
+  extra=()
+  [ "$mode" = persistent ] && extra=(logout=0)
+  for server in dovecot ringmail; do
+    [ "$only" = both ] || [ "$only" = "$server" ] || continue
+    port=$imap_port
+    [ "$server" = dovecot ] && port=$dovecot_imap
+    load "$server-$mode" "$port" "${extra[@]}"
+    read -r logins commands errors < <(figures "$server-$mode")
+    cmds[$server-$mode]=$commands
+    printf '%-22s %10s %12s %7s\n' "$server $mode" "$logins" "$commands" "$errors"
+    if [ "$errors" != 0 ]; then
+      grep -m 5 -E '^(Error|Panic|Fatal):' "$work/$server-$mode.txt" | sed 's/^/    /' >&2
+    fi
+  done
+done
+if [ "$only" = both ]; then
+  for mode in churn persistent; do
+    python3 - "${cmds[ringmail-$mode]}" "${cmds[dovecot-$mode]}" "$mode" <<'PY'
+import sys
+r, d = float(sys.argv[1]), float(sys.argv[2])
+print(f"ratio ringmail/Dovecot ({sys.argv[3]}) = {r / d:.2f}  ({r:.0f} vs {d:.0f} commands/s)")
+PY
+  done
+fi
