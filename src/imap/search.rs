@@ -74,6 +74,9 @@ pub fn run(store: &Store, user: &str, sel: &Selected, key: &SearchKey) -> Vec<Hi
     hits
 }
 
+/// A message read for SEARCH: its bytes and MIME structure.
+type Loaded = (Rc<[u8]>, Rc<MessageStructure>);
+
 struct Candidate<'a> {
     seq: u32,
     entry: &'a MessageEntry,
@@ -81,7 +84,7 @@ struct Candidate<'a> {
     recent: bool,
     store: &'a Store,
     /// The message and its structure, read on first need (None inside: unreadable).
-    loaded: Option<Option<(Rc<[u8]>, Rc<MessageStructure>)>>,
+    loaded: Option<Option<Loaded>>,
     exists: u32,
     uid_max: u32,
     saved: &'a [u32],

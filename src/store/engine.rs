@@ -498,10 +498,10 @@ impl Store {
         let mut buf = vec![0u8; end - start];
         let at = r.offset + (RECORD_HEADER_BYTES + start) as u64;
         let n = segment::read_up_to(&file, &mut buf, at)
-            .map_err(|e| StoreError::io("read", &self.blob_path(r), e))?;
+            .map_err(|e| StoreError::io("read", self.blob_path(r), e))?;
         if n < buf.len() {
             return Err(StoreError::corrupt(
-                &self.blob_path(r),
+                self.blob_path(r),
                 r.offset,
                 "blob range past the end of its segment",
             ));
