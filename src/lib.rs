@@ -27,6 +27,7 @@
 //! - [`mime`]     — MIME structure of stored messages (byte ranges, parsed once, cached per
 //!   core): ENVELOPE, BODYSTRUCTURE, sections, SEARCH text matching.
 //! - [`sasl`]     — base64 and the PLAIN mechanism, shared by IMAP, POP3 and (later) SMTP.
+//! - [`line`]     — CRLF line framing with a hard limit, shared by SMTP and POP3 (sans-IO).
 //! - [`accounts`] — users and argon2id password hashes, written atomically.
 //! - [`time`]     — RFC 5322 dates without a calendar crate.
 //!
@@ -59,6 +60,7 @@
 pub mod accounts;
 pub mod config;
 pub mod imap;
+pub mod line;
 pub mod mime;
 pub mod net;
 pub mod pop3;
