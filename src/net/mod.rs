@@ -56,11 +56,17 @@ pub struct PortLocks {
 pub fn precheck(addrs: &[SocketAddr]) -> Result<(Vec<SocketAddr>, PortLocks), NetError> {
     let mut out = Vec::with_capacity(addrs.len());
     let mut files = Vec::with_capacity(addrs.len());
+    // Port-0 probes stay bound until every address is resolved: released at once, the
+    // kernel could hand the same port to the next port-0 listener of this very list (SMTP,
+    // IMAP and POP3 all on port 0), whose lock would then collide with our own.
+    let mut probes = Vec::new();
     for &addr in addrs {
         let concrete = if addr.port() == 0 {
             // A fresh ephemeral port: nothing can be in TIME_WAIT on it.
             let l = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
-            l.local_addr().map_err(|e| bind_error(addr, e))?
+            let local = l.local_addr().map_err(|e| bind_error(addr, e))?;
+            probes.push(l);
+            local
         } else {
             test_bind_reuseport(addr).map_err(|e| bind_error(addr, e))?;
             addr
@@ -68,6 +74,7 @@ pub fn precheck(addrs: &[SocketAddr]) -> Result<(Vec<SocketAddr>, PortLocks), Ne
         files.push(lock_port(concrete)?);
         out.push(concrete);
     }
+    drop(probes);
     Ok((out, PortLocks { _files: files }))
 }
 
@@ -284,5 +291,25 @@ impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
         self.core.connections.set(self.core.connections.get() - 1);
         self.core.count_connection(self.protocol, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: SMTP, IMAP and POP3 all on port 0 once got the same ephemeral port from
+    /// the kernel (the probe was released before the next one), and the second port lock
+    /// collided with our own first one: serve refused to start.
+    #[test]
+    fn port_zero_listeners_of_one_list_get_distinct_ports() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let addrs = vec![any; 50];
+        let (resolved, _locks) = precheck(&addrs).unwrap();
+        let mut ports: Vec<u16> = resolved.iter().map(|a| a.port()).collect();
+        assert!(ports.iter().all(|&p| p != 0));
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 50, "every port-0 listener gets its own port");
     }
 }
