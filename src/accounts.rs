@@ -88,6 +88,17 @@ pub fn normalize_address(address: &str) -> Result<String, AccountsError> {
     }
 }
 
+/// Checks `password` against a PHC hash string (argon2; false for a malformed hash). Costs
+/// tens of milliseconds of CPU: the server runs it off the executor thread.
+pub fn verify_phc(phc: &str, password: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// The user table as loaded from disk.
 #[derive(Debug, Default, Clone)]
 pub struct Accounts {
@@ -159,15 +170,9 @@ impl Accounts {
 
     /// Checks a password (constant-time comparison inside argon2).
     pub fn verify(&self, normalized: &str, password: &Secret) -> bool {
-        let Some(hash) = self.users.get(normalized) else {
-            return false;
-        };
-        match PasswordHash::new(hash) {
-            Ok(parsed) => Argon2::default()
-                .verify_password(password.expose().as_bytes(), &parsed)
-                .is_ok(),
-            Err(_) => false,
-        }
+        self.users
+            .get(normalized)
+            .is_some_and(|hash| verify_phc(hash, password.expose()))
     }
 
     /// Adds a user (under the lock, atomically). Returns the normalized address.

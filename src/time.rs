@@ -5,8 +5,13 @@
 //! calendar, exact for every day in range). Times are always written in UTC.
 //! Input is clamped to years 1970..=9999 so the output always matches the RFC
 //! 5322 `date-time` grammar with a four-digit year.
+//!
+//! This is the crate's one calendar: [`days_from_civil`], [`civil_from_days`],
+//! [`MONTHS`], [`WEEKDAYS`] and [`unix_now`] serve every protocol (IMAP dates, MIME
+//! `Date:` parsing, mboxrd export), so none keeps a copy of its own.
 
 use std::fmt;
+use std::time::SystemTime;
 
 /// Earliest second written: 1970-01-01T00:00:00Z.
 pub const UNIX_SECONDS_MIN: i64 = 0;
@@ -14,8 +19,11 @@ pub const UNIX_SECONDS_MIN: i64 = 0;
 pub const UNIX_SECONDS_MAX: i64 = 253_402_300_799;
 
 const SECONDS_PER_DAY: i64 = 86_400;
-const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTHS: [&str; 12] = [
+/// Weekday abbreviations, Sunday first (the index of [`DateTime::weekday`]).
+pub const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+/// Month abbreviations, January first (index `month - 1`), as RFC 5322, IMAP and asctime
+/// write them.
+pub const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
@@ -94,6 +102,14 @@ impl fmt::Display for DateTime {
             self.day, self.year, self.hour, self.minute, self.second
         )
     }
+}
+
+/// Current Unix time in seconds (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// RFC 5322 date of `unix` seconds in UTC, e.g. `Sun, 22 Nov 2026 03:45:16 +0000`.

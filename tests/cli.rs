@@ -259,11 +259,7 @@ fn send(server: &Server, to: &str, id: &str) -> Vec<u8> {
         id,
         "exported by the cli test\n.with a dot",
     );
-    let mut c = server.connect();
-    c.expect("EHLO client.test", 250);
-    let r = c.send_mail("cli@client.test", &[to], &m).unwrap();
-    assert_eq!(r.code, 250, "{r:?}");
-    c.quit();
+    server.deliver("cli@client.test", to, &[&m]);
     m
 }
 

@@ -284,21 +284,17 @@ fn imaplib_uidvalidity_and_uids_survive_restart() {
 
 /// Three messages delivered to alice over SMTP; returns them as sent.
 fn deliver_three(server: &Server) -> Vec<Vec<u8>> {
-    let mut sent = Vec::new();
-    let mut c = server.connect();
-    c.expect("EHLO client.test", 250);
-    for i in 1..=3 {
-        let m = common::make_message(
-            SENDER,
-            ALICE,
-            &format!("curl-{i}@client.test"),
-            &format!("Message {i} for curl.\n.a dotted line\nFrom the test\nend {i}"),
-        );
-        let r = c.send_mail(SENDER, &[ALICE], &m).unwrap();
-        assert_eq!(r.code, 250, "delivery {i}: {r:?}");
-        sent.push(m);
-    }
-    c.quit();
+    let sent: Vec<Vec<u8>> = (1..=3)
+        .map(|i| {
+            common::make_message(
+                SENDER,
+                ALICE,
+                &format!("curl-{i}@client.test"),
+                &format!("Message {i} for curl.\n.a dotted line\nFrom the test\nend {i}"),
+            )
+        })
+        .collect();
+    server.deliver(SENDER, ALICE, &sent);
     sent
 }
 

@@ -14,15 +14,15 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{assert_same_bytes, split_trace, Server, ALICE, BOB, IO_TIMEOUT, USERS};
+use common::transcript::{
+    decode_escapes, line_matches, parse_lines, play_at, run_files, transcript_files_of, Line,
+};
+use common::{assert_same_bytes, split_trace, Server, SmtpClient, ALICE, BOB, USERS};
 
 const SENDER: &str = "sender@remote.test";
 const ALICE_PASSWORD: &str = USERS[0].1;
@@ -32,8 +32,6 @@ const IN_USE: &str = "-ERR [IN-USE] mailbox in use by another POP3 session";
 const AUTH_FAILED: &str = "-ERR [AUTH] invalid credentials";
 /// `[auth] failure_delay_ms` of the test config.
 const FAILURE_DELAY: Duration = Duration::from_millis(200);
-/// Longest line the test client reads.
-const LINE_BYTES_MAX: u64 = 64 * 1024;
 
 /// Alice's INBOX in every transcript, as the client sends it (src/pop3/session.rs has the same).
 const TRANSCRIPT_MESSAGES: [&str; 3] = [
@@ -44,19 +42,6 @@ const TRANSCRIPT_MESSAGES: [&str; 3] = [
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Delivers `messages` to `to` over one SMTP connection; every one must be accepted.
-fn deliver(server: &Server, to: &str, messages: &[&[u8]]) {
-    let mut c = server.connect();
-    c.expect("EHLO client.test", 250);
-    for (i, m) in messages.iter().enumerate() {
-        let r = c
-            .send_mail(SENDER, &[to], m)
-            .unwrap_or_else(|e| panic!("delivering message {i}: {e}"));
-        assert_eq!(r.code, 250, "delivering message {i}: {r:?}");
-    }
-    c.quit();
-}
 
 fn transcript_messages() -> Vec<&'static [u8]> {
     TRANSCRIPT_MESSAGES.iter().map(|m| m.as_bytes()).collect()
@@ -86,51 +71,33 @@ fn tricky_messages() -> Vec<Vec<u8>> {
     ]
 }
 
-/// A blocking POP3 client over std::net with timeouts.
+/// The POP3 listener of `server`.
+fn pop3_addr(server: &Server) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], server.pop3_port()))
+}
+
+/// A blocking POP3 client: the bounded, timed line I/O of [`SmtpClient`].
 struct Pop3 {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    c: SmtpClient,
 }
 
 impl Pop3 {
-    fn connect_addr(addr: SocketAddr) -> io::Result<Pop3> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        let reader = BufReader::new(stream.try_clone()?);
-        Ok(Pop3 { stream, reader })
-    }
-
     /// Connects and checks the greeting.
     fn connect(server: &Server) -> Pop3 {
-        let addr = SocketAddr::from(([127, 0, 0, 1], server.pop3_port()));
-        let mut c =
-            Pop3::connect_addr(addr).unwrap_or_else(|e| panic!("connect to POP3 {addr}: {e}"));
+        let addr = pop3_addr(server);
+        let c = SmtpClient::connect(addr).unwrap_or_else(|e| panic!("connect to POP3 {addr}: {e}"));
+        let mut c = Pop3 { c };
         assert_eq!(c.line(), GREETING);
         c
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// One line with its terminator; empty at EOF (a reset counts as EOF).
-    fn raw_line(&mut self) -> io::Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        match (&mut self.reader)
-            .take(LINE_BYTES_MAX)
-            .read_until(b'\n', &mut buf)
-        {
-            Ok(_) => Ok(buf),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(buf),
-            Err(e) => Err(e),
-        }
+        self.c.send(bytes).unwrap();
     }
 
     /// One CRLF-terminated line, without the CRLF; panics at EOF.
     fn line(&mut self) -> String {
-        let raw = self.raw_line().unwrap();
+        let raw = self.c.read_raw_line().unwrap();
         let Some(line) = raw.strip_suffix(b"\r\n") else {
             panic!("expected a CRLF line, got `{}`", common::show(&raw));
         };
@@ -146,7 +113,7 @@ impl Pop3 {
     fn multi(&mut self) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
         loop {
-            let raw = self.raw_line().unwrap();
+            let raw = self.c.read_raw_line().unwrap();
             assert!(
                 raw.ends_with(b"\r\n"),
                 "multi-line response: `{}`",
@@ -189,12 +156,7 @@ impl Pop3 {
 
     /// True when the server closed the connection within the read timeout.
     fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        match self.reader.read(&mut b) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
-        }
+        self.c.closed().unwrap_or(false)
     }
 
     fn quit(mut self) -> String {
@@ -232,167 +194,12 @@ fn login_alice_when_free(server: &Server) -> Pop3 {
 // ---------------------------------------------------------------------------------------------
 // Transcripts
 
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    Send { line: usize, bytes: Vec<u8> },
-    Expect { line: usize, pattern: Vec<u8> },
-    Close { line: usize },
-}
-
-/// `\r \n \t \\ \xNN`; any other backslash sequence is an error.
-fn decode_escapes(s: &str) -> Result<Vec<u8>, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        match b.get(i + 1) {
-            Some(b'r') => out.push(b'\r'),
-            Some(b'n') => out.push(b'\n'),
-            Some(b't') => out.push(b'\t'),
-            Some(b'\\') => out.push(b'\\'),
-            Some(b'x') => {
-                let hex = s
-                    .get(i + 2..i + 4)
-                    .ok_or_else(|| format!("truncated \\x escape at byte {i}"))?;
-                out.push(
-                    u8::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad \\x escape {hex:?} at byte {i}"))?,
-                );
-                i += 2;
-            }
-            Some(&c) => return Err(format!("unknown escape \\{} at byte {i}", c as char)),
-            None => return Err("trailing backslash".into()),
-        }
-        i += 2;
-    }
-    Ok(out)
-}
-
-/// Parses a transcript (format: tests/transcripts/README; `S:` alone expects an empty line).
+/// Parses a POP3 transcript: the first expectation must be the greeting.
 fn parse_transcript(text: &str) -> Result<Vec<Line>, String> {
-    let mut out = Vec::new();
-    for (i, raw) in text.split('\n').enumerate() {
-        let line = i + 1;
-        let l = raw.strip_suffix('\r').unwrap_or(raw);
-        if l.trim().is_empty() || l.starts_with('#') {
-            continue;
-        }
-        if let Some(rest) = l.strip_prefix("C~: ") {
-            let bytes = decode_escapes(rest).map_err(|e| format!("line {line}: {e}"))?;
-            out.push(Line::Send { line, bytes });
-        } else if let Some(rest) = l.strip_prefix("C: ") {
-            out.push(Line::Send {
-                line,
-                bytes: [rest.as_bytes(), b"\r\n"].concat(),
-            });
-        } else if l == "S:" || l.starts_with("S: ") {
-            out.push(Line::Expect {
-                line,
-                pattern: l.as_bytes().get(3..).unwrap_or(b"").to_vec(),
-            });
-        } else if l == "S! close" {
-            out.push(Line::Close { line });
-        } else {
-            return Err(format!(
-                "line {line}: not a C:, C~:, S:, S! close or # line"
-            ));
-        }
-    }
+    let out = parse_lines(text)?;
     match out.iter().find(|l| !matches!(l, Line::Send { .. })) {
         Some(Line::Expect { pattern, .. }) if pattern == GREETING.as_bytes() => Ok(out),
         _ => Err(format!("the first expectation must be `S: {GREETING}`")),
-    }
-}
-
-/// `{*}` matches any run of bytes other than CR and LF.
-fn line_matches(pattern: &[u8], line: &[u8]) -> bool {
-    if line.iter().any(|&b| b == b'\r' || b == b'\n') {
-        return false;
-    }
-    match pattern.windows(3).position(|w| w == b"{*}") {
-        None => pattern == line,
-        Some(at) => {
-            let (head, tail) = (&pattern[..at], &pattern[at + 3..]);
-            line.starts_with(head)
-                && (head.len()..=line.len()).any(|i| line_matches(tail, &line[i..]))
-        }
-    }
-}
-
-/// Plays one transcript on a new connection to `server`.
-fn play(lines: &[Line], server: &Server) -> Result<(), String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], server.pop3_port()));
-    let mut c = Pop3::connect_addr(addr).map_err(|e| format!("connect: {e}"))?;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut last_line = 0;
-    for l in lines {
-        match l {
-            Line::Send { line, bytes } => {
-                pending.extend_from_slice(bytes);
-                last_line = *line;
-            }
-            Line::Expect { line, pattern } => {
-                if !pending.is_empty() {
-                    c.stream
-                        .write_all(&pending)
-                        .map_err(|e| format!("line {line}: sending: {e}"))?;
-                    pending.clear();
-                }
-                let got = c
-                    .raw_line()
-                    .map_err(|e| format!("line {line}: read failed: {e}"))?;
-                let Some(text) = got.strip_suffix(b"\r\n") else {
-                    return Err(format!(
-                        "line {line}: expected `{}`, got `{}` (closed or not CRLF)",
-                        common::show(pattern),
-                        common::show(&got)
-                    ));
-                };
-                if !line_matches(pattern, text) {
-                    return Err(format!(
-                        "line {line}:\n    expected `{}`\n    got      `{}`",
-                        common::show(pattern),
-                        common::show(text)
-                    ));
-                }
-                last_line = *line;
-            }
-            Line::Close { line } => {
-                if !pending.is_empty() {
-                    let _ = c.stream.write_all(&pending);
-                }
-                let extra = c
-                    .raw_line()
-                    .map_err(|e| format!("line {line}: expected a close: {e}"))?;
-                if !extra.is_empty() {
-                    return Err(format!(
-                        "line {line}: expected a close, got `{}`",
-                        common::show(&extra)
-                    ));
-                }
-                return Ok(());
-            }
-        }
-    }
-    if !pending.is_empty() {
-        c.stream
-            .write_all(&pending)
-            .map_err(|e| format!("sending: {e}"))?;
-    }
-    c.stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .map_err(|e| e.to_string())?;
-    match c.raw_line() {
-        Ok(extra) if !extra.is_empty() => Err(format!(
-            "after line {last_line}: unexpected output `{}`",
-            common::show(&extra)
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -410,8 +217,8 @@ fn run_transcript_file(path: &Path) -> Result<(), String> {
     let lines = parse_transcript(&text)?;
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
     let mut server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages());
-    play(&lines, &server)?;
+    server.deliver(SENDER, ALICE, &transcript_messages());
+    play_at(&lines, pop3_addr(&server))?;
     let left = sent_bodies(&server, ALICE);
     let want: Vec<Vec<u8>> = expected_left(&name)
         .iter()
@@ -428,57 +235,9 @@ fn run_transcript_file(path: &Path) -> Result<(), String> {
     server.try_stop().map(|_| ())
 }
 
-fn transcript_files() -> Vec<PathBuf> {
-    let dir = common::manifest_dir().join("tests/transcripts/pop3");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no transcripts in {}", dir.display());
-    files
-}
-
 #[test]
 fn pop3_transcripts_against_the_real_server() {
-    let files = transcript_files();
-    let next = AtomicUsize::new(0);
-    let failures: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = files.get(i) else { break };
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                let result =
-                    std::panic::catch_unwind(|| run_transcript_file(path)).unwrap_or_else(|p| {
-                        Err(p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "panicked".into()))
-                    });
-                if let Err(e) = result {
-                    failures.lock().unwrap().push((name, e));
-                }
-            });
-        }
-    });
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort();
-    if !failures.is_empty() {
-        let mut msg = format!(
-            "{} of {} transcript(s) failed\n",
-            failures.len(),
-            files.len()
-        );
-        for (name, e) in &failures {
-            msg.push_str(&format!("\n=== {name}\n{e}\n"));
-        }
-        panic!("{msg}");
-    }
-    eprintln!("{} POP3 transcript(s) passed", files.len());
+    run_files(&transcript_files_of("pop3"), run_transcript_file);
 }
 
 #[test]
@@ -563,11 +322,7 @@ fn latin1(bytes: &[u8]) -> String {
 fn poplib_reads_every_message_byte_exact() {
     let server = Server::start("");
     let sent = tricky_messages();
-    deliver(
-        &server,
-        ALICE,
-        &sent.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-    );
+    server.deliver(SENDER, ALICE, &sent);
     let stored = server.export(ALICE);
     assert_eq!(stored.len(), 3);
     let (s, outdir) = poplib(&server, "read", &[]);
@@ -672,7 +427,7 @@ fn poplib_apop_is_refused() {
 #[test]
 fn poplib_auth_plain_logs_in() {
     let server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages()[..2]);
+    server.deliver(SENDER, ALICE, &transcript_messages()[..2]);
     let size: usize = server.export(ALICE).iter().map(Vec::len).sum();
     let (s, _dir) = poplib(&server, "auth_plain", &[]);
     assert_eq!(one(&s, "auth"), "+OK logged in");
@@ -682,7 +437,7 @@ fn poplib_auth_plain_logs_in() {
 #[test]
 fn poplib_dele_quit_expunges_durably() {
     let mut server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages());
+    server.deliver(SENDER, ALICE, &transcript_messages());
     let stored = server.export(ALICE);
     let (s, _dir) = poplib(&server, "dele_quit", &["1", "3"]);
     assert_eq!(
@@ -707,7 +462,7 @@ fn poplib_dele_quit_expunges_durably() {
 #[test]
 fn poplib_dele_rset_quit_deletes_nothing() {
     let server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages());
+    server.deliver(SENDER, ALICE, &transcript_messages());
     let before = server.export(ALICE);
     let (s, _dir) = poplib(&server, "dele_rset_quit", &[]);
     assert_eq!(s["dele"].len(), 3);
@@ -722,12 +477,12 @@ fn poplib_dele_rset_quit_deletes_nothing() {
 #[test]
 fn dele_then_dropped_connection_deletes_nothing() {
     let server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages());
+    server.deliver(SENDER, ALICE, &transcript_messages());
     let before = server.export(ALICE);
     let mut c = Pop3::login_alice(&server);
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
     assert_eq!(c.cmd("DELE 2"), "+OK message 2 deleted");
-    c.stream.shutdown(Shutdown::Both).unwrap();
+    c.c.shutdown().unwrap();
     drop(c);
     // The next session sees everything (and gets the lock once the server saw the drop).
     let mut c = login_alice_when_free(&server);
@@ -739,7 +494,7 @@ fn dele_then_dropped_connection_deletes_nothing() {
 #[test]
 fn second_concurrent_session_gets_in_use() {
     let server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages());
+    server.deliver(SENDER, ALICE, &transcript_messages());
     let mut first = Pop3::login_alice(&server);
     assert_eq!(first.cmd("DELE 1"), "+OK message 1 deleted");
     // Several tries: the kernel spreads connections over the cores, and each must find
@@ -797,7 +552,7 @@ fn wrong_password_and_unknown_user_get_the_same_delayed_reply() {
 #[test]
 fn uidl_is_stable_across_a_restart() {
     let mut server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages()[..2]);
+    server.deliver(SENDER, ALICE, &transcript_messages()[..2]);
     let mut c = Pop3::login_alice(&server);
     let before = c.uidl();
     c.quit();
@@ -808,7 +563,7 @@ fn uidl_is_stable_across_a_restart() {
     assert_eq!(c.uidl(), before);
     c.quit();
     // A new message gets a new, greater UID under the same UIDVALIDITY.
-    deliver(&server, ALICE, &transcript_messages()[2..]);
+    server.deliver(SENDER, ALICE, &transcript_messages()[2..]);
     let mut c = Pop3::login_alice(&server);
     let after = c.uidl();
     c.quit();
@@ -820,10 +575,10 @@ fn uidl_is_stable_across_a_restart() {
 #[test]
 fn messages_delivered_after_login_are_not_in_the_session() {
     let server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages()[..1]);
+    server.deliver(SENDER, ALICE, &transcript_messages()[..1]);
     let mut c = Pop3::login_alice(&server);
     assert!(c.cmd("STAT").starts_with("+OK 1 "));
-    deliver(&server, ALICE, &transcript_messages()[1..]);
+    server.deliver(SENDER, ALICE, &transcript_messages()[1..]);
     assert!(c.cmd("STAT").starts_with("+OK 1 "));
     assert_eq!(c.cmd("RETR 2"), "-ERR no such message");
     c.quit();
@@ -835,7 +590,7 @@ fn messages_delivered_after_login_are_not_in_the_session() {
 #[test]
 fn long_line_is_refused_and_the_session_goes_on() {
     let server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages());
+    server.deliver(SENDER, ALICE, &transcript_messages());
     let mut c = Pop3::connect(&server);
     let long = format!("USER {}\r\n", "a".repeat(5000));
     c.send(long.as_bytes());
@@ -854,7 +609,7 @@ fn long_line_is_refused_and_the_session_goes_on() {
 #[test]
 fn idle_timeout_closes_without_deleting() {
     let server = Server::start("[pop3]\ntimeout_ms_idle = 500");
-    deliver(&server, ALICE, &transcript_messages());
+    server.deliver(SENDER, ALICE, &transcript_messages());
     let mut c = Pop3::login_alice(&server);
     assert_eq!(c.cmd("DELE 1"), "+OK message 1 deleted");
     let t = Instant::now();
@@ -874,7 +629,7 @@ fn idle_timeout_closes_without_deleting() {
 #[test]
 fn curl_lists_and_retrieves() {
     let server = Server::start("");
-    deliver(&server, ALICE, &transcript_messages());
+    server.deliver(SENDER, ALICE, &transcript_messages());
     let stored = server.export(ALICE);
     let curl = |path: &str| {
         let r = common::run(
@@ -947,11 +702,7 @@ fn fetchmail_downloads_every_message() {
     }
     let server = Server::start("");
     let sent = tricky_messages();
-    deliver(
-        &server,
-        ALICE,
-        &sent.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-    );
+    server.deliver(SENDER, ALICE, &sent);
     let stored = server.export(ALICE);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");

@@ -1,12 +1,12 @@
 //! Runs every `tests/transcripts/smtp/*.txt` and `tests/transcripts/imap/*.txt` transcript
 //! against the real binary over TCP.
 //!
-//! Owns the transcript runner (the files belong to the SMTP session; their format is in
-//! `tests/transcripts/README`): `C:` sends the text + CRLF, `C~:` sends exact bytes with the
-//! escapes `\r \n \t \\ \xNN`, `S:` expects exactly one line (`{*}` matches any run of bytes
-//! other than CR and LF), `S! close` expects the server to close the connection. Consecutive
-//! `C` lines are sent in one write when the next `S` line is reached, so a block of client
-//! lines arrives pipelined, as written.
+//! The runner is `common::transcript`, shared with the POP3 transcripts of
+//! `tests/pop3_clients.rs` (format: `tests/transcripts/README`): `C:` sends the text + CRLF,
+//! `C~:` sends exact bytes with the escapes `\r \n \t \\ \xNN`, `S:` expects exactly one
+//! line (`{*}` matches any run of bytes other than CR and LF), `S! close` expects the server
+//! to close the connection. Consecutive `C` lines are sent in one write when the next `S`
+//! line is reached, so a block of client lines arrives pipelined, as written.
 //!
 //! Each file gets its own fresh server (the test config of `common`: hostname
 //! mx.example.test, local domain example.test, alice and bob, max_message_bytes 10000,
@@ -22,84 +22,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::path::Path;
 
-use common::{Server, SmtpClient};
-
-/// Worker threads running transcript files (each with its own 2-core server).
-const RUNNER_THREADS: usize = 2;
-/// How long to wait for output that no `S:` line expects, after the last line of a file.
-const EXTRA_OUTPUT_WAIT: Duration = Duration::from_millis(300);
-
-/// One instruction of a transcript, with its 1-based line number in the file
-/// (`Reconnect`: `C! reconnect`, a new connection to the same server, IMAP transcripts).
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    Send { line: usize, bytes: Vec<u8> },
-    Expect { line: usize, pattern: Vec<u8> },
-    Close { line: usize },
-    Reconnect { line: usize },
-}
-
-/// Most bytes one `\{N:text}` escape may produce.
-const REPEAT_BYTES_MAX: usize = 1 << 20;
-
-/// Decodes `\r \n \t \\ \xNN` and `\{N:text}` (text, without `}`, repeated N times); any
-/// other backslash sequence is an error.
-fn decode_escapes(s: &str) -> Result<Vec<u8>, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        match b.get(i + 1) {
-            Some(b'r') => out.push(b'\r'),
-            Some(b'n') => out.push(b'\n'),
-            Some(b't') => out.push(b'\t'),
-            Some(b'\\') => out.push(b'\\'),
-            Some(b'x') => {
-                let hex = s
-                    .get(i + 2..i + 4)
-                    .ok_or_else(|| format!("truncated \\x escape at byte {i}"))?;
-                let v = u8::from_str_radix(hex, 16)
-                    .map_err(|_| format!("bad \\x escape {hex:?} at byte {i}"))?;
-                out.push(v);
-                i += 2;
-            }
-            Some(b'{') => {
-                let close = s[i..]
-                    .find('}')
-                    .map(|at| i + at)
-                    .ok_or_else(|| format!("unterminated \\{{ escape at byte {i}"))?;
-                let (count, text) = s[i + 2..close]
-                    .split_once(':')
-                    .ok_or_else(|| format!("\\{{N:text}} without `:` at byte {i}"))?;
-                let count: usize = count
-                    .parse()
-                    .map_err(|_| format!("bad repeat count {count:?} at byte {i}"))?;
-                if text.is_empty() || count.saturating_mul(text.len()) > REPEAT_BYTES_MAX {
-                    return Err(format!(
-                        "repeat escape at byte {i}: empty or over {REPEAT_BYTES_MAX} bytes"
-                    ));
-                }
-                out.extend(text.as_bytes().repeat(count));
-                i = close + 1;
-                continue;
-            }
-            Some(&c) => return Err(format!("unknown escape \\{} at byte {i}", c as char)),
-            None => return Err("trailing backslash".into()),
-        }
-        i += 2;
-    }
-    Ok(out)
-}
+use common::transcript::{
+    decode_escapes, line_matches, parse_lines, play_at, run_files, transcript_files_of, Line,
+};
+use common::Server;
 
 /// Parses an SMTP transcript file into its instructions.
 fn parse_transcript(text: &str) -> Result<Vec<Line>, String> {
@@ -111,189 +39,22 @@ fn parse_transcript(text: &str) -> Result<Vec<Line>, String> {
     Ok(out)
 }
 
-/// Parses the directives of a transcript file (any protocol).
-fn parse_lines(text: &str) -> Result<Vec<Line>, String> {
-    let mut out = Vec::new();
-    for (i, raw) in text.split('\n').enumerate() {
-        let line = i + 1;
-        let l = raw.strip_suffix('\r').unwrap_or(raw);
-        if l.trim().is_empty() || l.starts_with('#') {
-            continue;
-        }
-        let arg = |prefix: &str| -> Option<String> {
-            let rest = l.strip_prefix(prefix)?;
-            Some(rest.strip_prefix(' ').unwrap_or(rest).to_string())
-        };
-        if let Some(text) = arg("C~:") {
-            let bytes = decode_escapes(&text).map_err(|e| format!("line {line}: {e}"))?;
-            out.push(Line::Send { line, bytes });
-        } else if let Some(text) = arg("C:") {
-            let mut bytes = text.into_bytes();
-            bytes.extend_from_slice(b"\r\n");
-            out.push(Line::Send { line, bytes });
-        } else if let Some(text) = arg("S:") {
-            out.push(Line::Expect {
-                line,
-                pattern: text.into_bytes(),
-            });
-        } else if l.trim_end() == "S! close" {
-            out.push(Line::Close { line });
-        } else if l.trim_end() == "C! reconnect" {
-            out.push(Line::Reconnect { line });
-        } else {
-            return Err(format!(
-                "line {line}: not a C:, C~:, S:, S! close, C! reconnect or # line: {l:?}"
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// Matches a server line (without CRLF) against a pattern in which `{*}` stands for any
-/// run of bytes other than CR and LF.
-fn line_matches(pattern: &[u8], line: &[u8]) -> bool {
-    if line.iter().any(|&b| b == b'\r' || b == b'\n') {
-        return false;
-    }
-    let mut parts = Vec::new();
-    let mut rest = pattern;
-    while let Some(at) = rest.windows(3).position(|w| w == b"{*}") {
-        parts.push(&rest[..at]);
-        rest = &rest[at + 3..];
-    }
-    parts.push(rest);
-    if parts.len() == 1 {
-        return pattern == line;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if line.len() < first.len() + last.len() || !line.starts_with(first) || !line.ends_with(last) {
-        return false;
-    }
-    let mut middle = &line[first.len()..line.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        if part.is_empty() {
-            continue;
-        }
-        match middle.windows(part.len()).position(|w| w == *part) {
-            Some(at) => middle = &middle[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
-fn show(b: &[u8]) -> String {
-    common::show(b)
-}
-
 /// Plays one transcript against the SMTP listener of `server`.
 fn play(lines: &[Line], server: &Server) -> Result<(), String> {
     play_at(lines, server.addr())
-}
-
-/// Fails if the server sends anything within [`EXTRA_OUTPUT_WAIT`].
-fn no_extra_output(c: &mut SmtpClient, last_line: usize) -> Result<(), String> {
-    c.set_read_timeout(EXTRA_OUTPUT_WAIT)
-        .map_err(|e| format!("set_read_timeout: {e}"))?;
-    match c.read_raw_line() {
-        Ok(extra) if !extra.is_empty() => Err(format!(
-            "after line {last_line}: unexpected output that no S: line expects: `{}`",
-            show(&extra)
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Plays one transcript against a server on `addr`.
-fn play_at(lines: &[Line], addr: SocketAddr) -> Result<(), String> {
-    let mut c = SmtpClient::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    let mut pending: Vec<u8> = Vec::new();
-    let flush = |c: &mut SmtpClient, pending: &mut Vec<u8>, line: usize| -> Result<(), String> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let r = c.send(pending);
-        pending.clear();
-        r.map_err(|e| format!("line {line}: sending the client lines before it failed: {e}"))
-    };
-    let mut last_line = 0;
-    let mut closed = false;
-    for l in lines {
-        match l {
-            Line::Send { bytes, line } => {
-                pending.extend_from_slice(bytes);
-                last_line = *line;
-            }
-            Line::Expect { line, pattern } => {
-                flush(&mut c, &mut pending, *line)?;
-                let got = c.read_raw_line().map_err(|e| {
-                    format!(
-                        "line {line}: expected `{}`, read failed: {e}",
-                        show(pattern)
-                    )
-                })?;
-                if got.is_empty() {
-                    return Err(format!(
-                        "line {line}: expected `{}`, but the server closed the connection",
-                        show(pattern)
-                    ));
-                }
-                let Some(text) = got.strip_suffix(b"\r\n") else {
-                    return Err(format!(
-                        "line {line}: expected `{}`, got a line not ended by CRLF: `{}`",
-                        show(pattern),
-                        show(&got)
-                    ));
-                };
-                if !line_matches(pattern, text) {
-                    return Err(format!(
-                        "line {line}:\n    expected `{}`\n    got      `{}`",
-                        show(pattern),
-                        show(text)
-                    ));
-                }
-                last_line = *line;
-            }
-            Line::Close { line } => {
-                flush(&mut c, &mut pending, *line)?;
-                let extra = c
-                    .read_raw_line()
-                    .map_err(|e| format!("line {line}: expected the server to close: {e}"))?;
-                if !extra.is_empty() {
-                    return Err(format!(
-                        "line {line}: expected the server to close, got `{}`",
-                        show(&extra)
-                    ));
-                }
-                closed = true;
-                last_line = *line;
-            }
-            Line::Reconnect { line } => {
-                flush(&mut c, &mut pending, *line)?;
-                if !closed {
-                    no_extra_output(&mut c, last_line)?;
-                }
-                c = SmtpClient::connect(addr)
-                    .map_err(|e| format!("line {line}: reconnect: {e}"))?;
-                closed = false;
-                last_line = *line;
-            }
-        }
-    }
-    flush(&mut c, &mut pending, last_line)?;
-    if closed {
-        return Ok(());
-    }
-    // Nothing may follow what the transcript expects.
-    no_extra_output(&mut c, last_line)
 }
 
 /// Runs one file against its own fresh server.
 fn run_file(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
     let lines = parse_transcript(&text)?;
+    play_on_fresh_server(&lines, Server::addr)
+}
+
+/// Starts a server, plays `lines` against the listener `addr_of` names, stops the server.
+fn play_on_fresh_server(lines: &[Line], addr_of: fn(&Server) -> SocketAddr) -> Result<(), String> {
     let mut server = Server::start("");
-    let played = play(&lines, &server);
+    let played = play_at(lines, addr_of(&server));
     let stopped = server.try_stop();
     match (played, stopped) {
         (Ok(()), Ok(_)) => Ok(()),
@@ -303,82 +64,9 @@ fn run_file(path: &Path) -> Result<(), String> {
     }
 }
 
-fn transcript_files() -> Vec<PathBuf> {
-    transcript_files_of("smtp")
-}
-
-/// The `*.txt` files of `tests/transcripts/<proto>`, sorted; panics if there are none.
-fn transcript_files_of(proto: &str) -> Vec<PathBuf> {
-    let dir = common::manifest_dir().join("tests/transcripts").join(proto);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) => panic!("transcript directory {}: {e}", dir.display()),
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "no *.txt transcripts in {}: nothing would be tested",
-        dir.display()
-    );
-    files
-}
-
 #[test]
 fn smtp_transcripts_against_the_real_server() {
-    run_files(&transcript_files(), run_file);
-}
-
-/// Runs `files` with `run` on [`RUNNER_THREADS`] threads; panics naming every failure.
-fn run_files(files: &[PathBuf], run: fn(&Path) -> Result<(), String>) {
-    let next = AtomicUsize::new(0);
-    let failures: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..RUNNER_THREADS {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = files.get(i) else { break };
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                let result = std::panic::catch_unwind(|| run(path))
-                    .unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&p))));
-                if let Err(e) = result {
-                    failures.lock().unwrap().push((name, e));
-                }
-            });
-        }
-    });
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort();
-    if !failures.is_empty() {
-        let mut msg = format!(
-            "{} of {} transcript(s) failed: {}\n",
-            failures.len(),
-            files.len(),
-            failures
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for (name, e) in &failures {
-            msg.push_str(&format!("\n=== {name}\n{e}\n"));
-        }
-        panic!("{msg}");
-    }
-    eprintln!("{} transcript(s) passed", files.len());
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else {
-        "(non-string panic)".into()
-    }
+    run_files(&transcript_files_of("smtp"), run_file);
 }
 
 #[test]
@@ -497,16 +185,9 @@ fn parse_imap_transcript(text: &str) -> Result<Vec<Line>, String> {
 fn run_imap_file(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
     let lines = parse_imap_transcript(&text)?;
-    let mut server = Server::start("");
-    let addr = SocketAddr::from(([127, 0, 0, 1], server.imap_port()));
-    let played = play_at(&lines, addr);
-    let stopped = server.try_stop();
-    match (played, stopped) {
-        (Ok(()), Ok(_)) => Ok(()),
-        (Err(e), Ok(_)) => Err(e),
-        (Ok(()), Err(e)) => Err(format!("transcript passed, but stopping the server: {e}")),
-        (Err(e), Err(s)) => Err(format!("{e}\n  and stopping the server: {s}")),
-    }
+    play_on_fresh_server(&lines, |server| {
+        SocketAddr::from(([127, 0, 0, 1], server.imap_port()))
+    })
 }
 
 #[test]

@@ -42,17 +42,7 @@ pass=bench-imap-pass
 case $only in both | dovecot | ringmail) ;; *) echo "ONLY must be both, dovecot or ringmail" >&2; exit 2 ;; esac
 case $scheme in argon2id | plain) ;; *) echo "DOVECOT_SCHEME must be argon2id or plain" >&2; exit 2 ;; esac
 
-if [ -z "${IMAPTEST:-}" ] || [ ! -x "$IMAPTEST" ]; then
-  cat >&2 <<'TEXT'
-IMAPTEST must name an imaptest binary. Dovecot's imaptest is not packaged: build it outside the
-repository (never commit it) from github.com/dovecot/imaptest, branch release-2.3, against apt's
-dovecot-dev 2.3.19, with a one-line fix at each imap_parser_create() call (2.3.19 takes a fourth
-argument, the parser params: pass NULL); it runs with LD_LIBRARY_PATH=/usr/lib/dovecot.
-The exact steps are in tuning/imaptest.md (and the imaptest notes in PLATFORM.md). Then:
-  IMAPTEST=/tmp/imaptest-build/src/imaptest tuning/bench-imap.sh
-TEXT
-  exit 2
-fi
+require_imaptest "IMAPTEST=/tmp/imaptest-build/src/imaptest tuning/bench-imap.sh"
 if [ "$only" != ringmail ]; then
   [ -x /usr/sbin/dovecot ] || { echo "dovecot not found: apt-get install dovecot-imapd dovecot-pop3d" >&2; exit 2; }
   [ "$(id -u)" = 0 ] || { echo "run as root: the private Dovecot drops privileges to nobody and dovenull" >&2; exit 2; }
@@ -70,23 +60,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-# imap_ready PORT: waits (at most 15 s) for an IMAP greeting on 127.0.0.1:PORT.
-imap_ready() {
-  python3 - "$1" <<'PY'
-import socket, sys, time
-deadline = time.time() + 15
-while time.time() < deadline:
-    try:
-        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as s:
-            if s.recv(512).startswith(b"* OK"):
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.2)
-sys.exit(1)
-PY
-}
 
 # gen_mbox FILE COUNT: a deterministic mbox of COUNT messages (median ~2 KiB; 70 % text/plain,
 # 20 % multipart/alternative, 10 % multipart/mixed with a base64 attachment).
@@ -227,13 +200,7 @@ fi
 smtp_port=$(free_port)
 imap_port=$(free_port)
 pop3_port=$(free_port)
-write_config "$work/ringmail.toml" "$work/ringmail-data" "$smtp_port" "$fsync"
-cat >>"$work/ringmail.toml" <<TOML
-[imap]
-listen = ["127.0.0.1:$imap_port"]
-[pop3]
-listen = ["127.0.0.1:$pop3_port"]
-TOML
+write_config "$work/ringmail.toml" "$work/ringmail-data" "$smtp_port" "$fsync" "$imap_port" "$pop3_port"
 if [ "$only" != dovecot ] || [ "$scheme" = argon2id ]; then
   for i in $(seq "$users"); do
     echo "$pass" | "$bin/ringmail" user add "u$i@example.test" --password-stdin \
@@ -256,7 +223,7 @@ if [ "$only" != ringmail ]; then
   write_dovecot_config "$work/dovecot.conf" "$d" "$dovecot_imap" "$(free_port)"
   /usr/sbin/dovecot -F -c "$work/dovecot.conf" >"$work/dovecot-stdout.log" 2>&1 &
   pids+=($!)
-  if ! imap_ready "$dovecot_imap"; then
+  if ! imap_ready 127.0.0.1 "$dovecot_imap"; then
     cat "$work/dovecot-stdout.log" "$d/dovecot.log" >&2 2>/dev/null
     echo "Dovecot did not answer IMAP on 127.0.0.1:$dovecot_imap" >&2
     exit 1
@@ -267,7 +234,7 @@ fi
 if [ "$only" != dovecot ]; then
   start_ringmail "$bin/ringmail" "$work/ringmail.toml" "$work/ringmail.log"
   pids+=("$ringmail_pid")
-  imap_ready "$imap_port" || {
+  imap_ready 127.0.0.1 "$imap_port" || {
     cat "$work/ringmail.log" >&2
     echo "ringmail is not answering IMAP on 127.0.0.1:$imap_port ([imap] listen)" >&2
     exit 1

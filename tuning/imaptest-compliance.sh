@@ -23,17 +23,7 @@ cd "$(dirname "$0")/.."
 user=${IMAP_USER:-u1@example.test}
 pass=${IMAP_PASS:-bench-imap-pass}
 
-if [ -z "${IMAPTEST:-}" ] || [ ! -x "$IMAPTEST" ]; then
-  cat >&2 <<'TEXT'
-IMAPTEST must name an imaptest binary. Dovecot's imaptest is not packaged: build it outside the
-repository (never commit it) from github.com/dovecot/imaptest, branch release-2.3, against apt's
-dovecot-dev 2.3.19, with a one-line fix at each imap_parser_create() call (2.3.19 takes a fourth
-argument, the parser params: pass NULL); it runs with LD_LIBRARY_PATH=/usr/lib/dovecot.
-The exact steps are in tuning/imaptest.md (and the imaptest notes in PLATFORM.md). Then:
-  IMAPTEST=/tmp/imaptest-build/src/imaptest tuning/imaptest-compliance.sh [HOST:PORT]
-TEXT
-  exit 2
-fi
+require_imaptest "IMAPTEST=/tmp/imaptest-build/src/imaptest tuning/imaptest-compliance.sh [HOST:PORT]"
 tests=${TESTS:-$(dirname "$IMAPTEST")/tests}
 [ -e "$tests" ] || { echo "no imaptest tests at $tests: set TESTS" >&2; exit 2; }
 
@@ -58,13 +48,7 @@ else
   bin=target/release
   host=127.0.0.1
   port=$(free_port)
-  write_config "$work/ringmail.toml" "$work/data" "$(free_port)" always
-  cat >>"$work/ringmail.toml" <<TOML
-[imap]
-listen = ["127.0.0.1:$port"]
-[pop3]
-listen = ["127.0.0.1:$(free_port)"]
-TOML
+  write_config "$work/ringmail.toml" "$work/data" "$(free_port)" always "$port" "$(free_port)"
   echo "$pass" | "$bin/ringmail" user add "$user" --password-stdin --config "$work/ringmail.toml" \
     >/dev/null 2>"$work/user-add.log" || { cat "$work/user-add.log" >&2; exit 2; }
   start_ringmail "$bin/ringmail" "$work/ringmail.toml" "$work/ringmail.log" || exit 2
@@ -72,19 +56,11 @@ TOML
 fi
 
 # Wait (at most 15 s) for the greeting, so a server that is not there fails fast and clearly.
-python3 - "$host" "$port" <<'PY' || { echo "no IMAP greeting from $host:$port" >&2; [ -f "$work/ringmail.log" ] && cat "$work/ringmail.log" >&2; exit 2; }
-import socket, sys, time
-deadline = time.time() + 15
-while time.time() < deadline:
-    try:
-        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as s:
-            if s.recv(512).startswith(b"* OK"):
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.2)
-sys.exit(1)
-PY
+imap_ready "$host" "$port" || {
+  echo "no IMAP greeting from $host:$port" >&2
+  [ -f "$work/ringmail.log" ] && cat "$work/ringmail.log" >&2
+  exit 2
+}
 
 echo "imaptest scripted tests: $tests against $host:$port as $user"
 status=0

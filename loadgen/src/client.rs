@@ -606,6 +606,14 @@ mod tests {
             self.now += Duration::from_micros(250);
             self.client.on_received(data, self.now, &mut self.stats)
         }
+
+        /// Greeting and `ehlo` (flushing the EHLO); returns what the EHLO reply queued.
+        fn greet(&mut self, ehlo: &[u8]) -> String {
+            self.recv(b"220 hi\r\n").unwrap();
+            self.flush();
+            self.recv(ehlo).unwrap();
+            self.flush()
+        }
     }
 
     #[test]
@@ -692,10 +700,7 @@ mod tests {
         let cfg = config(&["--recipients", "2"]);
         let t = template(&cfg);
         let mut h = Harness::new(&cfg, &t, 1);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PLAIN).unwrap();
-        assert_eq!(h.flush(), "MAIL FROM:<sender@load.test>\r\n");
+        assert_eq!(h.greet(EHLO_PLAIN), "MAIL FROM:<sender@load.test>\r\n");
         h.recv(b"250 ok\r\n").unwrap();
         assert_eq!(h.flush(), "RCPT TO:<rcpt@example.test>\r\n");
         h.recv(b"550 no such user\r\n").unwrap();
@@ -717,16 +722,10 @@ mod tests {
         let cfg = config(&["--pipelining"]);
         let t = template(&cfg);
         let mut h = Harness::new(&cfg, &t, 1);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PLAIN).unwrap();
-        assert!(h.flush().ends_with("DATA\r\n"));
+        assert!(h.greet(EHLO_PLAIN).ends_with("DATA\r\n"));
         let cfg = config(&["--no-pipelining"]);
         let mut h = Harness::new(&cfg, &t, 1);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PIPELINING).unwrap();
-        assert_eq!(h.flush(), "MAIL FROM:<sender@load.test>\r\n");
+        assert_eq!(h.greet(EHLO_PIPELINING), "MAIL FROM:<sender@load.test>\r\n");
     }
 
     #[test]
@@ -734,10 +733,7 @@ mod tests {
         let cfg = config(&[]);
         let t = template(&cfg);
         let mut h = Harness::new(&cfg, &t, 2);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PIPELINING).unwrap();
-        h.flush();
+        h.greet(EHLO_PIPELINING);
         // Recipient refused, so DATA is refused too: the message is a 5xx.
         h.recv(b"250 ok\r\n550 5.1.1 unknown\r\n554 5.5.1 no valid recipients\r\n")
             .unwrap();
@@ -774,10 +770,7 @@ mod tests {
         let t = template(&cfg);
         let mut h = Harness::new(&cfg, &t, 2);
         for round in 0..2 {
-            h.recv(b"220 hi\r\n").unwrap();
-            h.flush();
-            h.recv(EHLO_PIPELINING).unwrap();
-            h.flush();
+            h.greet(EHLO_PIPELINING);
             h.recv(b"250 a\r\n250 b\r\n354 c\r\n").unwrap();
             h.flush();
             h.recv(b"250 d\r\n").unwrap();
@@ -798,10 +791,7 @@ mod tests {
         let cfg = config(&[]);
         let t = template(&cfg);
         let mut h = Harness::new(&cfg, &t, 3);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PIPELINING).unwrap();
-        h.flush();
+        h.greet(EHLO_PIPELINING);
         h.client.on_eof(h.now, &mut h.stats);
         assert_eq!((h.stats.sent, h.stats.aborted, h.stats.errors), (1, 1, 1));
         assert!(h
@@ -814,10 +804,7 @@ mod tests {
         assert!(at > h.now, "reconnect is delayed");
         // The next session continues with the remaining messages.
         h.client.on_connected(at, &mut h.stats);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PIPELINING).unwrap();
-        h.flush();
+        h.greet(EHLO_PIPELINING);
         assert_eq!(h.stats.sent, 2);
     }
 
@@ -846,10 +833,7 @@ mod tests {
         let cfg = config(&[]);
         let t = template(&cfg);
         let mut h = Harness::new(&cfg, &t, 5);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PIPELINING).unwrap();
-        h.flush();
+        h.greet(EHLO_PIPELINING);
         h.recv(b"421 4.3.2 shutting down\r\n").unwrap();
         assert!(h.client.is_closing());
         assert_eq!((h.stats.tempfail, h.stats.errors), (1, 0));
@@ -882,10 +866,7 @@ mod tests {
         let err = h.recv(b"hello\r\n").unwrap_err();
         assert!(matches!(err, ClientError::Reply { .. }), "{err}");
         let mut h = Harness::new(&cfg, &t, 1);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PIPELINING).unwrap();
-        h.flush();
+        h.greet(EHLO_PIPELINING);
         let err = h
             .recv(b"250 a\r\n250 b\r\n250 DATA is not 250\r\n")
             .unwrap_err();
@@ -907,10 +888,7 @@ mod tests {
         let cfg = config(&[]);
         let t = template(&cfg);
         let mut h = Harness::new(&cfg, &t, 5);
-        h.recv(b"220 hi\r\n").unwrap();
-        h.flush();
-        h.recv(EHLO_PIPELINING).unwrap();
-        h.flush();
+        h.greet(EHLO_PIPELINING);
         h.client.on_deadline(&mut h.stats);
         assert!(h.client.is_finished());
         assert_eq!((h.stats.sent, h.stats.aborted), (1, 1));

@@ -4,7 +4,7 @@
 //! match the sink's and add up, through the library and through the binary.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,8 @@ use simd_json::prelude::*;
 
 const SINK_CONNECTIONS_MAX: usize = 1_000;
 const SINK_LINE_BYTES_MAX: usize = 1_000;
+/// A sink connection silent this long is dropped (loadgen's own reply timeout is 30 s).
+const SINK_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy)]
 struct SinkPlan {
@@ -91,6 +93,9 @@ fn serve(stream: TcpStream, plan: SinkPlan, counts: &SinkCounts) -> Result<(), S
     // Replies go out one write per line (split reads for the client); without
     // TCP_NODELAY, Nagle + delayed ACK would add 40 ms to pipelined batches.
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(SINK_READ_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let mut out = stream.try_clone().map_err(|e| e.to_string())?;
     let mut lines = BufReader::new(stream);
     let mut say = |text: &str| out.write_all(text.as_bytes()).map_err(|e| e.to_string());
@@ -98,12 +103,7 @@ fn serve(stream: TcpStream, plan: SinkPlan, counts: &SinkCounts) -> Result<(), S
     let mut line = Vec::new();
     let mut rcpts_ok = 0;
     loop {
-        line.clear();
-        if lines
-            .read_until(b'\n', &mut line)
-            .map_err(|e| e.to_string())?
-            == 0
-        {
+        if !read_line(&mut lines, &mut line)? {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line).to_ascii_uppercase();
@@ -162,18 +162,24 @@ fn serve(stream: TcpStream, plan: SinkPlan, counts: &SinkCounts) -> Result<(), S
     }
 }
 
+/// Reads one line (at most [`SINK_LINE_BYTES_MAX`] + 1 bytes: a longer one comes back cut,
+/// without its LF) into `line`; false at EOF.
+fn read_line(lines: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> Result<bool, String> {
+    line.clear();
+    let n = lines
+        .take(SINK_LINE_BYTES_MAX as u64 + 1)
+        .read_until(b'\n', line)
+        .map_err(|e| e.to_string())?;
+    Ok(n > 0)
+}
+
 /// Reads a DATA payload up to `.\r\n`; returns its size and Message-ID.
 fn read_message(lines: &mut BufReader<TcpStream>) -> Result<(usize, String), String> {
     let mut size = 0;
     let mut message_id = String::new();
     let mut line = Vec::new();
     loop {
-        line.clear();
-        if lines
-            .read_until(b'\n', &mut line)
-            .map_err(|e| e.to_string())?
-            == 0
-        {
+        if !read_line(lines, &mut line)? {
             return Err("EOF inside DATA".into());
         }
         if line == b".\r\n" {

@@ -240,11 +240,13 @@ impl Config {
                 "server.spin_before_park_us = {spin_before_park_us}: at most 100000"
             ));
         }
-        if !(64 * 1024..=64 * MIB).contains(&io_memory_bytes) {
-            problems.push(format!(
-                "server.io_memory_bytes = {io_memory_bytes}: must be between 65536 and 67108864"
-            ));
-        }
+        check_range(
+            &mut problems,
+            "server.io_memory_bytes",
+            io_memory_bytes,
+            64 * 1024,
+            64 * MIB,
+        );
 
         let listen = parse_listen("smtp", r.smtp.listen, DEFAULT_SMTP_LISTEN, &mut problems);
         let max_message_bytes = r.smtp.max_message_bytes.unwrap_or(26_214_400);
@@ -254,33 +256,31 @@ impl Config {
             ));
         }
         let max_recipients = r.smtp.max_recipients.unwrap_or(100);
-        if !(1..=100_000).contains(&max_recipients) {
-            problems.push(format!(
-                "smtp.max_recipients = {max_recipients}: must be between 1 and 100000"
-            ));
-        }
+        check_range(
+            &mut problems,
+            "smtp.max_recipients",
+            max_recipients,
+            1,
+            100_000,
+        );
         let timeout_ms_command = r.smtp.timeout_ms_command.unwrap_or(300_000);
         let timeout_ms_data = r.smtp.timeout_ms_data.unwrap_or(180_000);
         for (k, v) in [
             ("smtp.timeout_ms_command", timeout_ms_command),
             ("smtp.timeout_ms_data", timeout_ms_data),
         ] {
-            if !(100..=3_600_000).contains(&v) {
-                problems.push(format!("{k} = {v}: must be between 100 and 3600000"));
-            }
+            check_range(&mut problems, k, v, 100, 3_600_000);
         }
         let connections_per_core_max = r.smtp.connections_per_core_max.unwrap_or(10_000);
-        if !(1..=1_000_000).contains(&connections_per_core_max) {
-            problems.push(format!(
-                "smtp.connections_per_core_max = {connections_per_core_max}: must be between 1 and 1000000"
-            ));
-        }
+        check_range(
+            &mut problems,
+            "smtp.connections_per_core_max",
+            connections_per_core_max,
+            1,
+            1_000_000,
+        );
         let errors_max = r.smtp.errors_max.unwrap_or(20);
-        if !(1..=1000).contains(&errors_max) {
-            problems.push(format!(
-                "smtp.errors_max = {errors_max}: must be between 1 and 1000"
-            ));
-        }
+        check_range(&mut problems, "smtp.errors_max", errors_max, 1, 1000);
 
         let imap_listen = parse_listen("imap", r.imap.listen, DEFAULT_IMAP_LISTEN, &mut problems);
         let imap_timeout_ms_idle = r.imap.timeout_ms_idle.unwrap_or(30 * 60 * 1000);
@@ -291,9 +291,7 @@ impl Config {
             ("pop3.timeout_ms_idle", pop3_timeout_ms_idle),
         ] {
             // Below the RFC minimums (30 / 10 minutes) only for tests; see README.
-            if !(100..=24 * 3_600_000).contains(&v) {
-                problems.push(format!("{k} = {v}: must be between 100 and 86400000"));
-            }
+            check_range(&mut problems, k, v, 100, 24 * 3_600_000);
         }
         let imap_line_bytes_max = r.imap.line_bytes_max.unwrap_or(64 * 1024);
         let imap_literal_bytes_max = r.imap.literal_bytes_max.unwrap_or(64 * 1024);
@@ -313,9 +311,7 @@ impl Config {
             ),
             ("pop3.line_bytes_max", pop3_line_bytes_max, 255, 64 * 1024),
         ] {
-            if !(lo..=hi).contains(&v) {
-                problems.push(format!("{k} = {v}: must be between {lo} and {hi}"));
-            }
+            check_range(&mut problems, k, v, lo, hi);
         }
         let imap_connections_max = r.imap.connections_per_core_max.unwrap_or(10_000);
         let pop3_connections_max = r.pop3.connections_per_core_max.unwrap_or(10_000);
@@ -323,9 +319,7 @@ impl Config {
             ("imap.connections_per_core_max", imap_connections_max),
             ("pop3.connections_per_core_max", pop3_connections_max),
         ] {
-            if !(1..=1_000_000).contains(&v) {
-                problems.push(format!("{k} = {v}: must be between 1 and 1000000"));
-            }
+            check_range(&mut problems, k, v, 1, 1_000_000);
         }
         let failure_delay_ms = r.auth.failure_delay_ms.unwrap_or(2000);
         if failure_delay_ms > 60_000 {
@@ -334,11 +328,7 @@ impl Config {
             ));
         }
         let failures_max = r.auth.failures_max.unwrap_or(3);
-        if !(1..=100).contains(&failures_max) {
-            problems.push(format!(
-                "auth.failures_max = {failures_max}: must be between 1 and 100"
-            ));
-        }
+        check_range(&mut problems, "auth.failures_max", failures_max, 1, 100);
 
         let mut local = Vec::new();
         for d in r.domains.local.unwrap_or_else(|| vec!["localhost".into()]) {
@@ -428,6 +418,13 @@ impl Config {
             },
             unknown_keys,
         })
+    }
+}
+
+/// Notes `key = v: must be between lo and hi` unless `lo <= v <= hi`.
+fn check_range(problems: &mut Vec<String>, key: &str, v: u64, lo: u64, hi: u64) {
+    if !(lo..=hi).contains(&v) {
+        problems.push(format!("{key} = {v}: must be between {lo} and {hi}"));
     }
 }
 

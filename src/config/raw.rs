@@ -154,132 +154,105 @@ impl Section<'_> {
     }
 }
 
+/// The document being taken apart, section by section.
+struct Doc {
+    table: Table,
+    problems: Vec<String>,
+    unknown: Vec<String>,
+}
+
+impl Doc {
+    /// Reads section `name` (missing: empty) with `read`; its keys `read` did not take are
+    /// unknown.
+    fn section<T>(&mut self, name: &'static str, read: impl FnOnce(&mut Section<'_>) -> T) -> T {
+        let table = match self.table.remove(name) {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(v) => {
+                self.problems.push(format!(
+                    "[{name}]: expected a table, found {}",
+                    v.type_str()
+                ));
+                Table::new()
+            }
+        };
+        let mut s = Section {
+            name,
+            table,
+            problems: &mut self.problems,
+        };
+        let known = read(&mut s);
+        s.leftovers(&mut self.unknown);
+        known
+    }
+}
+
 impl RawConfig {
     /// Parses TOML. Only a syntax error is fatal here.
     pub fn parse(text: &str) -> Result<RawConfig, String> {
-        let mut doc: Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-        let mut raw = RawConfig::default();
-        let take = |name: &'static str, doc: &mut Table, problems: &mut Vec<String>| {
-            let table = match doc.remove(name) {
-                None => Table::new(),
-                Some(Value::Table(t)) => t,
-                Some(v) => {
-                    problems.push(format!(
-                        "[{name}]: expected a table, found {}",
-                        v.type_str()
-                    ));
-                    Table::new()
-                }
-            };
-            table
+        let table: Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut doc = Doc {
+            table,
+            problems: Vec::new(),
+            unknown: Vec::new(),
         };
-        let mut problems = Vec::new();
-        let mut unknown = Vec::new();
-
-        let t = take("server", &mut doc, &mut problems);
-        let mut s = Section {
-            name: "server",
-            table: t,
-            problems: &mut problems,
+        let known = Known {
+            server: doc.section("server", |s| RawServer {
+                hostname: s.string("hostname"),
+                data_dir: s.string("data_dir"),
+                cores: s.cores("cores"),
+                timeout_ms_drain: s.uint("timeout_ms_drain"),
+                io_memory_bytes: s.uint("io_memory_bytes"),
+                spin_before_park_us: s.uint("spin_before_park_us"),
+            }),
+            smtp: doc.section("smtp", |s| RawSmtp {
+                listen: s.strings("listen"),
+                max_message_bytes: s.uint("max_message_bytes"),
+                max_recipients: s.uint("max_recipients"),
+                timeout_ms_command: s.uint("timeout_ms_command"),
+                timeout_ms_data: s.uint("timeout_ms_data"),
+                connections_per_core_max: s.uint("connections_per_core_max"),
+                errors_max: s.uint("errors_max"),
+            }),
+            imap: doc.section("imap", |s| RawImap {
+                listen: s.strings("listen"),
+                timeout_ms_idle: s.uint("timeout_ms_idle"),
+                line_bytes_max: s.uint("line_bytes_max"),
+                literal_bytes_max: s.uint("literal_bytes_max"),
+                connections_per_core_max: s.uint("connections_per_core_max"),
+            }),
+            pop3: doc.section("pop3", |s| RawPop3 {
+                listen: s.strings("listen"),
+                timeout_ms_idle: s.uint("timeout_ms_idle"),
+                line_bytes_max: s.uint("line_bytes_max"),
+                connections_per_core_max: s.uint("connections_per_core_max"),
+            }),
+            auth: doc.section("auth", |s| RawAuth {
+                failure_delay_ms: s.uint("failure_delay_ms"),
+                failures_max: s.uint("failures_max"),
+            }),
+            domains: doc.section("domains", |s| RawDomains {
+                local: s.strings("local"),
+            }),
+            store: doc.section("store", |s| RawStore {
+                fsync: s.string("fsync"),
+                blob_segment_bytes_max: s.uint("blob_segment_bytes_max"),
+                meta_segment_bytes_max: s.uint("meta_segment_bytes_max"),
+                batch_bytes_max: s.uint("batch_bytes_max"),
+                checkpoint_interval_meta_bytes: s.uint("checkpoint_interval_meta_bytes"),
+            }),
         };
-        raw.known.server = RawServer {
-            hostname: s.string("hostname"),
-            data_dir: s.string("data_dir"),
-            cores: s.cores("cores"),
-            timeout_ms_drain: s.uint("timeout_ms_drain"),
-            io_memory_bytes: s.uint("io_memory_bytes"),
-            spin_before_park_us: s.uint("spin_before_park_us"),
-        };
-        s.leftovers(&mut unknown);
-
-        let t = take("smtp", &mut doc, &mut problems);
-        let mut s = Section {
-            name: "smtp",
-            table: t,
-            problems: &mut problems,
-        };
-        raw.known.smtp = RawSmtp {
-            listen: s.strings("listen"),
-            max_message_bytes: s.uint("max_message_bytes"),
-            max_recipients: s.uint("max_recipients"),
-            timeout_ms_command: s.uint("timeout_ms_command"),
-            timeout_ms_data: s.uint("timeout_ms_data"),
-            connections_per_core_max: s.uint("connections_per_core_max"),
-            errors_max: s.uint("errors_max"),
-        };
-        s.leftovers(&mut unknown);
-
-        let t = take("imap", &mut doc, &mut problems);
-        let mut s = Section {
-            name: "imap",
-            table: t,
-            problems: &mut problems,
-        };
-        raw.known.imap = RawImap {
-            listen: s.strings("listen"),
-            timeout_ms_idle: s.uint("timeout_ms_idle"),
-            line_bytes_max: s.uint("line_bytes_max"),
-            literal_bytes_max: s.uint("literal_bytes_max"),
-            connections_per_core_max: s.uint("connections_per_core_max"),
-        };
-        s.leftovers(&mut unknown);
-
-        let t = take("pop3", &mut doc, &mut problems);
-        let mut s = Section {
-            name: "pop3",
-            table: t,
-            problems: &mut problems,
-        };
-        raw.known.pop3 = RawPop3 {
-            listen: s.strings("listen"),
-            timeout_ms_idle: s.uint("timeout_ms_idle"),
-            line_bytes_max: s.uint("line_bytes_max"),
-            connections_per_core_max: s.uint("connections_per_core_max"),
-        };
-        s.leftovers(&mut unknown);
-
-        let t = take("auth", &mut doc, &mut problems);
-        let mut s = Section {
-            name: "auth",
-            table: t,
-            problems: &mut problems,
-        };
-        raw.known.auth = RawAuth {
-            failure_delay_ms: s.uint("failure_delay_ms"),
-            failures_max: s.uint("failures_max"),
-        };
-        s.leftovers(&mut unknown);
-
-        let t = take("domains", &mut doc, &mut problems);
-        let mut s = Section {
-            name: "domains",
-            table: t,
-            problems: &mut problems,
-        };
-        raw.known.domains = RawDomains {
-            local: s.strings("local"),
-        };
-        s.leftovers(&mut unknown);
-
-        let t = take("store", &mut doc, &mut problems);
-        let mut s = Section {
-            name: "store",
-            table: t,
-            problems: &mut problems,
-        };
-        raw.known.store = RawStore {
-            fsync: s.string("fsync"),
-            blob_segment_bytes_max: s.uint("blob_segment_bytes_max"),
-            meta_segment_bytes_max: s.uint("meta_segment_bytes_max"),
-            batch_bytes_max: s.uint("batch_bytes_max"),
-            checkpoint_interval_meta_bytes: s.uint("checkpoint_interval_meta_bytes"),
-        };
-        s.leftovers(&mut unknown);
-
-        unknown.extend(doc.keys().cloned());
-        raw.problems = problems;
-        raw.unknown = unknown;
-        Ok(raw)
+        let Doc {
+            table,
+            problems,
+            mut unknown,
+        } = doc;
+        unknown.extend(table.keys().cloned());
+        Ok(RawConfig {
+            known,
+            problems,
+            unknown,
+        })
     }
 
     /// `section.key` (or top-level `key`) for every key this version does not know.

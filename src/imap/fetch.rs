@@ -14,8 +14,9 @@ use crate::mime::{MessageStructure, SectionSpec};
 use crate::runtime::core::Core;
 use crate::store::{self, flags as sflags, BlobRef, MessageEntry};
 
-use super::command::{FetchItem, Section, SectionText};
+use super::command::{FetchItem, SectionText};
 use super::flags::{self, Keywords};
+use super::response;
 use super::selected::Selected;
 use super::sequence::SequenceSet;
 use super::server::Conn;
@@ -99,26 +100,15 @@ pub async fn run(
             "[CANNOT] No messages in the mailbox.".into(),
         ));
     }
-    if vanished {
-        if let Some(since) = changed_since {
-            let _ = since;
-            let uid_max = sel.uid_max();
-            let gone: Vec<u32> = set
-                .ranges_resolved(uid_max.max(1))
-                .into_iter()
-                .flat_map(|r| r.take(1_000_000))
-                .filter(|u| *u <= uid_max && sel.seq_of(*u).is_none())
-                .take(100_000)
-                .collect();
-            if !gone.is_empty() {
-                conn.out.extend_from_slice(
-                    format!(
-                        "* VANISHED (EARLIER) {}\r\n",
-                        SequenceSet::from_sorted(&gone)
-                    )
-                    .as_bytes(),
-                );
-            }
+    if vanished && changed_since.is_some() {
+        let uid_max = sel.uid_max();
+        let gone = sel.absent(set, uid_max.max(1), uid_max);
+        if !gone.is_empty() {
+            put!(
+                conn.out,
+                "* VANISHED (EARLIER) {}\r\n",
+                SequenceSet::from_ranges(&gone)
+            );
         }
     }
     if let Some(since) = changed_since {
@@ -161,7 +151,7 @@ pub async fn run(
         }
     }
     seen_now.sort_unstable();
-    let keywords = Keywords::from_list(&store.keywords(cx.user, &sel.name));
+    let keywords = Keywords::of(&store, cx.user, &sel.name);
     let entries: Vec<Option<MessageEntry>> = store
         .with_mailbox(cx.user, &sel.name, |mb| {
             let msgs = mb.messages();
@@ -207,7 +197,7 @@ pub async fn run(
             None
         };
         let out = &mut conn.out;
-        out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+        put!(out, "* {seq} FETCH (");
         let mut first = true;
         let mut sep = |out: &mut Vec<u8>| {
             if !first {
@@ -217,28 +207,28 @@ pub async fn run(
         };
         if with_uid {
             sep(out);
-            out.extend_from_slice(format!("UID {u}").as_bytes());
+            put!(out, "UID {u}");
         }
         let mut flags_written = false;
         let recent = sel.is_recent(u) && !cx.rev2;
         for item in items {
             sep(out);
             match item {
-                FetchItem::Uid => out.extend_from_slice(format!("UID {u}").as_bytes()),
+                FetchItem::Uid => put!(out, "UID {u}"),
                 FetchItem::Flags => {
                     out.extend_from_slice(b"FLAGS ");
                     flags::write_flags(out, view.flags, recent, &keywords);
                     flags_written = true;
                 }
                 FetchItem::ModSeq => {
-                    out.extend_from_slice(format!("MODSEQ ({})", view.modseq).as_bytes())
+                    put!(out, "MODSEQ ({})", view.modseq)
                 }
                 FetchItem::InternalDate => {
                     out.extend_from_slice(b"INTERNALDATE ");
-                    super::response::date_time(out, entry.internal_date, 0);
+                    response::date_time(out, entry.internal_date, 0);
                 }
                 FetchItem::Rfc822Size => {
-                    out.extend_from_slice(format!("RFC822.SIZE {}", entry.blob().len).as_bytes())
+                    put!(out, "RFC822.SIZE {}", entry.blob().len)
                 }
                 FetchItem::BodySection {
                     partial: Some((origin, len)),
@@ -247,12 +237,12 @@ pub async fn run(
                     let (o, l) = (*origin as usize, *len as usize);
                     match store.read_blob_range(entry.blob(), o..o.saturating_add(l)) {
                         Ok(bytes) => {
-                            out.extend_from_slice(format!("BODY[]<{origin}> ").as_bytes());
+                            put!(out, "BODY[]<{origin}> ");
                             literal(out, &bytes);
                         }
                         Err(e) => {
                             eprintln!("ringmail: imap: reading message {u} of {}: {e}", sel.name);
-                            out.extend_from_slice(format!("BODY[]<{origin}> NIL").as_bytes());
+                            put!(out, "BODY[]<{origin}> NIL");
                         }
                     }
                 }
@@ -273,7 +263,7 @@ pub async fn run(
             && !items.iter().any(|i| matches!(i, FetchItem::ModSeq))
         {
             sep(out);
-            out.extend_from_slice(format!("MODSEQ ({})", view.modseq).as_bytes());
+            put!(out, "MODSEQ ({})", view.modseq);
         }
         out.extend_from_slice(b")\r\n");
         if conn.flush_if_large().await.is_err() {
@@ -290,6 +280,8 @@ pub async fn run(
 
 /// Writes `{n}\r\n` + bytes (or `""` when empty, as Dovecot does for missing sections? no:
 /// an empty literal is sent as `""`).
+/// A message part as a FETCH value: `""` when empty (as before), a literal8 (`~{n}`) when it
+/// holds NUL (RFC 3516), else `response::literal`.
 fn literal(out: &mut Vec<u8>, bytes: &[u8]) {
     if bytes.is_empty() {
         out.extend_from_slice(b"\"\"");
@@ -298,8 +290,7 @@ fn literal(out: &mut Vec<u8>, bytes: &[u8]) {
     if bytes.contains(&0) {
         out.push(b'~');
     }
-    out.extend_from_slice(format!("{{{}}}\r\n", bytes.len()).as_bytes());
-    out.extend_from_slice(bytes);
+    response::literal(out, bytes);
 }
 
 fn partial_of(bytes: &[u8], partial: Option<(u32, u32)>) -> &[u8] {
@@ -311,22 +302,6 @@ fn partial_of(bytes: &[u8], partial: Option<(u32, u32)>) -> &[u8] {
             &bytes[start..end]
         }
     }
-}
-
-fn section_name(out: &mut Vec<u8>, section: &Section) {
-    let mut parts: Vec<String> = section.part.iter().map(|p| p.to_string()).collect();
-    if let Some(text) = &section.text {
-        parts.push(match text {
-            SectionText::Header => "HEADER".into(),
-            SectionText::HeaderFields(names) => format!("HEADER.FIELDS ({})", names.join(" ")),
-            SectionText::HeaderFieldsNot(names) => {
-                format!("HEADER.FIELDS.NOT ({})", names.join(" "))
-            }
-            SectionText::Text => "TEXT".into(),
-            SectionText::Mime => "MIME".into(),
-        });
-    }
-    out.extend_from_slice(parts.join(".").as_bytes());
 }
 
 fn write_body_item(out: &mut Vec<u8>, item: &FetchItem, msg: &[u8], blob: BlobRef) {
@@ -361,11 +336,10 @@ fn write_body_item(out: &mut Vec<u8>, item: &FetchItem, msg: &[u8], blob: BlobRe
         FetchItem::BodySection {
             section, partial, ..
         } => {
-            out.extend_from_slice(b"BODY[");
-            section_name(out, section);
-            out.push(b']');
+            out.extend_from_slice(b"BODY");
+            response::section(out, section);
             if let Some((origin, _)) = partial {
-                out.extend_from_slice(format!("<{origin}>").as_bytes());
+                put!(out, "<{origin}>");
             }
             out.push(b' ');
             let spec = match &section.text {
@@ -387,21 +361,23 @@ fn write_body_item(out: &mut Vec<u8>, item: &FetchItem, msg: &[u8], blob: BlobRe
             }
         }
         FetchItem::Binary { part, partial, .. } => {
-            let name: Vec<String> = part.iter().map(|p| p.to_string()).collect();
-            out.extend_from_slice(format!("BINARY[{}]", name.join(".")).as_bytes());
+            out.extend_from_slice(b"BINARY[");
+            response::part(out, part);
+            out.push(b']');
             if let Some((origin, _)) = partial {
-                out.extend_from_slice(format!("<{origin}>").as_bytes());
+                put!(out, "<{origin}>");
             }
             out.push(b' ');
-            match structure().binary(msg, part) {
+            match structure().try_binary(msg, part).ok() {
                 Some(d) => literal(out, partial_of(&d, *partial)),
                 None => out.extend_from_slice(b"NIL"),
             }
         }
         FetchItem::BinarySize { part } => {
-            let name: Vec<String> = part.iter().map(|p| p.to_string()).collect();
             let size = structure().binary_size(msg, part).unwrap_or(0);
-            out.extend_from_slice(format!("BINARY.SIZE[{}] {size}", name.join(".")).as_bytes());
+            out.extend_from_slice(b"BINARY.SIZE[");
+            response::part(out, part);
+            put!(out, "] {size}");
         }
         FetchItem::Flags
         | FetchItem::Uid

@@ -3,6 +3,7 @@
 //! per session (see `selected`).
 
 use crate::store::flags::{ANSWERED, DELETED, DRAFT, FLAGGED, KEYWORD_SHIFT, SEEN};
+use crate::store::Store;
 
 use super::command::Flag;
 
@@ -31,6 +32,13 @@ impl Keywords {
             v[i] = Some(name.clone());
         }
         Keywords(v)
+    }
+
+    /// The keywords of a mailbox as the store has them (empty if it does not exist).
+    pub fn of(store: &Store, user: &str, mailbox: &str) -> Keywords {
+        store
+            .with_mailbox(user, mailbox, |mb| Keywords::from_list(mb.keywords()))
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {

@@ -45,23 +45,16 @@ pub const PATTERN_BYTES_MAX: usize = 1024;
 /// Dynamic programming over (pattern, name) with one row: O(pattern × name), never
 /// exponential whatever wildcards a client sends.
 pub fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
-    // row[j]: pattern[..i] matches name[..j].
+    // row[j]: pattern[..i] matches name[..j]; two rows, swapped per pattern byte.
     let mut row = vec![false; name.len() + 1];
+    let mut next = vec![false; name.len() + 1];
     row[0] = true;
     for &p in pattern {
-        let mut next = vec![false; name.len() + 1];
         match p {
-            b'*' => {
+            b'*' | b'%' => {
                 let mut any = false;
                 for j in 0..=name.len() {
-                    any |= row[j];
-                    next[j] = any;
-                }
-            }
-            b'%' => {
-                let mut any = false;
-                for j in 0..=name.len() {
-                    if j > 0 && name[j - 1] == b'/' {
+                    if p == b'%' && j > 0 && name[j - 1] == b'/' {
                         any = false;
                     }
                     any |= row[j];
@@ -69,12 +62,13 @@ pub fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
                 }
             }
             c => {
+                next[0] = false;
                 for j in 1..=name.len() {
                     next[j] = row[j - 1] && name[j - 1] == c;
                 }
             }
         }
-        row = next;
+        std::mem::swap(&mut row, &mut next);
     }
     row[name.len()]
 }
@@ -174,7 +168,7 @@ fn write_line(
     attrs: &[&str],
     extra: Option<&str>,
 ) {
-    out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
+    put!(out, "* {verb} ({}) \"/\" ", attrs.join(" "));
     response::mailbox_name(out, name, cx.utf8);
     if let Some(e) = extra {
         out.push(b' ');
@@ -195,11 +189,11 @@ pub fn handle_list(
     // LIST "" "": the hierarchy delimiter and root.
     if patterns.len() == 1 && patterns[0].is_empty() && !select.subscribed && !select.special_use {
         out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
-        out.extend_from_slice(format!("{tag} OK List completed.\r\n").as_bytes());
+        put!(out, "{tag} OK List completed.\r\n");
         return;
     }
     if patterns.iter().any(|p| p.len() > PATTERN_BYTES_MAX) || reference.len() > PATTERN_BYTES_MAX {
-        out.extend_from_slice(format!("{tag} BAD Mailbox pattern too long.\r\n").as_bytes());
+        put!(out, "{tag} BAD Mailbox pattern too long.\r\n");
         return;
     }
     let mut canon = Vec::new();
@@ -207,9 +201,7 @@ pub fn handle_list(
         match canonical(cx, reference, p) {
             Some(c) => canon.push(c),
             None => {
-                out.extend_from_slice(
-                    format!("{tag} NO Mailbox name is not valid mUTF-7.\r\n").as_bytes(),
-                );
+                put!(out, "{tag} NO Mailbox name is not valid mUTF-7.\r\n");
                 return;
             }
         }
@@ -284,7 +276,7 @@ pub fn handle_list(
         }
     }
     let _ = cx.selected;
-    out.extend_from_slice(format!("{tag} OK List completed.\r\n").as_bytes());
+    put!(out, "{tag} OK List completed.\r\n");
 }
 
 pub fn handle_lsub(
@@ -296,15 +288,15 @@ pub fn handle_lsub(
 ) {
     if pattern.is_empty() {
         out.extend_from_slice(b"* LSUB (\\Noselect) \"/\" \"\"\r\n");
-        out.extend_from_slice(format!("{tag} OK Lsub completed.\r\n").as_bytes());
+        put!(out, "{tag} OK Lsub completed.\r\n");
         return;
     }
     if pattern.len() > PATTERN_BYTES_MAX || reference.len() > PATTERN_BYTES_MAX {
-        out.extend_from_slice(format!("{tag} BAD Mailbox pattern too long.\r\n").as_bytes());
+        put!(out, "{tag} BAD Mailbox pattern too long.\r\n");
         return;
     }
     let Some(canon) = canonical(cx, reference, pattern) else {
-        out.extend_from_slice(format!("{tag} NO Mailbox name is not valid mUTF-7.\r\n").as_bytes());
+        put!(out, "{tag} NO Mailbox name is not valid mUTF-7.\r\n");
         return;
     };
     let nodes = tree(cx);
@@ -323,7 +315,7 @@ pub fn handle_lsub(
             write_line(cx, out, "LSUB", name, &["\\Noselect"], None);
         }
     }
-    out.extend_from_slice(format!("{tag} OK Lsub completed.\r\n").as_bytes());
+    put!(out, "{tag} OK Lsub completed.\r\n");
 }
 
 /// `(MESSAGES 3 UIDNEXT 4 ...)` in the order asked.
@@ -343,7 +335,7 @@ pub fn write_status_items(
             out.push(b' ');
         }
         first = false;
-        out.extend_from_slice(format!("{name} {value}").as_bytes());
+        put!(out, "{name} {value}");
     }
     out.push(b')');
 }

@@ -14,6 +14,15 @@
 //!   connection moves to the core that owns the user (`runtime::handoff`), so every mailbox
 //!   operation is local to the data.
 
+/// `put!(out, "fmt", args..)`: formats straight into an output `Vec<u8>` (no `String` per
+/// reply line, as `format!` would allocate). Writing to a `Vec` cannot fail.
+macro_rules! put {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!($out, $($arg)*);
+    }};
+}
+
 pub mod codec;
 pub mod command;
 pub mod fetch;

@@ -6,7 +6,8 @@
 
 use std::io::Write;
 
-use super::command::{civil_from_days, Flag, Section, SectionText, MONTHS};
+use super::command::{Flag, Section, SectionText};
+use crate::time::{civil_from_days, MONTHS};
 use super::utf7;
 
 /// Strings longer than this are sent as literals even when they could be quoted.

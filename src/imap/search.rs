@@ -10,7 +10,8 @@ use std::rc::Rc;
 use crate::mime::MessageStructure;
 use crate::store::{flags as sflags, MessageEntry, Store};
 
-use super::command::{Date, SearchKey, SearchReturn};
+use super::command::{SearchKey, SearchReturn};
+use super::flags::Keywords;
 use super::selected::Selected;
 use super::sequence::SequenceSet;
 
@@ -37,13 +38,7 @@ pub fn run(store: &Store, user: &str, sel: &Selected, key: &SearchKey) -> Vec<Hi
                 .collect()
         })
         .unwrap_or_default();
-    let keywords = store.keywords(user, &sel.name);
-    let keyword_bit = |name: &str| -> Option<u32> {
-        keywords
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))
-            .map(|(bit, _)| 1u32 << bit)
-    };
+    let keywords = Keywords::of(store, user, &sel.name);
     let exists = sel.exists();
     let uid_max = sel.uid_max();
     let mut hits = Vec::new();
@@ -61,7 +56,7 @@ pub fn run(store: &Store, user: &str, sel: &Selected, key: &SearchKey) -> Vec<Hi
             exists,
             uid_max,
             saved: &sel.saved,
-            keyword_bit: &keyword_bit,
+            keywords: &keywords,
         };
         if m.matches(key) {
             hits.push(Hit {
@@ -88,11 +83,7 @@ struct Candidate<'a> {
     exists: u32,
     uid_max: u32,
     saved: &'a [u32],
-    keyword_bit: &'a dyn Fn(&str) -> Option<u32>,
-}
-
-fn day_number(d: &Date) -> i64 {
-    d.days_from_epoch()
+    keywords: &'a Keywords,
 }
 
 impl Candidate<'_> {
@@ -154,8 +145,8 @@ impl Candidate<'_> {
             K::Recent => self.recent,
             K::Old => !self.recent,
             K::New => self.recent && f & sflags::SEEN == 0,
-            K::Keyword(k) => (self.keyword_bit)(k).is_some_and(|b| f & b != 0),
-            K::Unkeyword(k) => (self.keyword_bit)(k).is_none_or(|b| f & b == 0),
+            K::Keyword(k) => self.keywords.bit_of(k).is_some_and(|b| f & b != 0),
+            K::Unkeyword(k) => self.keywords.bit_of(k).is_none_or(|b| f & b == 0),
             K::Larger(n) => self.entry.blob().len > *n,
             K::Smaller(n) => self.entry.blob().len < *n,
             K::Uid(set) => {
@@ -170,12 +161,12 @@ impl Candidate<'_> {
                 }
             }
             K::ModSeq(m) => self.entry.modseq >= *m,
-            K::Before(d) => self.internal_day() < day_number(d),
-            K::On(d) => self.internal_day() == day_number(d),
-            K::Since(d) => self.internal_day() >= day_number(d),
-            K::SentBefore(d) => self.sent_day().is_some_and(|x| x < day_number(d)),
-            K::SentOn(d) => self.sent_day().is_some_and(|x| x == day_number(d)),
-            K::SentSince(d) => self.sent_day().is_some_and(|x| x >= day_number(d)),
+            K::Before(d) => self.internal_day() < d.days_from_epoch(),
+            K::On(d) => self.internal_day() == d.days_from_epoch(),
+            K::Since(d) => self.internal_day() >= d.days_from_epoch(),
+            K::SentBefore(d) => self.sent_day().is_some_and(|x| x < d.days_from_epoch()),
+            K::SentOn(d) => self.sent_day().is_some_and(|x| x == d.days_from_epoch()),
+            K::SentSince(d) => self.sent_day().is_some_and(|x| x >= d.days_from_epoch()),
             K::From(s) => self.text(|st, m| st.address_contains(m, "From", s)),
             K::To(s) => self.text(|st, m| st.address_contains(m, "To", s)),
             K::Cc(s) => self.text(|st, m| st.address_contains(m, "Cc", s)),
@@ -249,18 +240,18 @@ pub fn respond(
     if !esearch {
         out.extend_from_slice(b"* SEARCH");
         for n in &numbers {
-            out.extend_from_slice(format!(" {n}").as_bytes());
+            put!(out, " {n}");
         }
         if condstore {
             if let Some(m) = modseq_max {
-                out.extend_from_slice(format!(" (MODSEQ {m})").as_bytes());
+                put!(out, " (MODSEQ {m})");
             }
         }
         out.extend_from_slice(b"\r\n");
     } else {
         let only_save = opts.iter().all(|o| matches!(o, SearchReturn::Save));
         if !only_save || returns.is_none() {
-            out.extend_from_slice(format!("* ESEARCH (TAG \"{tag}\")").as_bytes());
+            put!(out, "* ESEARCH (TAG \"{tag}\")");
             if uid {
                 out.extend_from_slice(b" UID");
             }
@@ -268,20 +259,18 @@ pub fn respond(
                 for o in &opts {
                     match o {
                         SearchReturn::Min => {
-                            out.extend_from_slice(format!(" MIN {}", numbers[0]).as_bytes())
+                            put!(out, " MIN {}", numbers[0])
                         }
-                        SearchReturn::Max => out.extend_from_slice(
-                            format!(" MAX {}", numbers[numbers.len() - 1]).as_bytes(),
-                        ),
-                        SearchReturn::All => out.extend_from_slice(
-                            format!(" ALL {}", SequenceSet::from_sorted(&numbers)).as_bytes(),
-                        ),
+                        SearchReturn::Max => put!(out, " MAX {}", numbers[numbers.len() - 1]),
+                        SearchReturn::All => {
+                            put!(out, " ALL {}", SequenceSet::from_sorted(&numbers))
+                        }
                         SearchReturn::Count | SearchReturn::Save => {}
                     }
                 }
             }
             if opts.iter().any(|o| matches!(o, SearchReturn::Count)) {
-                out.extend_from_slice(format!(" COUNT {}", numbers.len()).as_bytes());
+                put!(out, " COUNT {}", numbers.len());
             }
             if condstore && !numbers.is_empty() {
                 // RFC 7162 §3.1.5: the highest modseq of the messages *returned*: with only
@@ -307,11 +296,11 @@ pub fn respond(
                     modseq_max
                 };
                 if let Some(m) = m {
-                    out.extend_from_slice(format!(" MODSEQ {m}").as_bytes());
+                    put!(out, " MODSEQ {m}");
                 }
             }
             out.extend_from_slice(b"\r\n");
         }
     }
-    out.extend_from_slice(format!("{tag} OK Search completed.\r\n").as_bytes());
+    put!(out, "{tag} OK Search completed.\r\n");
 }

@@ -13,6 +13,7 @@ use crate::runtime::watch::Signal;
 use crate::store::MessageEntry;
 
 use super::flags::{self, Keywords};
+use super::sequence::{self, SequenceSet};
 
 /// One message of the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct Selected {
     pub recent: Vec<u32>,
     /// Keyword names the client has been shown with FLAGS (in bit order).
     pub keywords_shown: usize,
+    /// Some view entries are expunged in the store but not yet reported.
+    pub ghosts: bool,
     /// Fires when the store changes this mailbox.
     pub signal: Rc<Signal>,
     /// `SEARCH RETURN (SAVE)` result, as UIDs (RFC 5182).
@@ -94,6 +97,42 @@ impl Selected {
         }
     }
 
+    /// The UIDs of `set` (`*` = `star`, at most `limit`) that are not in the view, as
+    /// ascending ranges: O(ranges + view) whatever the numbers, at most
+    /// [`sequence::RANGES_MAX`] ranges (for VANISHED (EARLIER)).
+    pub fn absent(&self, set: &SequenceSet, star: u32, limit: u32) -> Vec<(u32, u32)> {
+        let mut gaps = Vec::new();
+        for r in set.ranges_resolved(star) {
+            let (lo, hi) = (*r.start(), (*r.end()).min(limit));
+            if lo > hi {
+                continue;
+            }
+            let mut next = Some(lo);
+            let first = self.view.partition_point(|e| e.uid < lo);
+            for e in self.view[first..].iter().take_while(|e| e.uid <= hi) {
+                if let Some(n) = next.filter(|&n| n < e.uid) {
+                    gaps.push((n, e.uid - 1));
+                }
+                next = e.uid.checked_add(1);
+            }
+            if let Some(n) = next.filter(|&n| n <= hi) {
+                gaps.push((n, hi));
+            }
+            if gaps.len() >= sequence::RANGES_MAX {
+                gaps.truncate(sequence::RANGES_MAX);
+                break;
+            }
+        }
+        gaps
+    }
+
+    /// Whether a sync would have nothing to report: the mailbox's modseq (bumped by every
+    /// append, flag change, keyword and expunge) is the one last synced, and no expunge is
+    /// waiting to be reported where reporting is allowed.
+    pub fn is_current(&self, modseq_highest: u64, expunges: bool) -> bool {
+        modseq_highest == self.modseq_seen && !(expunges && self.ghosts)
+    }
+
     /// Brings the view up to date with `current` (the mailbox's entries, ascending by UID),
     /// writing the untagged responses. `keywords` renders keyword bits; `claim_recent(uid_max)`
     /// claims new messages for this session and returns the first UID that is recent for it.
@@ -126,14 +165,14 @@ impl Selected {
                         v.modseq = c.modseq;
                         if changed || mode.condstore {
                             let recent = self.recent.binary_search(&v.uid).is_ok();
-                            out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
+                            put!(out, "* {} FETCH (", i + 1);
                             if mode.qresync {
-                                out.extend_from_slice(format!("UID {} ", v.uid).as_bytes());
+                                put!(out, "UID {} ", v.uid);
                             }
                             out.extend_from_slice(b"FLAGS ");
                             flags::write_flags(out, v.flags, recent && !mode.rev2, keywords);
                             if mode.condstore {
-                                out.extend_from_slice(format!(" MODSEQ ({})", v.modseq).as_bytes());
+                                put!(out, " MODSEQ ({})", v.modseq);
                             }
                             out.extend_from_slice(b")\r\n");
                         }
@@ -143,7 +182,8 @@ impl Selected {
             }
         }
         // 2. Expunges.
-        if mode.expunges && self.view.iter().any(|e| e.expunged) {
+        self.ghosts = self.view.iter().any(|e| e.expunged);
+        if mode.expunges && self.ghosts {
             if mode.qresync {
                 let gone: Vec<u32> = self
                     .view
@@ -151,17 +191,18 @@ impl Selected {
                     .filter(|e| e.expunged)
                     .map(|e| e.uid)
                     .collect();
-                let set = super::sequence::SequenceSet::from_sorted(&gone);
-                out.extend_from_slice(format!("* VANISHED {set}\r\n").as_bytes());
+                let set = SequenceSet::from_sorted(&gone);
+                put!(out, "* VANISHED {set}\r\n");
             } else {
                 // Highest first: each number stays valid for the client as it applies them.
                 for (i, e) in self.view.iter().enumerate().rev() {
                     if e.expunged {
-                        out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                        put!(out, "* {} EXPUNGE\r\n", i + 1);
                     }
                 }
             }
             self.view.retain(|e| !e.expunged);
+            self.ghosts = false;
             let view = &self.view;
             self.recent
                 .retain(|u| view.binary_search_by_key(u, |e| e.uid).is_ok());
@@ -183,9 +224,9 @@ impl Selected {
                 let first = claim_recent(self.uid_max());
                 self.mark_recent_from(first);
             }
-            out.extend_from_slice(format!("* {} EXISTS\r\n", self.view.len()).as_bytes());
+            put!(out, "* {} EXISTS\r\n", self.view.len());
             if !mode.rev2 {
-                out.extend_from_slice(format!("* {} RECENT\r\n", self.recent_count()).as_bytes());
+                put!(out, "* {} RECENT\r\n", self.recent_count());
             }
         }
         self.modseq_seen = self.modseq_seen.max(modseq_highest);
@@ -232,6 +273,7 @@ mod tests {
             modseq_seen: 1,
             recent: Vec::new(),
             keywords_shown: 0,
+            ghosts: false,
             signal: MailboxWatch::default().subscribe(1),
             saved: Vec::new(),
         }
@@ -358,5 +400,29 @@ mod tests {
         );
         assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
         assert_eq!(s.view[0].modseq, 9);
+    }
+
+    #[test]
+    fn absent_uids_are_the_gaps_of_the_view_within_the_set() {
+        let s = selected(&[2, 3, 7, 10]);
+        let set = SequenceSet::parse(b"1:8,10:*").unwrap();
+        assert_eq!(s.absent(&set, 10, 10), vec![(1, 1), (4, 6), (8, 8)]);
+        // Bounded by `limit`, and a huge range costs nothing.
+        let all = SequenceSet::parse(b"1:4000000000").unwrap();
+        assert_eq!(s.absent(&all, 10, 9), vec![(1, 1), (4, 6), (8, 9)]);
+        assert!(selected(&[]).absent(&all, 1, 0).is_empty());
+    }
+
+    #[test]
+    fn is_current_until_the_modseq_moves_or_a_ghost_may_be_reported() {
+        let mut s = selected(&[1, 2]);
+        assert!(s.is_current(1, true));
+        assert!(!s.is_current(2, true));
+        s.ghosts = true;
+        assert!(
+            s.is_current(1, false),
+            "ghosts wait while expunges are not allowed"
+        );
+        assert!(!s.is_current(1, true));
     }
 }

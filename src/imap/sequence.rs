@@ -138,6 +138,12 @@ impl SequenceSet {
         SequenceSet::Ranges(ranges)
     }
 
+    /// A set of inclusive `(low, high)` ranges, as given (ascending and disjoint for the
+    /// compact form).
+    pub fn from_ranges(ranges: &[(u32, u32)]) -> SequenceSet {
+        SequenceSet::Ranges(ranges.iter().map(|&(lo, hi)| range(lo, hi)).collect())
+    }
+
     /// True for `$`.
     pub fn is_saved(&self) -> bool {
         matches!(self, SequenceSet::Saved)

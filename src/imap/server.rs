@@ -203,6 +203,55 @@ impl Conn {
         }
     }
 
+    /// The next command, parsed. Framing and syntax errors are answered here (BAD) and
+    /// counted in `bad`; None when the session must end: its BYE (too many bad commands,
+    /// inactivity, shutdown) is in the output, or the client is gone.
+    pub async fn next_parsed(
+        &mut self,
+        timeout_ms: u64,
+        bad: &mut usize,
+        bad_max: usize,
+    ) -> Option<Command> {
+        loop {
+            let bytes = match self.next_command(timeout_ms, true).await {
+                Next::Command(b) => b,
+                Next::Error { tag, kind } => {
+                    session::frame_error(&mut self.out, tag.as_deref(), kind);
+                    *bad += 1;
+                    if *bad >= bad_max {
+                        self.out
+                            .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
+                        return None;
+                    }
+                    continue;
+                }
+                Next::TimedOut => {
+                    self.out
+                        .extend_from_slice(b"* BYE Disconnected for inactivity.\r\n");
+                    return None;
+                }
+                Next::Shutdown => {
+                    self.out
+                        .extend_from_slice(b"* BYE Server shutting down.\r\n");
+                    return None;
+                }
+                Next::Closed => return None,
+            };
+            match command::parse(&bytes) {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    session::parse_error(&mut self.out, &e);
+                    *bad += 1;
+                    if *bad >= bad_max {
+                        self.out
+                            .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// One raw line (SASL response, IDLE's DONE), without its CRLF.
     pub async fn next_line(&mut self, timeout_ms: u64) -> Option<Vec<u8>> {
         loop {
@@ -255,69 +304,33 @@ pub fn capabilities_pre_auth() -> &'static str {
 /// Serves the not-authenticated state of a new connection on the accepting core.
 pub async fn serve(stream: TcpStream, core: Rc<Core>) {
     let mut conn = Conn::new(stream, core.clone(), Vec::new());
-    conn.out.extend_from_slice(
-        format!(
-            "* OK [CAPABILITY {}] ringmail ready.\r\n",
-            capabilities_pre_auth()
-        )
-        .as_bytes(),
+    put!(
+        conn.out,
+        "* OK [CAPABILITY {}] ringmail ready.\r\n",
+        capabilities_pre_auth()
     );
     let timeout_ms = TIMEOUT_MS_LOGIN.min(core.config.imap.timeout_ms_idle);
     let mut failures = 0usize;
     let mut bad = 0usize;
     loop {
-        let bytes = match conn.next_command(timeout_ms, true).await {
-            Next::Command(b) => b,
-            Next::Error { tag, kind } => {
-                bad += 1;
-                session::frame_error(&mut conn.out, tag.as_deref(), kind);
-                if bad >= BAD_COMMANDS_MAX {
-                    conn.out
-                        .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
-                    break;
-                }
-                continue;
-            }
-            Next::TimedOut => {
-                conn.out
-                    .extend_from_slice(b"* BYE Disconnected for inactivity.\r\n");
-                break;
-            }
-            Next::Shutdown => {
-                conn.out
-                    .extend_from_slice(b"* BYE Server shutting down.\r\n");
-                break;
-            }
-            Next::Closed => return,
-        };
-        let cmd = match command::parse(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                bad += 1;
-                session::parse_error(&mut conn.out, &e);
-                if bad >= BAD_COMMANDS_MAX {
-                    conn.out
-                        .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
-                    break;
-                }
-                continue;
-            }
+        let Some(cmd) = conn
+            .next_parsed(timeout_ms, &mut bad, BAD_COMMANDS_MAX)
+            .await
+        else {
+            break;
         };
         let Command { tag, body } = cmd;
         let login = match body {
             CommandBody::Capability => {
-                conn.out.extend_from_slice(
-                    format!(
-                        "* CAPABILITY {}\r\n{tag} OK Capability completed.\r\n",
-                        capabilities_pre_auth()
-                    )
-                    .as_bytes(),
+                put!(
+                    conn.out,
+                    "* CAPABILITY {}\r\n{tag} OK Capability completed.\r\n",
+                    capabilities_pre_auth()
                 );
                 continue;
             }
             CommandBody::Noop => {
-                conn.out
-                    .extend_from_slice(format!("{tag} OK NOOP completed.\r\n").as_bytes());
+                put!(conn.out, "{tag} OK NOOP completed.\r\n");
                 continue;
             }
             CommandBody::Id { .. } => {
@@ -325,15 +338,14 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                 continue;
             }
             CommandBody::Logout => {
-                conn.out.extend_from_slice(
-                    format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n").as_bytes(),
+                put!(
+                    conn.out,
+                    "* BYE Logging out\r\n{tag} OK Logout completed.\r\n"
                 );
                 break;
             }
             CommandBody::StartTls => {
-                conn.out.extend_from_slice(
-                    format!("{tag} BAD STARTTLS is not available yet.\r\n").as_bytes(),
-                );
+                put!(conn.out, "{tag} BAD STARTTLS is not available yet.\r\n");
                 continue;
             }
             CommandBody::Login { username, password } => match String::from_utf8(username) {
@@ -345,8 +357,9 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                 initial_response,
             } => {
                 if mechanism != "PLAIN" {
-                    conn.out.extend_from_slice(
-                        format!("{tag} NO Unsupported authentication mechanism.\r\n").as_bytes(),
+                    put!(
+                        conn.out,
+                        "{tag} NO Unsupported authentication mechanism.\r\n"
                     );
                     continue;
                 }
@@ -361,26 +374,24 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                     }
                 };
                 if response == b"*" {
-                    conn.out.extend_from_slice(
-                        format!("{tag} BAD Authentication aborted by client.\r\n").as_bytes(),
-                    );
+                    put!(conn.out, "{tag} BAD Authentication aborted by client.\r\n");
                     continue;
                 }
                 match crate::sasl::decode_plain(&response) {
                     Ok((u, p)) => Some((u, p)),
                     Err(_) => {
-                        conn.out.extend_from_slice(
-                            format!("{tag} BAD Invalid base64 data in continued response.\r\n")
-                                .as_bytes(),
+                        put!(
+                            conn.out,
+                            "{tag} BAD Invalid base64 data in continued response.\r\n"
                         );
                         continue;
                     }
                 }
             }
             _ => {
-                conn.out.extend_from_slice(
-                    format!("{tag} BAD Command not permitted before authentication.\r\n")
-                        .as_bytes(),
+                put!(
+                    conn.out,
+                    "{tag} BAD Command not permitted before authentication.\r\n"
                 );
                 continue;
             }
@@ -413,9 +424,9 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
             }
             None => {
                 failures += 1;
-                conn.out.extend_from_slice(
-                    format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
-                        .as_bytes(),
+                put!(
+                    conn.out,
+                    "{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
                 );
                 if failures >= core.config.auth.failures_max {
                     conn.out
@@ -450,23 +461,19 @@ pub async fn serve_user(
     }
     if let Err(e) = core.store.ensure_account(&user).await {
         eprintln!("ringmail: imap: cannot prepare the mailboxes of {user}: {e}");
-        conn.out.extend_from_slice(
-            format!(
-                "{} NO [UNAVAILABLE] Mailbox storage is unavailable, try again later.\r\n",
-                resume.tag
-            )
-            .as_bytes(),
+        put!(
+            conn.out,
+            "{} NO [UNAVAILABLE] Mailbox storage is unavailable, try again later.\r\n",
+            resume.tag
         );
         let _ = conn.flush().await;
         return;
     }
-    conn.out.extend_from_slice(
-        format!(
-            "{} OK [CAPABILITY {}] Logged in\r\n",
-            resume.tag,
-            session::capabilities()
-        )
-        .as_bytes(),
+    put!(
+        conn.out,
+        "{} OK [CAPABILITY {}] Logged in\r\n",
+        resume.tag,
+        session::capabilities()
     );
     let mut session = Session::new(core.clone(), user);
     session.run(&mut conn).await;

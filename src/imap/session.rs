@@ -16,7 +16,7 @@ use super::command::{self, Command, CommandBody, Flag, ParseError, StatusItem, S
 use super::flags::{self, Keywords};
 use super::selected::{Selected, SyncMode, ViewEntry};
 use super::sequence::SequenceSet;
-use super::server::{Conn, Next};
+use super::server::Conn;
 use super::{fetch, list, search, utf7};
 
 /// Commands that fail to parse before the connection is closed.
@@ -36,23 +36,21 @@ pub fn capabilities() -> &'static str {
 pub fn frame_error(out: &mut Vec<u8>, tag: Option<&str>, kind: FrameErrorKind) {
     let tag = tag.unwrap_or("*");
     let verb = if kind.is_no() { "NO" } else { "BAD" };
-    out.extend_from_slice(format!("{tag} {verb} {}\r\n", kind.text()).as_bytes());
+    put!(out, "{tag} {verb} {}\r\n", kind.text());
 }
 
 /// `TAG BAD ...` for a command that does not parse.
 pub fn parse_error(out: &mut Vec<u8>, e: &ParseError) {
     let tag = e.tag().unwrap_or("*");
-    out.extend_from_slice(format!("{tag} BAD Error in IMAP command: {e}\r\n").as_bytes());
+    put!(out, "{tag} BAD Error in IMAP command: {e}\r\n");
 }
 
 /// The ID reply (RFC 2971).
 pub fn write_id(out: &mut Vec<u8>, tag: &str) {
-    out.extend_from_slice(
-        format!(
-            "* ID (\"name\" \"ringmail\" \"version\" \"{}\")\r\n{tag} OK ID completed.\r\n",
-            env!("CARGO_PKG_VERSION")
-        )
-        .as_bytes(),
+    put!(
+        out,
+        "* ID (\"name\" \"ringmail\" \"version\" \"{}\")\r\n{tag} OK ID completed.\r\n",
+        env!("CARGO_PKG_VERSION")
     );
 }
 
@@ -93,42 +91,11 @@ impl Session {
     pub async fn run(&mut self, conn: &mut Conn) {
         let mut bad = 0usize;
         loop {
-            let bytes = match conn.next_command(self.timeout_ms(), true).await {
-                Next::Command(b) => b,
-                Next::Error { tag, kind } => {
-                    bad += 1;
-                    frame_error(&mut conn.out, tag.as_deref(), kind);
-                    if bad >= BAD_COMMANDS_MAX {
-                        conn.out
-                            .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
-                        return;
-                    }
-                    continue;
-                }
-                Next::TimedOut => {
-                    conn.out
-                        .extend_from_slice(b"* BYE Disconnected for inactivity.\r\n");
-                    return;
-                }
-                Next::Shutdown => {
-                    conn.out
-                        .extend_from_slice(b"* BYE Server shutting down.\r\n");
-                    return;
-                }
-                Next::Closed => return,
-            };
-            let cmd = match command::parse(&bytes) {
-                Ok(c) => c,
-                Err(e) => {
-                    bad += 1;
-                    parse_error(&mut conn.out, &e);
-                    if bad >= BAD_COMMANDS_MAX {
-                        conn.out
-                            .extend_from_slice(b"* BYE Too many invalid IMAP commands.\r\n");
-                        return;
-                    }
-                    continue;
-                }
+            let Some(cmd) = conn
+                .next_parsed(self.timeout_ms(), &mut bad, BAD_COMMANDS_MAX)
+                .await
+            else {
+                return;
             };
             match self.dispatch(cmd, conn).await {
                 Flow::Continue => {}
@@ -152,48 +119,38 @@ impl Session {
                     .store
                     .with_mailbox(&self.user, &sel.name, |mb| mb.modseq_highest())
                     .unwrap_or(0);
-                conn.out.extend_from_slice(
-                    format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", m.max(1)).as_bytes(),
-                );
+                put!(conn.out, "* OK [HIGHESTMODSEQ {}] Highest\r\n", m.max(1));
             }
         }
         let tag = tag.as_str();
         let out = &mut conn.out;
         match body {
             CommandBody::Capability => {
-                out.extend_from_slice(
-                    format!(
-                        "* CAPABILITY {}\r\n{tag} OK Capability completed.\r\n",
-                        capabilities()
-                    )
-                    .as_bytes(),
+                put!(
+                    out,
+                    "* CAPABILITY {}\r\n{tag} OK Capability completed.\r\n",
+                    capabilities()
                 );
             }
             CommandBody::Noop => self.handle_noop(tag, out, "NOOP"),
             CommandBody::Check => self.handle_noop(tag, out, "Check"),
             CommandBody::Logout => {
-                out.extend_from_slice(
-                    format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n").as_bytes(),
-                );
+                put!(out, "* BYE Logging out\r\n{tag} OK Logout completed.\r\n");
                 return Flow::Logout;
             }
             CommandBody::Login { .. } | CommandBody::Authenticate { .. } => {
-                out.extend_from_slice(format!("{tag} BAD Already authenticated.\r\n").as_bytes());
+                put!(out, "{tag} BAD Already authenticated.\r\n");
             }
             CommandBody::StartTls => {
-                out.extend_from_slice(
-                    format!("{tag} BAD STARTTLS is not permitted after login.\r\n").as_bytes(),
-                );
+                put!(out, "{tag} BAD STARTTLS is not permitted after login.\r\n");
             }
             CommandBody::Id { .. } => write_id(out, tag),
             CommandBody::Enable { capabilities } => self.handle_enable(tag, &capabilities, out),
             CommandBody::Namespace => {
                 let delim = "\"/\"";
-                out.extend_from_slice(
-                    format!(
-                        "* NAMESPACE ((\"\" {delim})) NIL NIL\r\n{tag} OK Namespace completed.\r\n"
-                    )
-                    .as_bytes(),
+                put!(
+                    out,
+                    "* NAMESPACE ((\"\" {delim})) NIL NIL\r\n{tag} OK Namespace completed.\r\n"
                 );
             }
             CommandBody::Select {
@@ -315,7 +272,6 @@ impl Session {
             return true;
         };
         let store = &self.core.store;
-        let keywords = Keywords::from_list(&store.keywords(&self.user, &sel.name));
         let name = sel.name.clone();
         let core = &self.core;
         let id = sel.id;
@@ -325,6 +281,12 @@ impl Session {
                 if mb.id() != sel.id {
                     return false;
                 }
+                // Nothing changed since the last sync (every change bumps the modseq): no
+                // walk over the view, which every FETCH/STORE/SEARCH/NOOP would pay.
+                if sel.is_current(mb.modseq_highest(), mode.expunges) {
+                    return true;
+                }
+                let keywords = Keywords::from_list(mb.keywords());
                 sel.sync(
                     mb.messages(),
                     mb.modseq_highest(),
@@ -384,9 +346,7 @@ impl Session {
     }
 
     fn no_mailbox(tag: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(
-            format!("{tag} NO [NONEXISTENT] Mailbox doesn't exist.\r\n").as_bytes(),
-        );
+        put!(out, "{tag} NO [NONEXISTENT] Mailbox doesn't exist.\r\n");
     }
 
     fn store_failed(tag: &str, e: &StoreError, out: &mut Vec<u8>) {
@@ -406,11 +366,11 @@ impl Session {
         if matches!(code, "SERVERBUG") {
             eprintln!("ringmail: imap: store error: {e}");
         }
-        out.extend_from_slice(format!("{tag} NO [{code}] {text}\r\n").as_bytes());
+        put!(out, "{tag} NO [{code}] {text}\r\n");
     }
 
     fn not_selected(tag: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(format!("{tag} BAD No mailbox selected.\r\n").as_bytes());
+        put!(out, "{tag} BAD No mailbox selected.\r\n");
     }
 
     // -----------------------------------------------------------------------------------
@@ -418,7 +378,7 @@ impl Session {
 
     fn handle_noop(&mut self, tag: &str, out: &mut Vec<u8>, name: &str) {
         self.sync(out, true);
-        out.extend_from_slice(format!("{tag} OK {name} completed.\r\n").as_bytes());
+        put!(out, "{tag} OK {name} completed.\r\n");
     }
 
     fn handle_enable(&mut self, tag: &str, caps: &[String], out: &mut Vec<u8>) {
@@ -451,9 +411,9 @@ impl Session {
             }
         }
         if !enabled.is_empty() {
-            out.extend_from_slice(format!("* ENABLED {}\r\n", enabled.join(" ")).as_bytes());
+            put!(out, "* ENABLED {}\r\n", enabled.join(" "));
         }
-        out.extend_from_slice(format!("{tag} OK Enabled.\r\n").as_bytes());
+        put!(out, "{tag} OK Enabled.\r\n");
     }
 
     async fn handle_select(
@@ -472,9 +432,9 @@ impl Session {
             }
         }
         if qresync.is_some() && !self.qresync {
-            out.extend_from_slice(
-                format!("{tag} BAD QRESYNC parameter requires ENABLE QRESYNC first.\r\n")
-                    .as_bytes(),
+            put!(
+                out,
+                "{tag} BAD QRESYNC parameter requires ENABLE QRESYNC first.\r\n"
             );
             return;
         }
@@ -484,12 +444,12 @@ impl Session {
         let name = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
         let store = &self.core.store;
-        let keywords = Keywords::from_list(&store.keywords(&self.user, &name));
+        let keywords = Keywords::of(store, &self.user, &name);
         let snapshot = store.with_mailbox(&self.user, &name, |mb| {
             (
                 mb.id(),
@@ -531,29 +491,29 @@ impl Session {
             modseq_seen: modseq_highest,
             recent,
             keywords_shown: keywords.len(),
+            ghosts: false,
             signal,
             saved: Vec::new(),
         };
         flags::announce(out, &keywords, read_only);
-        out.extend_from_slice(format!("* {} EXISTS\r\n", sel.exists()).as_bytes());
+        put!(out, "* {} EXISTS\r\n", sel.exists());
         if !self.rev2 {
-            out.extend_from_slice(format!("* {} RECENT\r\n", sel.recent_count()).as_bytes());
+            put!(out, "* {} RECENT\r\n", sel.recent_count());
             if let Some(first_unseen) = sel.view.iter().position(|e| e.flags & sflags::SEEN == 0) {
-                out.extend_from_slice(
-                    format!("* OK [UNSEEN {}] First unseen.\r\n", first_unseen + 1).as_bytes(),
-                );
+                put!(out, "* OK [UNSEEN {}] First unseen.\r\n", first_unseen + 1);
             }
         }
-        out.extend_from_slice(
-            format!(
-                "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
-                status.uid_validity, status.uid_next
-            )
-            .as_bytes(),
+        put!(
+            out,
+            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
+            status.uid_validity,
+            status.uid_next
         );
         if self.condstore || self.qresync {
-            out.extend_from_slice(
-                format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", modseq_highest.max(1)).as_bytes(),
+            put!(
+                out,
+                "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+                modseq_highest.max(1)
             );
         }
         if let Some(q) = qresync {
@@ -564,7 +524,7 @@ impl Session {
         sel.modseq_seen = modseq_highest;
         self.selected = Some(sel);
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
-        out.extend_from_slice(format!("{tag} OK [{code}] Select completed.\r\n").as_bytes());
+        put!(out, "{tag} OK [{code}] Select completed.\r\n");
     }
 
     /// QRESYNC SELECT (RFC 7162 §3.2.5): VANISHED (EARLIER) for UIDs the client knows that are
@@ -579,32 +539,24 @@ impl Session {
         let uid_max = sel.uid_max();
         // Expunged UIDs are not remembered individually: every UID in the client's known
         // range that is absent now is reported (allowed: the client ignores unknown ones).
-        let known: Vec<u32> = match &q.known_uids {
-            Some(set) => set.iter_resolved(uid_max.max(1)).collect(),
-            None => (1..=uid_max).collect(),
+        let limit = uid_max.max(1);
+        let gone = match &q.known_uids {
+            Some(set) => sel.absent(set, limit, limit),
+            None => sel.absent(&SequenceSet::from_ranges(&[(1, limit)]), limit, limit),
         };
-        let gone: Vec<u32> = known
-            .into_iter()
-            .filter(|u| sel.seq_of(*u).is_none() && *u <= uid_max.max(1))
-            .take(100_000)
-            .collect();
         if !gone.is_empty() && q.modseq < sel.modseq_seen {
-            out.extend_from_slice(
-                format!(
-                    "* VANISHED (EARLIER) {}\r\n",
-                    SequenceSet::from_sorted(&gone)
-                )
-                .as_bytes(),
+            put!(
+                out,
+                "* VANISHED (EARLIER) {}\r\n",
+                SequenceSet::from_ranges(&gone)
             );
         }
         for (i, e) in sel.view.iter().enumerate() {
             if e.modseq > q.modseq {
                 let recent = sel.is_recent(e.uid) && !self.rev2;
-                out.extend_from_slice(
-                    format!("* {} FETCH (UID {} FLAGS ", i + 1, e.uid).as_bytes(),
-                );
+                put!(out, "* {} FETCH (UID {} FLAGS ", i + 1, e.uid);
                 flags::write_flags(out, e.flags, recent, keywords);
-                out.extend_from_slice(format!(" MODSEQ ({}))\r\n", e.modseq).as_bytes());
+                put!(out, " MODSEQ ({}))\r\n", e.modseq);
             }
         }
     }
@@ -622,7 +574,7 @@ impl Session {
         let name = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
@@ -631,18 +583,16 @@ impl Session {
             match list::special_use_bit(u) {
                 Some(b) => bits |= b,
                 None => {
-                    out.extend_from_slice(
-                        format!("{tag} NO [USEATTR] Unsupported special-use attribute.\r\n")
-                            .as_bytes(),
+                    put!(
+                        out,
+                        "{tag} NO [USEATTR] Unsupported special-use attribute.\r\n"
                     );
                     return;
                 }
             }
         }
         if name == "INBOX" {
-            out.extend_from_slice(
-                format!("{tag} NO [ALREADYEXISTS] Mailbox already exists.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [ALREADYEXISTS] Mailbox already exists.\r\n");
             return;
         }
         match self
@@ -651,7 +601,7 @@ impl Session {
             .create_mailbox(&self.user, &name, bits)
             .await
         {
-            Ok(_) => out.extend_from_slice(format!("{tag} OK Create completed.\r\n").as_bytes()),
+            Ok(_) => put!(out, "{tag} OK Create completed.\r\n"),
             Err(e) => Self::store_failed(tag, &e, out),
         }
     }
@@ -660,12 +610,12 @@ impl Session {
         let name = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
         if name == "INBOX" {
-            out.extend_from_slice(format!("{tag} NO INBOX can't be deleted.\r\n").as_bytes());
+            put!(out, "{tag} NO INBOX can't be deleted.\r\n");
             return;
         }
         if self.selected.as_ref().is_some_and(|s| s.name == name) {
@@ -673,7 +623,7 @@ impl Session {
             self.selected = None;
         }
         match self.core.store.delete_mailbox(&self.user, &name).await {
-            Ok(()) => out.extend_from_slice(format!("{tag} OK Delete completed.\r\n").as_bytes()),
+            Ok(()) => put!(out, "{tag} OK Delete completed.\r\n"),
             Err(e) => Self::store_failed(tag, &e, out),
         }
     }
@@ -682,14 +632,12 @@ impl Session {
         let (from, to) = match (self.mailbox_name(from), self.mailbox_name(to)) {
             (Ok(f), Ok(t)) => (f, t),
             (Err(why), _) | (_, Err(why)) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
         if to == "INBOX" {
-            out.extend_from_slice(
-                format!("{tag} NO [ALREADYEXISTS] Mailbox already exists.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [ALREADYEXISTS] Mailbox already exists.\r\n");
             return;
         }
         match self.core.store.rename_mailbox(&self.user, &from, &to).await {
@@ -701,7 +649,7 @@ impl Session {
                         sel.name = format!("{to}/{rest}");
                     }
                 }
-                out.extend_from_slice(format!("{tag} OK Rename completed.\r\n").as_bytes())
+                put!(out, "{tag} OK Rename completed.\r\n")
             }
             Err(e) => Self::store_failed(tag, &e, out),
         }
@@ -711,13 +659,13 @@ impl Session {
         let name = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
         let what = if on { "Subscribe" } else { "Unsubscribe" };
         match self.core.store.set_subscribed(&self.user, &name, on).await {
-            Ok(()) => out.extend_from_slice(format!("{tag} OK {what} completed.\r\n").as_bytes()),
+            Ok(()) => put!(out, "{tag} OK {what} completed.\r\n"),
             Err(e) => Self::store_failed(tag, &e, out),
         }
     }
@@ -726,7 +674,7 @@ impl Session {
         let name = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
@@ -742,7 +690,7 @@ impl Session {
         self.encode_name(&name, out);
         out.push(b' ');
         list::write_status_items(out, &status, items, self.recent_of(&name));
-        out.extend_from_slice(format!("\r\n{tag} OK Status completed.\r\n").as_bytes());
+        put!(out, "\r\n{tag} OK Status completed.\r\n");
     }
 
     /// RECENT for STATUS: what the selected view holds as recent, else the messages no
@@ -772,27 +720,21 @@ impl Session {
         let name = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
         let store = self.core.store.clone();
         let Some(status) = store.mailbox_status(&self.user, &name) else {
-            out.extend_from_slice(
-                format!("{tag} NO [TRYCREATE] Mailbox doesn't exist.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [TRYCREATE] Mailbox doesn't exist.\r\n");
             return;
         };
         if messages.len() > APPEND_MESSAGES_MAX {
-            out.extend_from_slice(
-                format!("{tag} NO [LIMIT] Too many messages in one APPEND.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [LIMIT] Too many messages in one APPEND.\r\n");
             return;
         }
         if messages.iter().any(|m| m.data.is_empty()) {
-            out.extend_from_slice(
-                format!("{tag} NO Can't save a zero byte message.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO Can't save a zero byte message.\r\n");
             return;
         }
         let mut uids = Vec::with_capacity(messages.len());
@@ -810,7 +752,7 @@ impl Session {
             let date = m
                 .date
                 .map(|d| d.unix)
-                .unwrap_or_else(crate::runtime::core::unix_now);
+                .unwrap_or_else(crate::time::unix_now);
             let appended = store.append(&self.user, &name, blob, bits | kw, date);
             let (durable, appended) = futures_lite::future::zip(ticket.durable(), appended).await;
             if let Err(e) = durable {
@@ -827,12 +769,10 @@ impl Session {
         if self.selected.as_ref().is_some_and(|s| s.name == name) {
             self.sync(out, true);
         }
-        out.extend_from_slice(
-            format!(
-                "{tag} OK [APPENDUID {uid_validity} {}] Append completed.\r\n",
-                SequenceSet::from_sorted(&uids)
-            )
-            .as_bytes(),
+        put!(
+            out,
+            "{tag} OK [APPENDUID {uid_validity} {}] Append completed.\r\n",
+            SequenceSet::from_sorted(&uids)
         );
     }
 
@@ -876,11 +816,9 @@ impl Session {
                     };
                     if line.eq_ignore_ascii_case(b"DONE") {
                         self.sync(&mut conn.out, true);
-                        conn.out
-                            .extend_from_slice(format!("{tag} OK Idle completed.\r\n").as_bytes());
+                        put!(conn.out, "{tag} OK Idle completed.\r\n");
                     } else {
-                        conn.out
-                            .extend_from_slice(format!("{tag} BAD Expected DONE.\r\n").as_bytes());
+                        put!(conn.out, "{tag} BAD Expected DONE.\r\n");
                     }
                     return Flow::Continue;
                 }
@@ -916,7 +854,7 @@ impl Session {
             }
         }
         let what = if expunge { "Close" } else { "Unselect" };
-        out.extend_from_slice(format!("{tag} OK {what} completed.\r\n").as_bytes());
+        put!(out, "{tag} OK {what} completed.\r\n");
     }
 
     async fn handle_expunge(&mut self, tag: &str, uids: Option<&SequenceSet>, out: &mut Vec<u8>) {
@@ -924,9 +862,7 @@ impl Session {
             return Self::not_selected(tag, out);
         };
         if sel.read_only {
-            out.extend_from_slice(
-                format!("{tag} NO [READ-ONLY] Mailbox is read-only.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [READ-ONLY] Mailbox is read-only.\r\n");
             return;
         }
         let set = uids.map(|s| s.or_saved(&SequenceSet::from_sorted(&sel.saved)).clone());
@@ -957,11 +893,12 @@ impl Session {
         self.sync(out, true);
         let modseq = self.selected.as_ref().map(|s| s.modseq_seen).unwrap_or(0);
         if self.qresync && !deleted.is_empty() {
-            out.extend_from_slice(
-                format!("{tag} OK [HIGHESTMODSEQ {modseq}] Expunge completed.\r\n").as_bytes(),
+            put!(
+                out,
+                "{tag} OK [HIGHESTMODSEQ {modseq}] Expunge completed.\r\n"
             );
         } else {
-            out.extend_from_slice(format!("{tag} OK Expunge completed.\r\n").as_bytes());
+            put!(out, "{tag} OK Expunge completed.\r\n");
         }
     }
 
@@ -977,9 +914,9 @@ impl Session {
         if let Some(cs) = charset {
             let cs = cs.to_ascii_uppercase();
             if !matches!(cs.as_str(), "UTF-8" | "US-ASCII" | "UTF8") {
-                out.extend_from_slice(
-                    format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.\r\n")
-                        .as_bytes(),
+                put!(
+                    out,
+                    "{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.\r\n"
                 );
                 return;
             }
@@ -1020,9 +957,9 @@ impl Session {
             return Flow::Continue;
         }
         if vanished && (!uid || !self.qresync || changed_since.is_none()) {
-            conn.out.extend_from_slice(
-                format!("{tag} BAD VANISHED requires UID FETCH, QRESYNC and CHANGEDSINCE.\r\n")
-                    .as_bytes(),
+            put!(
+                conn.out,
+                "{tag} BAD VANISHED requires UID FETCH, QRESYNC and CHANGEDSINCE.\r\n"
             );
             return Flow::Continue;
         }
@@ -1042,14 +979,12 @@ impl Session {
         };
         match fetch::run(&cx, sel, uid, set, items, changed_since, vanished, conn).await {
             Ok(()) => {
-                conn.out
-                    .extend_from_slice(format!("{tag} OK Fetch completed.\r\n").as_bytes());
+                put!(conn.out, "{tag} OK Fetch completed.\r\n");
                 Flow::Continue
             }
             Err(fetch::FetchFailure::Io) => Flow::Logout,
             Err(fetch::FetchFailure::No(text)) => {
-                conn.out
-                    .extend_from_slice(format!("{tag} NO {text}\r\n").as_bytes());
+                put!(conn.out, "{tag} NO {text}\r\n");
                 Flow::Continue
             }
         }
@@ -1071,9 +1006,7 @@ impl Session {
             return Self::not_selected(tag, out);
         };
         if sel.read_only {
-            out.extend_from_slice(
-                format!("{tag} NO [READ-ONLY] Mailbox is read-only.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [READ-ONLY] Mailbox is read-only.\r\n");
             return;
         }
         if unchanged_since.is_some() {
@@ -1123,7 +1056,7 @@ impl Session {
             }
         }
         self.sync(out, false);
-        let keywords = Keywords::from_list(&store.keywords(&self.user, &name));
+        let keywords = Keywords::of(&store, &self.user, &name);
         let condstore = self.condstore;
         let rev2 = self.rev2;
         let Some(sel) = self.selected.as_mut() else {
@@ -1155,9 +1088,9 @@ impl Session {
             if !report || (silent && !condstore) {
                 continue;
             }
-            out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+            put!(out, "* {seq} FETCH (");
             if uid {
-                out.extend_from_slice(format!("UID {u} ").as_bytes());
+                put!(out, "UID {u} ");
             }
             if !silent {
                 out.extend_from_slice(b"FLAGS ");
@@ -1168,24 +1101,22 @@ impl Session {
                 }
             }
             if condstore {
-                out.extend_from_slice(format!("MODSEQ ({modseq})").as_bytes());
+                put!(out, "MODSEQ ({modseq})");
             }
             out.extend_from_slice(b")\r\n");
         }
         if modified.is_empty() {
-            out.extend_from_slice(format!("{tag} OK Store completed.\r\n").as_bytes());
+            put!(out, "{tag} OK Store completed.\r\n");
         } else {
             let numbers: Vec<u32> = if uid {
                 modified
             } else {
                 modified.iter().filter_map(|u| sel.seq_of(*u)).collect()
             };
-            out.extend_from_slice(
-                format!(
-                    "{tag} OK [MODIFIED {}] Conditional store failed.\r\n",
-                    SequenceSet::from_sorted(&numbers)
-                )
-                .as_bytes(),
+            put!(
+                out,
+                "{tag} OK [MODIFIED {}] Conditional store failed.\r\n",
+                SequenceSet::from_sorted(&numbers)
             );
         }
     }
@@ -1203,23 +1134,19 @@ impl Session {
             return Self::not_selected(tag, out);
         };
         if remove && sel.read_only {
-            out.extend_from_slice(
-                format!("{tag} NO [READ-ONLY] Mailbox is read-only.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [READ-ONLY] Mailbox is read-only.\r\n");
             return;
         }
         let to = match self.mailbox_name(raw) {
             Ok(n) => n,
             Err(why) => {
-                out.extend_from_slice(format!("{tag} NO {why}.\r\n").as_bytes());
+                put!(out, "{tag} NO {why}.\r\n");
                 return;
             }
         };
         let store = self.core.store.clone();
         if store.mailbox_status(&self.user, &to).is_none() {
-            out.extend_from_slice(
-                format!("{tag} NO [TRYCREATE] Mailbox doesn't exist.\r\n").as_bytes(),
-            );
+            put!(out, "{tag} NO [TRYCREATE] Mailbox doesn't exist.\r\n");
             return;
         }
         let from = sel.name.clone();
@@ -1231,13 +1158,12 @@ impl Session {
         if targets.is_empty() {
             let what = if remove { "Move" } else { "Copy" };
             if !uid && set_has_out_of_range(set, sel.exists()) {
-                out.extend_from_slice(
-                    format!("{tag} BAD Error in IMAP command: Invalid messageset\r\n").as_bytes(),
+                put!(
+                    out,
+                    "{tag} BAD Error in IMAP command: Invalid messageset\r\n"
                 );
             } else {
-                out.extend_from_slice(
-                    format!("{tag} OK No messages found. {what} completed.\r\n").as_bytes(),
-                );
+                put!(out, "{tag} OK No messages found. {what} completed.\r\n");
             }
             return;
         }
@@ -1254,14 +1180,14 @@ impl Session {
             SequenceSet::from_sorted(&dst)
         );
         if remove {
-            out.extend_from_slice(format!("* OK [{code}] Moved UIDs.\r\n").as_bytes());
+            put!(out, "* OK [{code}] Moved UIDs.\r\n");
             self.sync(out, true);
-            out.extend_from_slice(format!("{tag} OK Move completed.\r\n").as_bytes());
+            put!(out, "{tag} OK Move completed.\r\n");
         } else {
             if to == from {
                 self.sync(out, uid);
             }
-            out.extend_from_slice(format!("{tag} OK [{code}] Copy completed.\r\n").as_bytes());
+            put!(out, "{tag} OK [{code}] Copy completed.\r\n");
         }
     }
 }
@@ -1356,8 +1282,7 @@ pub fn resolve(sel: &Selected, uid: bool, set: &SequenceSet) -> Vec<(u32, u32)> 
                 v.push((lo as u32 + i as u32 + 1, e.uid));
             }
         }
-        v.sort_unstable();
-        v.dedup();
+        // `ranges_resolved` gives disjoint ascending ranges: `v` is sorted, each UID once.
         v
     } else {
         let exists = sel.exists();

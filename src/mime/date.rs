@@ -6,11 +6,7 @@
 //! as +0000 (Dovecot does the same).
 
 use super::lex::{Lex, Lexer};
-use crate::time::days_from_civil;
-
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
+use crate::time::{days_from_civil, MONTHS};
 
 /// Minutes east of UTC for a zone token.
 fn zone_minutes(zone: &[u8]) -> i32 {
@@ -59,7 +55,8 @@ fn zone_minutes(zone: &[u8]) -> i32 {
     }
 }
 
-/// The next atom, if any: `(Lex, bytes)`.
+/// Reads the next atom into `buf`: `Some(true)` when there is one,
+/// `Some(false)` at the end of the value, `None` when the value is broken.
 fn next_atom(lex: &mut Lexer<'_>, buf: &mut Vec<u8>) -> Option<bool> {
     buf.clear();
     if lex.at_end() {
@@ -110,7 +107,7 @@ pub(crate) fn parse(value: &[u8]) -> Option<(i64, i16)> {
     }
     let month = MONTHS
         .iter()
-        .position(|m| t[..3].eq_ignore_ascii_case(&m[..]))? as u32
+        .position(|m| t[..3].eq_ignore_ascii_case(m.as_bytes()))? as u32
         + 1;
     if !next_atom(&mut lex, &mut t)? || (t.len() != 2 && t.len() != 4) {
         return None;

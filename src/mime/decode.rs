@@ -6,9 +6,15 @@
 //! windows-1252 and ISO-8859-15. Others are read as UTF-8 with invalid
 //! sequences replaced, which keeps their ASCII searchable.
 
+use std::borrow::Cow;
+
 use memchr::{memchr, memmem};
 
-fn base64_value(c: u8) -> Option<u8> {
+use super::Encoding;
+
+/// The value of a base64 alphabet character (RFC 4648 §4). `crate::sasl`'s
+/// strict decoder has its own copy (`sextet`) and could call this instead.
+pub(crate) fn base64_value(c: u8) -> Option<u8> {
     match c {
         b'A'..=b'Z' => Some(c - b'A'),
         b'a'..=b'z' => Some(c - b'a' + 26),
@@ -60,6 +66,16 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
+/// The byte of a `=XX` escape (`XX` hex) starting at `input[i]`, if one does.
+fn escape_at(input: &[u8], i: usize) -> Option<u8> {
+    if input[i] != b'=' {
+        return None;
+    }
+    let hi = hex(*input.get(i + 1)?)?;
+    let lo = hex(*input.get(i + 2)?)?;
+    Some(hi << 4 | lo)
+}
+
 /// Decodes a quoted-printable body: `=XX` escapes, soft line breaks (`=`
 /// at the end of a line, white space after it allowed), trailing white space
 /// of each line dropped, hard line breaks written as CRLF. A `=` that
@@ -90,15 +106,10 @@ pub fn quoted_printable(input: &[u8], out: &mut Vec<u8>) {
         let mut i = 0;
         while i < line.len() {
             let c = line[i];
-            if c == b'=' {
-                if let (Some(hi), Some(lo)) = (
-                    line.get(i + 1).copied().and_then(hex),
-                    line.get(i + 2).copied().and_then(hex),
-                ) {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
+            if let Some(byte) = escape_at(line, i) {
+                out.push(byte);
+                i += 3;
+                continue;
             }
             out.push(c);
             i += 1;
@@ -110,26 +121,29 @@ pub fn quoted_printable(input: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A body with its transfer encoding removed: base64 and quoted-printable
+/// decoded, anything else borrowed as it is.
+pub(crate) fn body(encoding: Encoding, raw: &[u8]) -> Cow<'_, [u8]> {
+    let mut out = Vec::new();
+    match encoding {
+        Encoding::Base64 => base64(raw, &mut out),
+        Encoding::QuotedPrintable => quoted_printable(raw, &mut out),
+        Encoding::Identity | Encoding::Unknown => return Cow::Borrowed(raw),
+    }
+    Cow::Owned(out)
+}
+
 /// Decodes the `Q` encoding of RFC 2047 (`_` is a space).
 fn q_encoding(input: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < input.len() {
         let c = input[i];
-        if c == b'_' {
-            out.push(b' ');
-        } else if c == b'=' {
-            if let (Some(hi), Some(lo)) = (
-                input.get(i + 1).copied().and_then(hex),
-                input.get(i + 2).copied().and_then(hex),
-            ) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-            out.push(c);
-        } else {
-            out.push(c);
+        if let Some(byte) = escape_at(input, i) {
+            out.push(byte);
+            i += 3;
+            continue;
         }
+        out.push(if c == b'_' { b' ' } else { c });
         i += 1;
     }
 }

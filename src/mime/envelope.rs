@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use super::address::{parse_list, Address};
+use super::address::{parse_list, Address, ADDRESSES_MAX};
 use super::header::{fields, without_nuls};
 use super::quote::{nstring, nstring_nolf, string_for_humans};
 use super::MessageStructure;
@@ -25,9 +25,23 @@ struct Envelope<'a> {
 
 const ADDRESS_FIELDS: [&str; 6] = ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"];
 
+/// Most addresses (group markers included) one FETCH item writes: as many
+/// as one field may hold, but across all address fields of all the
+/// envelopes in one ENVELOPE or BODYSTRUCTURE. Broken lists make an address
+/// per byte (`To: ,,,` gives `MISSING_MAILBOX@MISSING_DOMAIN` entries, about
+/// 45 bytes each), so without a bound across repeated fields and embedded
+/// messages a 25 MiB message could produce a reply of a gigabyte.
+pub(crate) const ENVELOPE_ADDRESSES_MAX: usize = ADDRESSES_MAX * 2;
+
 /// Writes `(date subject from sender reply-to to cc bcc in-reply-to
-/// message-id)` for the header block `header`.
-pub(crate) fn write(msg: &[u8], header: Range<usize>, out: &mut Vec<u8>) {
+/// message-id)` for the header block `header`, taking at most
+/// `addresses_left` addresses (and counting them off).
+pub(crate) fn write(
+    msg: &[u8],
+    header: Range<usize>,
+    addresses_left: &mut usize,
+    out: &mut Vec<u8>,
+) {
     let mut env = Envelope::default();
     for field in fields(msg, header) {
         let name = field.name;
@@ -43,8 +57,12 @@ pub(crate) fn write(msg: &[u8], header: Range<usize>, out: &mut Vec<u8>) {
             .iter()
             .position(|n| name.eq_ignore_ascii_case(n.as_bytes()))
         {
-            let list = parse_list(field.value);
-            env.addresses[slot].extend(list);
+            if *addresses_left > 0 {
+                let list = parse_list(field.value);
+                let taken = list.len().min(*addresses_left);
+                *addresses_left -= taken;
+                env.addresses[slot].extend(list.into_iter().take(taken));
+            }
         }
     }
     out.push(b'(');
@@ -99,9 +117,10 @@ fn write_addresses(out: &mut Vec<u8>, list: &[Address]) {
 impl MessageStructure {
     /// Appends the ENVELOPE of the message (parenthesised list) to `out`.
     pub fn envelope(&self, msg: &[u8], out: &mut Vec<u8>) {
+        let mut addresses_left = ENVELOPE_ADDRESSES_MAX;
         match self.bytes(msg) {
-            Some(msg) => write(msg, self.root().header.range(), out),
-            None => write(b"", 0..0, out),
+            Some(msg) => write(msg, self.root().header.range(), &mut addresses_left, out),
+            None => write(b"", 0..0, &mut addresses_left, out),
         }
     }
 }

@@ -146,59 +146,76 @@ impl<'a> Lexer<'a> {
     fn skip_comment(&mut self) -> Lex {
         let record = self.last_comment.is_some();
         let mut text = Vec::new();
-        let mut copied = 0usize;
+        let state = match self.enclosed(&mut text, b')') {
+            Ok(()) => self.state(),
+            Err(copied) => {
+                text.truncate(copied);
+                Lex::Err
+            }
+        };
+        if record {
+            self.last_comment = Some(text);
+        }
+        state
+    }
+
+    /// The text between the opening delimiter at `pos` and the matching
+    /// `close` (`"` quoted string, `)` comment, `]` domain literal), appended
+    /// to `out`; `pos` ends past `close`. Shared rules: folding line ends are
+    /// removed (a CR only right before the LF, within the text since the last
+    /// escape, NUL or line end), NUL becomes U+FFFD, a backslash before CR,
+    /// LF or NUL is kept as text. Comments nest; a domain literal keeps its
+    /// escapes and may not contain `[`. `Err` holds the length `out` had at
+    /// the last of those points (Dovecot's last copy) when the text is
+    /// unterminated or broken.
+    fn enclosed(&mut self, out: &mut Vec<u8>, close: u8) -> Result<(), usize> {
+        let mut segment = out.len();
         let mut depth = 1u32;
         self.pos += 1;
-        let state = loop {
-            let Some(c) = self.peek() else {
-                break Lex::Err;
-            };
+        while let Some(c) = self.peek() {
             match c {
-                b'(' => depth += 1,
-                b')' => {
+                b'(' if close == b')' => depth += 1,
+                b'[' if close == b']' => return Err(segment),
+                _ if c == close => {
                     depth -= 1;
                     if depth == 0 {
                         self.pos += 1;
-                        copied = text.len();
-                        break self.state();
+                        return Ok(());
                     }
                 }
                 b'\n' => {
-                    if text.len() > copied && text.last() == Some(&b'\r') {
-                        text.pop();
+                    if out.len() > segment && out.last() == Some(&b'\r') {
+                        out.pop();
                     }
-                    copied = text.len();
+                    segment = out.len();
                     self.pos += 1;
                     continue;
                 }
                 0 => {
-                    text.extend_from_slice(REPLACEMENT);
-                    copied = text.len();
+                    out.extend_from_slice(REPLACEMENT);
+                    segment = out.len();
                     self.pos += 1;
                     continue;
                 }
                 b'\\' => match self.input.get(self.pos + 1) {
-                    None => {
-                        break Lex::Err;
-                    }
+                    None => return Err(segment),
                     Some(b'\r' | b'\n' | 0) => {}
                     Some(&escaped) => {
-                        copied = text.len();
-                        text.push(escaped);
+                        segment = out.len();
+                        if close == b']' {
+                            out.push(b'\\');
+                        }
+                        out.push(escaped);
                         self.pos += 2;
                         continue;
                     }
                 },
                 _ => {}
             }
-            text.push(c);
+            out.push(c);
             self.pos += 1;
-        };
-        if record {
-            text.truncate(copied);
-            self.last_comment = Some(text);
         }
-        state
+        Err(segment)
     }
 
     /// `1*atext`, then CFWS.
@@ -264,46 +281,10 @@ impl<'a> Lexer<'a> {
 
     /// A quoted string starting at `"`: escapes and folding removed.
     pub fn quoted_string(&mut self, out: &mut Vec<u8>) -> Lex {
-        self.pos += 1;
-        // Start of the text since the last escape, NUL or line end: a CR is
-        // only dropped before LF within it.
-        let mut segment = out.len();
-        while let Some(c) = self.peek() {
-            match c {
-                b'"' => {
-                    self.pos += 1;
-                    return self.skip_cfws();
-                }
-                b'\n' => {
-                    if out.len() > segment && out.last() == Some(&b'\r') {
-                        out.pop();
-                    }
-                    segment = out.len();
-                    self.pos += 1;
-                    continue;
-                }
-                0 => {
-                    out.extend_from_slice(REPLACEMENT);
-                    segment = out.len();
-                    self.pos += 1;
-                    continue;
-                }
-                b'\\' => match self.input.get(self.pos + 1) {
-                    None => return Lex::Err,
-                    Some(b'\r' | b'\n' | 0) => {}
-                    Some(&escaped) => {
-                        segment = out.len();
-                        out.push(escaped);
-                        self.pos += 2;
-                        continue;
-                    }
-                },
-                _ => {}
-            }
-            out.push(c);
-            self.pos += 1;
+        match self.enclosed(out, b'"') {
+            Ok(()) => self.skip_cfws(),
+            Err(_) => Lex::Err,
         }
-        Lex::Err
     }
 
     /// Atext and dots (possibly none), then CFWS.
@@ -347,51 +328,11 @@ impl<'a> Lexer<'a> {
     /// A domain literal starting at `[`, brackets and escapes kept.
     fn domain_literal(&mut self, out: &mut Vec<u8>) -> Lex {
         out.push(b'[');
-        self.pos += 1;
-        let mut segment = out.len() - 1;
-        while let Some(c) = self.peek() {
-            match c {
-                b'[' => return Lex::Err,
-                b']' => {
-                    out.push(b']');
-                    self.pos += 1;
-                    return self.skip_cfws();
-                }
-                b'\n' => {
-                    if out.len() > segment && out.last() == Some(&b'\r') {
-                        out.pop();
-                    }
-                    segment = out.len();
-                    self.pos += 1;
-                    continue;
-                }
-                0 => {
-                    out.extend_from_slice(REPLACEMENT);
-                    segment = out.len();
-                    self.pos += 1;
-                    continue;
-                }
-                b'\\' => match self.input.get(self.pos + 1) {
-                    None => return Lex::Err,
-                    Some(b'\r' | b'\n' | 0) => {
-                        out.push(b'\\');
-                        segment = out.len();
-                        self.pos += 1;
-                        continue;
-                    }
-                    Some(&escaped) => {
-                        out.push(b'\\');
-                        out.push(escaped);
-                        self.pos += 2;
-                        continue;
-                    }
-                },
-                _ => {}
-            }
-            out.push(c);
-            self.pos += 1;
+        if self.enclosed(out, b']').is_err() {
+            return Lex::Err;
         }
-        Lex::Err
+        out.push(b']');
+        self.skip_cfws()
     }
 
     /// `"@" domain` starting at `@`: a dot-atom or a domain literal.

@@ -354,23 +354,13 @@ impl MessageStructure {
     pub fn find(&self, path: &[u32]) -> Option<usize> {
         let mut index = 0usize;
         for (depth, &number) in path.iter().enumerate() {
+            let more = depth + 1 < path.len();
             let part = &self.parts[index];
             if part.kind == PartKind::Multipart {
-                let mut found = None;
-                for (n, child) in self.children(index).enumerate() {
-                    if n as u64 + 1 == u64::from(number) {
-                        found = Some(child);
-                        break;
-                    }
-                }
-                index = found?;
-            } else {
-                let more = depth + 1 < path.len();
-                if number != 1 || (more && part.kind != PartKind::Message) {
-                    return None;
-                }
+                index = self.children(index).nth(number.checked_sub(1)? as usize)?;
+            } else if number != 1 || (more && part.kind != PartKind::Message) {
+                return None;
             }
-            let more = depth + 1 < path.len();
             if more && self.parts[index].kind == PartKind::Message {
                 // Continue inside the embedded message.
                 index = self.children(index).next()?;

@@ -599,12 +599,7 @@ impl Parser<'_> {
 /// and its boundary.
 fn classify(part: &mut Building, value: &[u8]) {
     let ct = ContentType::parse(value, false);
-    let mut both = ct.main.clone();
-    if !ct.sub.is_empty() {
-        both.push(b'/');
-        both.extend_from_slice(&ct.sub);
-    }
-    if both.eq_ignore_ascii_case(b"message/rfc822") {
+    if ct.main.eq_ignore_ascii_case(b"message") && ct.sub.eq_ignore_ascii_case(b"rfc822") {
         part.message = true;
     } else if ct.main.eq_ignore_ascii_case(b"text") {
         part.text = true;

@@ -6,14 +6,10 @@
 
 use std::io::Write;
 
+use crate::imap::response::literal;
+
 /// More quoted-specials than this make a literal.
 const QUOTED_ESCAPES_MAX: usize = 4;
-
-fn literal(out: &mut Vec<u8>, s: &[u8]) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{{{}}}\r\n", s.len());
-    out.extend_from_slice(s);
-}
 
 fn quoted(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');

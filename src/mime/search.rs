@@ -91,9 +91,15 @@ fn search_value<'m>(msg: &'m [u8], field: &Field<'m>) -> Cow<'m, [u8]> {
 }
 
 impl MessageStructure {
-    /// SEARCH HEADER: does a `name` field of the message header contain
-    /// `needle`? An empty needle asks whether the field exists.
-    pub fn header_contains(&self, msg: &[u8], name: &str, needle: &[u8]) -> bool {
+    /// Whether a `name` field of the message header exists (empty needle)
+    /// or `hit` finds the key in one.
+    fn root_field_contains<'m>(
+        &self,
+        msg: &'m [u8],
+        name: &str,
+        needle: &[u8],
+        mut hit: impl FnMut(&'m [u8], &Field<'m>, &Key, &mut Vec<u8>) -> bool,
+    ) -> bool {
         let Some(msg) = self.bytes(msg) else {
             return false;
         };
@@ -101,46 +107,34 @@ impl MessageStructure {
         let mut scratch = Vec::new();
         fields(msg, self.root().header.range())
             .filter(|f| f.name_is(name))
-            .any(|f| {
-                key.is_empty() || key.in_header_value(&unfold(&search_value(msg, &f)), &mut scratch)
-            })
+            .any(|f| key.is_empty() || hit(msg, &f, &key, &mut scratch))
+    }
+
+    /// SEARCH HEADER: does a `name` field of the message header contain
+    /// `needle`? An empty needle asks whether the field exists.
+    pub fn header_contains(&self, msg: &[u8], name: &str, needle: &[u8]) -> bool {
+        self.root_field_contains(msg, name, needle, |msg, f, key, scratch| {
+            key.in_header_value(&unfold(&search_value(msg, f)), scratch)
+        })
     }
 
     /// SEARCH FROM/TO/CC/BCC (any address header name works): matches the
     /// address list written in normal form. An empty needle asks whether
     /// the field exists.
     pub fn address_contains(&self, msg: &[u8], field: &str, needle: &[u8]) -> bool {
-        let Some(msg) = self.bytes(msg) else {
-            return false;
-        };
-        let key = Key::new(needle);
-        let mut scratch = Vec::new();
         let mut normal = Vec::new();
-        fields(msg, self.root().header.range())
-            .filter(|f| f.name_is(field))
-            .any(|f| {
-                if key.is_empty() {
-                    return true;
-                }
-                normal.clear();
-                write_list(&mut normal, &parse_list(&unfold(f.value)));
-                key.in_header_value(&normal, &mut scratch)
-            })
+        self.root_field_contains(msg, field, needle, |_, f, key, scratch| {
+            normal.clear();
+            write_list(&mut normal, &parse_list(&unfold(f.value)));
+            key.in_header_value(&normal, scratch)
+        })
     }
 
     /// SEARCH SUBJECT. An empty needle asks whether there is a Subject.
     pub fn subject_contains(&self, msg: &[u8], needle: &[u8]) -> bool {
-        let Some(msg) = self.bytes(msg) else {
-            return false;
-        };
-        let key = Key::new(needle);
-        let mut scratch = Vec::new();
-        fields(msg, self.root().header.range())
-            .filter(|f| f.name_is("Subject"))
-            .any(|f| {
-                key.is_empty()
-                    || key.in_header_value(&compress_lwsp(&unfold(f.value)), &mut scratch)
-            })
+        self.root_field_contains(msg, "Subject", needle, |_, f, key, scratch| {
+            key.in_header_value(&compress_lwsp(&unfold(f.value)), scratch)
+        })
     }
 
     /// SEARCH BODY: the decoded text of the message's text parts.
@@ -223,21 +217,12 @@ impl MessageStructure {
         if !textual {
             return false;
         }
-        let raw = &msg[part.body.range()];
-        let mut decoded = Vec::new();
-        let body: &[u8] = match part.encoding {
-            Encoding::Base64 => {
-                decode::base64(raw, &mut decoded);
-                &decoded
-            }
-            Encoding::QuotedPrintable => {
-                decode::quoted_printable(raw, &mut decoded);
-                &decoded
-            }
-            Encoding::Identity => raw,
-            // Dovecot does not search a body it cannot decode.
-            Encoding::Unknown => return false,
-        };
+        // Dovecot does not search a body it cannot decode.
+        if part.encoding == Encoding::Unknown {
+            return false;
+        }
+        let body = decode::body(part.encoding, &msg[part.body.range()]);
+        let body = &body[..];
         let charset = ct
             .as_ref()
             .and_then(|ct| ct.param("charset"))

@@ -14,9 +14,8 @@ use super::decode;
 use super::header::{fields, has_blank_line};
 use super::{Encoding, MessageStructure, MimeError, Part, SectionSpec};
 
-/// `bytes` with every bare LF made CRLF.
-fn to_crlf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+/// Appends `bytes` to `out` with every bare LF made CRLF.
+fn to_crlf_into(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
     for lf in memchr_iter(b'\n', bytes) {
         out.extend_from_slice(&bytes[start..lf]);
@@ -27,28 +26,36 @@ fn to_crlf(bytes: &[u8]) -> Vec<u8> {
         start = lf + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out
 }
 
 impl MessageStructure {
     /// CRLF line ends (and, unless `binary`, NUL as 0x80) for a slice of
     /// this message; borrowed when nothing needs changing.
     fn clean<'m>(&self, bytes: &'m [u8], binary: bool) -> Cow<'m, [u8]> {
-        let mut out = Cow::Borrowed(bytes);
-        if self.has_bare_lf() {
-            let needs = memchr_iter(b'\n', bytes).any(|lf| lf == 0 || bytes[lf - 1] != b'\r');
-            if needs {
-                out = Cow::Owned(to_crlf(bytes));
-            }
+        let bare_lf = self.has_bare_lf()
+            && memchr_iter(b'\n', bytes).any(|lf| lf == 0 || bytes[lf - 1] != b'\r');
+        let nul = !binary && self.has_nul() && memchr(0, bytes).is_some();
+        if !bare_lf && !nul {
+            return Cow::Borrowed(bytes);
         }
-        if !binary && self.has_nul() && memchr(0, &out).is_some() {
-            let mut owned = out.into_owned();
-            for c in owned.iter_mut().filter(|c| **c == 0) {
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+        self.clean_into(&mut out, bytes, binary);
+        Cow::Owned(out)
+    }
+
+    /// Appends what [`Self::clean`] returns to `out`, without a copy between.
+    fn clean_into(&self, out: &mut Vec<u8>, bytes: &[u8], binary: bool) {
+        let start = out.len();
+        if self.has_bare_lf() {
+            to_crlf_into(out, bytes);
+        } else {
+            out.extend_from_slice(bytes);
+        }
+        if !binary && self.has_nul() {
+            for c in out[start..].iter_mut().filter(|c| **c == 0) {
                 *c = 0x80;
             }
-            out = Cow::Owned(owned);
         }
-        out
     }
 
     /// The bytes of `BODY[<part>.<what>]`. `part` is the section's part
@@ -119,7 +126,7 @@ impl MessageStructure {
         for field in fields(msg, header.clone()) {
             let listed = names.iter().any(|n| field.name_is(n));
             if listed == include {
-                out.extend_from_slice(&self.clean(&msg[field.line_range.clone()], false));
+                self.clean_into(&mut out, &msg[field.line_range.clone()], false);
             }
         }
         if always_blank || has_blank_line(&msg[header]) {
@@ -174,16 +181,7 @@ impl MessageStructure {
         let p = &self.parts[index];
         let body = &msg[p.body.range()];
         match p.encoding {
-            Encoding::Base64 => {
-                let mut out = Vec::new();
-                decode::base64(body, &mut out);
-                Cow::Owned(out)
-            }
-            Encoding::QuotedPrintable => {
-                let mut out = Vec::new();
-                decode::quoted_printable(body, &mut out);
-                Cow::Owned(out)
-            }
+            Encoding::Base64 | Encoding::QuotedPrintable => decode::body(p.encoding, body),
             Encoding::Identity | Encoding::Unknown => self.clean(body, true),
         }
     }
@@ -225,8 +223,7 @@ impl Binary<'_> {
     fn copy_to(&mut self, end: usize) {
         if end > self.copied_to {
             let bytes = &self.msg[self.copied_to..end];
-            self.out
-                .extend_from_slice(&self.structure.clean(bytes, true));
+            self.structure.clean_into(&mut self.out, bytes, true);
             self.copied_to = end;
         }
     }
@@ -239,8 +236,7 @@ impl Binary<'_> {
             for field in fields(self.msg, header.clone()) {
                 if !field.name_is("Content-Transfer-Encoding") {
                     let line = &self.msg[field.line_range.clone()];
-                    self.out
-                        .extend_from_slice(&self.structure.clean(line, true));
+                    self.structure.clean_into(&mut self.out, line, true);
                 }
             }
             if has_blank_line(&self.msg[header.clone()]) {

@@ -107,6 +107,8 @@ struct Writer<'a> {
     structure: &'a MessageStructure,
     msg: &'a [u8],
     extended: bool,
+    /// The address budget of the embedded messages' envelopes.
+    addresses_left: usize,
     out: &'a mut Vec<u8>,
 }
 
@@ -193,7 +195,7 @@ impl Writer<'_> {
             match self.structure.embedded(index) {
                 Some(child) => {
                     let header = self.structure.parts[child].header.range();
-                    envelope::write(self.msg, header, self.out);
+                    envelope::write(self.msg, header, &mut self.addresses_left, self.out);
                     self.out.push(b' ');
                     self.children(index);
                 }
@@ -289,6 +291,7 @@ impl MessageStructure {
             structure,
             msg,
             extended: extensible,
+            addresses_left: envelope::ENVELOPE_ADDRESSES_MAX,
             out,
         };
         writer.part(0);

@@ -273,7 +273,7 @@ async fn refuse(mut stream: TcpStream, core: &Core, protocol: Protocol) {
     let _ = stream.close().await;
 }
 
-/// Counts a connection (in the core's total and its protocol's count) for as long as it lives.
+/// Counts a connection (in its protocol's count on the core) for as long as it lives.
 pub struct ConnectionGuard<'a> {
     core: &'a Core,
     protocol: Protocol,
@@ -281,7 +281,6 @@ pub struct ConnectionGuard<'a> {
 
 impl<'a> ConnectionGuard<'a> {
     pub fn new(core: &'a Core, protocol: Protocol) -> Self {
-        core.connections.set(core.connections.get() + 1);
         core.count_connection(protocol, 1);
         ConnectionGuard { core, protocol }
     }
@@ -289,7 +288,6 @@ impl<'a> ConnectionGuard<'a> {
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
-        self.core.connections.set(self.core.connections.get() - 1);
         self.core.count_connection(self.protocol, -1);
     }
 }

@@ -1,18 +1,13 @@
-//! POP3 command lines, sans-IO: framing ([`LineReader`]: one `memchr` per line over the
-//! caller's buffer, a hard length limit, overlong lines discarded to their end without
-//! buffering) and parsing into [`Command`] (zero-copy: arguments borrow the line). The SASL
-//! PLAIN message that `AUTH PLAIN` carries is decoded by the shared `crate::sasl`.
-//!
-//! A line ends at LF; one CR right before it belongs to the terminator (a bare LF is
-//! accepted, as by Dovecot). The limit counts the terminator. RFC 2449 §4 allows 255 octets
-//! per command line; ringmail accepts `line_bytes_max` (512 by default) so that an
-//! `AUTH PLAIN` initial response with a long password still fits.
+//! POP3 command lines, sans-IO: parsing into [`Command`] (zero-copy: arguments borrow the
+//! line). Lines are framed by the shared [`crate::line::LineReader`] (a bare LF is accepted,
+//! as by Dovecot); RFC 2449 §4 allows 255 octets per command line, ringmail accepts
+//! `line_bytes_max` (512 by default) so that an `AUTH PLAIN` initial response with a long
+//! password still fits. The SASL PLAIN message that `AUTH PLAIN` carries is decoded by the
+//! shared `crate::sasl`.
 
 use std::fmt;
 
 use memchr::memchr;
-
-pub use crate::line::{Frame, LineReader};
 
 /// One parsed command. Arguments borrow the command line.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -240,91 +235,6 @@ pub fn is_plain(mechanism: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, PartialEq, Eq)]
-    enum Event {
-        Line(Vec<u8>),
-        TooLong,
-    }
-
-    /// Feeds `chunks` through a reader the way a driver does: unconsumed bytes stay
-    /// buffered, each chunk is appended, frames are taken until none is complete.
-    fn run(chunks: &[&[u8]], max: usize) -> Vec<Event> {
-        let mut reader = LineReader::new();
-        let mut buffer = Vec::new();
-        let mut events = Vec::new();
-        for chunk in chunks {
-            buffer.extend_from_slice(chunk);
-            loop {
-                let frame = reader.next_line(&buffer, max);
-                let consumed = frame.consumed();
-                match frame {
-                    Frame::Line { line, .. } => events.push(Event::Line(line.to_vec())),
-                    Frame::TooLong { .. } => events.push(Event::TooLong),
-                    Frame::Discarded { .. } => {}
-                    Frame::Incomplete => break,
-                }
-                buffer.drain(..consumed);
-            }
-            assert!(buffer.len() < max, "buffer grew to {}", buffer.len());
-        }
-        events
-    }
-
-    /// The same events whatever way the input is split in two or three pieces.
-    fn check_all_splits(input: &[u8], max: usize, want: &[Event]) {
-        assert_eq!(run(&[input], max), want, "whole input");
-        for a in 0..=input.len() {
-            for b in a..=input.len() {
-                let events = run(&[&input[..a], &input[a..b], &input[b..]], max);
-                assert_eq!(events, want, "split at {a} and {b}");
-            }
-        }
-    }
-
-    fn line(s: &str) -> Event {
-        Event::Line(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn crlf_and_bare_lf_lines() {
-        check_all_splits(
-            b"USER a\r\nSTAT\nQUIT\r\n\r\n",
-            16,
-            &[line("USER a"), line("STAT"), line("QUIT"), line("")],
-        );
-    }
-
-    #[test]
-    fn limit_counts_the_terminator_and_overlong_lines_are_skipped() {
-        check_all_splits(b"123456\r\nX\r\n", 8, &[line("123456"), line("X")]);
-        check_all_splits(b"1234567\r\nX\r\n", 8, &[Event::TooLong, line("X")]);
-        let mut input = vec![b'a'; 40];
-        input.extend_from_slice(b"\r\nNOOP\r\n");
-        input.extend_from_slice(&[b'b'; 20]);
-        input.extend_from_slice(b"\nQUIT\r\n");
-        check_all_splits(
-            &input,
-            16,
-            &[Event::TooLong, line("NOOP"), Event::TooLong, line("QUIT")],
-        );
-    }
-
-    #[test]
-    fn a_full_buffer_always_makes_progress() {
-        let mut reader = LineReader::new();
-        assert_eq!(
-            reader.next_line(&[b'x'; 32], 32),
-            Frame::Discarded { consumed: 32 }
-        );
-        assert!(reader.is_discarding());
-        assert_eq!(reader.next_line(b"", 32), Frame::Incomplete);
-        assert_eq!(
-            reader.next_line(b"y\r\nZ", 32),
-            Frame::TooLong { consumed: 3 }
-        );
-        assert_eq!(reader.next_line(b"Z", 32), Frame::Incomplete);
-    }
 
     #[test]
     fn commands_parse_case_insensitively() {

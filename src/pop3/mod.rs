@@ -1,8 +1,8 @@
 //! The POP3 server (RFC 1939, RFC 2449 CAPA and response codes, RFC 5034 SASL PLAIN),
 //! serving each user's INBOX from the store.
 //!
-//! - [`command`] — sans-IO: command-line framing (memchr, overlong lines discarded to their
-//!   end), the zero-copy command parser, SASL PLAIN and base64 decoding.
+//! - [`command`] — sans-IO: the zero-copy command parser (lines framed by
+//!   [`crate::line::LineReader`], SASL PLAIN decoded by `crate::sasl`).
 //! - [`session`] — sans-IO: the state machine (AUTHORIZATION → TRANSACTION → UPDATE), one
 //!   handler per command, the INBOX snapshot with DELE marks, RETR/TOP byte-stuffing, and
 //!   the requests the driver performs (check a login, open the maildrop, read a message,

@@ -13,8 +13,8 @@
 //! holds [`OUT_FLUSH_BYTES`] (a pipelined run of RETRs does not pile up in memory).
 //!
 //! Message sizes are measured at login: every blob of the snapshot is read once and its
-//! served size (CRLF line ends, see [`served_size`]) computed, so STAT and LIST are exact
-//! even for stored messages with bare LFs.
+//! served size (CRLF line ends, see [`served_size`]) computed, so STAT, LIST and RETR's
+//! `+OK n octets` are exact even for stored messages with bare LFs.
 
 use std::io;
 use std::rc::Rc;
@@ -37,6 +37,9 @@ pub use super::session::Resume;
 
 /// Pending output above which the driver writes before serving the next command.
 pub const OUT_FLUSH_BYTES: usize = 256 * 1024;
+
+/// Initial capacity of a connection's output buffer (shrunk back to it after a big RETR).
+const OUT_CAPACITY: usize = 1024;
 
 /// Most messages one POP3 session sees (the oldest of INBOX): the store's limit on UIDs per
 /// call, so the UPDATE state deletes everything marked in one all-or-nothing commit.
@@ -269,7 +272,7 @@ impl Connection {
             buf,
             start: 0,
             end,
-            out: Vec::with_capacity(1024),
+            out: Vec::with_capacity(OUT_CAPACITY),
         }
     }
 
@@ -354,6 +357,11 @@ impl Connection {
         }
         let result = self.stream.write_all(&self.out).await;
         self.out.clear();
+        // A RETR of a big message grew the buffer to its size: do not keep that for the
+        // rest of the connection.
+        if self.out.capacity() > 4 * OUT_FLUSH_BYTES {
+            self.out.shrink_to(OUT_CAPACITY);
+        }
         result
     }
 

@@ -32,8 +32,9 @@ use std::io::Write;
 
 use memchr::memchr;
 
-use super::command::{self, Command, CommandError, Frame, LineReader};
+use super::command::{self, Command, CommandError};
 use crate::accounts::Secret;
+use crate::line::{Frame, LineReader};
 use crate::sasl::{self, SaslError};
 
 /// Limits of one session (copied from the config on accept).
@@ -349,7 +350,10 @@ impl Session {
         self.state = State::Transaction;
         match (outcome, wanted) {
             (ReadOutcome::Read(bytes), Wanted::Retr) => {
-                let _ = write!(out, "+OK {} octets\r\n", served_size(bytes));
+                // The served size measured at login (the stored message does not change):
+                // no second pass over the message.
+                let size = self.messages[message as usize - 1].size;
+                let _ = write!(out, "+OK {size} octets\r\n");
                 write_message(bytes, None, out);
             }
             (ReadOutcome::Read(bytes), Wanted::Top(lines)) => {
@@ -425,11 +429,11 @@ impl Session {
             _ if authorization => self.reject(out, REPLY_WRONG_STATE),
             Command::Stat => self.handle_stat(out),
             Command::List(message) => self.handle_list(message, out),
-            Command::Retr(message) => self.handle_retr(message, out),
+            Command::Retr(message) => self.handle_read(message, Wanted::Retr, out),
             Command::Dele(message) => self.handle_dele(message, out),
             Command::Noop => line(out, "+OK"),
             Command::Rset => self.handle_rset(out),
-            Command::Top { message, lines } => self.handle_top(message, lines, out),
+            Command::Top { message, lines } => self.handle_read(message, Wanted::Top(lines), out),
             Command::Uidl(message) => self.handle_uidl(message, out),
         }
     }
@@ -554,26 +558,10 @@ impl Session {
         }
     }
 
-    fn handle_retr(&mut self, message: u32, out: &mut Vec<u8>) {
+    /// RETR and TOP: ask the driver for the message.
+    fn handle_read(&mut self, message: u32, wanted: Wanted, out: &mut Vec<u8>) {
         match self.lookup(message) {
-            Ok(_) => {
-                self.state = State::Reading {
-                    message,
-                    wanted: Wanted::Retr,
-                }
-            }
-            Err(()) => self.no_such_message(message, out),
-        }
-    }
-
-    fn handle_top(&mut self, message: u32, lines: u32, out: &mut Vec<u8>) {
-        match self.lookup(message) {
-            Ok(_) => {
-                self.state = State::Reading {
-                    message,
-                    wanted: Wanted::Top(lines),
-                }
-            }
+            Ok(_) => self.state = State::Reading { message, wanted },
             Err(()) => self.no_such_message(message, out),
         }
     }
@@ -716,7 +704,10 @@ pub fn served_size(message: &[u8]) -> u64 {
 /// with `.` byte-stuffed, then `.` CRLF. With `body_lines` (TOP), only the header, the
 /// empty line after it and that many body lines are sent.
 pub fn write_message(message: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
-    out.reserve(message.len() + message.len() / 64 + 3);
+    if body_lines.is_none() {
+        // RETR sends it all (TOP, often `TOP n 0` of a big message, sends a little).
+        out.reserve(message.len() + message.len() / 64 + 3);
+    }
     let mut in_body = false;
     let mut body_sent = 0u32;
     for_each_line(message, |content| {
@@ -741,6 +732,7 @@ pub fn write_message(message: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::line::transcript::{self, matches, unescape};
     use std::collections::{HashMap, HashSet};
 
     // ---- The test environment (tests/transcripts/README, section POP3) ----
@@ -1563,89 +1555,9 @@ mod tests {
 
     // ---- Transcripts (tests/transcripts/pop3) ----
 
-    #[derive(Debug, Default)]
-    struct Block {
-        send: Vec<u8>,
-        expect: Vec<String>,
-        close: bool,
-    }
-
-    fn unescape(text: &str) -> Vec<u8> {
-        let bytes = text.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] != b'\\' {
-                out.push(bytes[i]);
-                i += 1;
-                continue;
-            }
-            match bytes[i + 1] {
-                b'r' => out.push(b'\r'),
-                b'n' => out.push(b'\n'),
-                b't' => out.push(b'\t'),
-                b'\\' => out.push(b'\\'),
-                b'x' => {
-                    let hex = std::str::from_utf8(&bytes[i + 2..i + 4]).unwrap();
-                    out.push(u8::from_str_radix(hex, 16).unwrap());
-                    i += 2;
-                }
-                other => panic!("bad escape \\{}", other as char),
-            }
-            i += 2;
-        }
-        out
-    }
-
-    /// Blocks of client bytes followed by the server lines they must produce.
-    fn parse_transcript(text: &str) -> Vec<Block> {
-        let mut blocks = vec![Block::default()];
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let current = blocks.last_mut().unwrap();
-            let client = if let Some(rest) = line.strip_prefix("C: ") {
-                Some([rest.as_bytes(), b"\r\n"].concat())
-            } else {
-                line.strip_prefix("C~: ").map(unescape)
-            };
-            if let Some(bytes) = client {
-                assert!(!current.close, "client sends after close");
-                if !current.expect.is_empty() {
-                    blocks.push(Block::default());
-                }
-                blocks.last_mut().unwrap().send.extend_from_slice(&bytes);
-            } else if line == "S:" || line.starts_with("S: ") {
-                assert!(!current.close, "server line after close");
-                current.expect.push(line.get(3..).unwrap_or("").to_owned());
-            } else if line == "S! close" {
-                current.close = true;
-            } else {
-                panic!("bad transcript line {line:?}");
-            }
-        }
-        blocks
-    }
-
-    /// `pattern` with `{*}` matching any run of bytes other than CR/LF.
-    fn matches(pattern: &str, line: &str) -> bool {
-        match pattern.split_once("{*}") {
-            None => pattern == line,
-            Some((head, tail)) => {
-                let Some(rest) = line.strip_prefix(head) else {
-                    return false;
-                };
-                (0..=rest.len())
-                    .filter(|&i| rest.is_char_boundary(i))
-                    .any(|i| !rest[..i].contains(['\r', '\n']) && matches(tail, &rest[i..]))
-            }
-        }
-    }
-
     /// Runs one transcript; returns the commits it made.
     fn run_transcript(name: &str, text: &str, chunk_bytes: usize, buffer: usize) -> Vec<Vec<u32>> {
-        let blocks = parse_transcript(text);
+        let blocks = transcript::parse(text);
         assert_eq!(
             blocks[0].expect.first().map(String::as_str),
             Some(GREETING),
@@ -1654,15 +1566,9 @@ mod tests {
         let mut h = Harness::new(limits(), buffer);
         for (index, block) in blocks.iter().enumerate() {
             h.send_chunked(&block.send, chunk_bytes);
-            let output = h.take_output();
-            let lines: Vec<&str> = output.split_terminator("\r\n").collect();
             let context =
                 format!("{name} (chunks of {chunk_bytes}, buffer {buffer}), block {index}");
-            assert_eq!(lines.len(), block.expect.len(), "{context}: got {lines:#?}");
-            for (got, want) in lines.iter().zip(&block.expect) {
-                assert!(matches(want, got), "{context}: want {want:?}, got {got:?}");
-            }
-            assert_eq!(h.closed, block.close, "{context}: close");
+            block.check(&h.take_output(), h.closed, &context);
         }
         h.commits
     }
@@ -1693,22 +1599,7 @@ mod tests {
 
     #[test]
     fn transcripts() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts/pop3");
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "txt") {
-                let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
-                files.push((name, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-        files.sort();
-        for required in REQUIRED_TRANSCRIPTS {
-            assert!(
-                files.iter().any(|(n, _)| n == required),
-                "missing {required}.txt"
-            );
-        }
+        let files = transcript::load("pop3", &REQUIRED_TRANSCRIPTS);
         let ways = [
             (usize::MAX, 1 << 20),
             (1, 512),

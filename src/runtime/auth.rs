@@ -20,7 +20,7 @@ use std::time::Duration;
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::Blake2bMac512;
 
-use crate::accounts::{normalize_address, Secret};
+use crate::accounts::{normalize_address, verify_phc, Secret};
 
 /// Cached logins per core (users beyond it are verified with argon2 every time).
 pub const CACHE_USERS_MAX: usize = 100_000;
@@ -88,16 +88,6 @@ fn dummy_phc() -> &'static str {
     })
 }
 
-fn verify_phc(phc: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
 impl LoginCache {
     /// Checks `username`/`password`. `phc_of` looks the user's current hash up in the users
     /// table. Returns the normalized address on success. Does not delay failures (the caller
@@ -121,19 +111,19 @@ impl LoginCache {
                 }
             }
         }
-        let known = phc.is_some();
-        let target = phc.unwrap_or_else(|| dummy_phc().to_string());
+        let target = phc.clone().unwrap_or_else(|| dummy_phc().to_string());
         let pw = password.expose().to_string();
         let ok = glommio::executor()
             .spawn_blocking(move || verify_phc(&target, &pw))
             .await;
-        match user {
-            Some(user) if ok && known => {
+        match (user, phc) {
+            (Some(user), Some(phc)) if ok => {
                 let mut entries = self.entries.borrow_mut();
                 if entries.len() >= CACHE_USERS_MAX {
                     entries.clear();
                 }
-                let phc = phc_of(&user).unwrap_or_default();
+                // Bound to the hash the password verified against (not one looked up again
+                // after the wait: the users file may have changed meanwhile).
                 entries.insert(
                     user.clone(),
                     CacheEntry {

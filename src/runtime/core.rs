@@ -21,6 +21,7 @@ use crate::runtime::placement::owner_core;
 use crate::runtime::watch::MailboxWatch;
 use crate::smtp::{DeliveryResult, Directory, Limits, Transaction};
 use crate::store::{Delivery, Store};
+use crate::time::unix_now;
 
 /// The mailbox every SMTP delivery lands in.
 pub const INBOX: &str = "INBOX";
@@ -97,8 +98,7 @@ pub struct Core {
     /// Closed (never acquired) when the process shuts down: a broadcast to every waiter.
     pub shutdown: Rc<Semaphore>,
     shutting_down: Cell<bool>,
-    pub connections: Cell<usize>,
-    /// Connections per protocol (indexed by `Protocol::index`).
+    /// Connections per protocol (indexed by `Protocol::index`); their sum is the core's total.
     protocol_connections: [Cell<usize>; 3],
     next_session: Cell<u64>,
     logins: LoginCache,
@@ -140,7 +140,6 @@ impl Core {
             directory,
             shutdown: Rc::new(Semaphore::new(0)),
             shutting_down: Cell::new(false),
-            connections: Cell::new(0),
             protocol_connections: Default::default(),
             next_session: Cell::new(0),
             logins: LoginCache::default(),
@@ -176,6 +175,11 @@ impl Core {
 
     pub fn protocol_connections(&self, p: Protocol) -> usize {
         self.protocol_connections[p.index()].get()
+    }
+
+    /// Every open connection on this core, whatever its protocol.
+    pub fn connections(&self) -> usize {
+        self.protocol_connections.iter().map(Cell::get).sum()
     }
 
     pub(crate) fn count_connection(&self, p: Protocol, delta: isize) {
@@ -350,12 +354,6 @@ fn storage_failure(e: &crate::store::StoreError) -> DeliveryResult {
     }
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 #[cfg(test)]
 mod tests {

@@ -107,17 +107,8 @@ impl Core {
                     )
                     .await
                 }
-                Resume::Pop3(resume) => {
-                    crate::pop3::server::serve_user(
-                        stream,
-                        core.clone(),
-                        crate::runtime::handoff::Handoff {
-                            user: handoff.user,
-                            input: handoff.input,
-                            resume: Resume::Pop3(resume),
-                        },
-                    )
-                    .await
+                Resume::Pop3(_) => {
+                    crate::pop3::server::serve_user(stream, core.clone(), handoff).await
                 }
             }
         })

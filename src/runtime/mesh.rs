@@ -2,9 +2,11 @@
 //!
 //! Every pair of cores is joined by a bounded single-producer/single-consumer channel
 //! (glommio's full mesh). A core that needs index records appended for a mailbox it does not
-//! own sends `Deliver` to the owner and awaits `Delivered`; no lock, no shared map. Requests in
-//! flight per core are bounded by the channel capacity and by the number of sessions (each
-//! session waits for its own request).
+//! own sends `Deliver` to the owner and awaits `Delivered`; no lock, no shared map. The owner
+//! runs each `Deliver` as a task of its own (so a peer's requests group-commit together and
+//! its receiver keeps draining replies), which empties the channel at once: what bounds the
+//! requests in flight is the senders' SMTP sessions, each awaiting its own request, at most one
+//! per owner core (`smtp.connections_per_core_max` on each sending core).
 //!
 //! The mesh also moves *connections* to their data: after an IMAP or POP3 login on a core that
 //! does not own the user, the session sends `Adopt` (a duplicate of the socket's descriptor and

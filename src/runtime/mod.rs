@@ -406,7 +406,7 @@ async fn core_main(
     }
     // Drain: sessions in a transaction finish it; bounded by timeout_ms_drain.
     let deadline = Instant::now() + Duration::from_millis(config.server.timeout_ms_drain);
-    while core_ctx.connections.get() > 0 && Instant::now() < deadline {
+    while core_ctx.connections() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     // Stay reachable over the mesh until every core has drained: their last transactions may

@@ -1,7 +1,8 @@
 //! The SMTP receiver, sans-IO: bytes in, replies and delivery requests out.
+//! Command lines are framed by the shared [`crate::line::LineReader`] (a bare
+//! LF ends a command line, as in Postfix; the limit is RFC 5321 4.5.3.1.4's 512
+//! including CRLF).
 //!
-//! - [`codec`]   — command-line framing (one memchr per line, overlong lines
-//!   discarded to their end without buffering).
 //! - [`command`] — command types and the zero-copy argument parser.
 //! - [`data`]    — DATA content: end-of-data detection (CRLF.CRLF only) and
 //!   dot-unstuffing in one streaming pass, with size and line limits.
@@ -11,7 +12,6 @@
 //! Nothing here touches sockets, files or executors; the driver that feeds a
 //! [`Session`] from a TCP stream is [`server`], the one module here that does I/O.
 
-pub mod codec;
 pub mod command;
 pub mod data;
 pub mod server;

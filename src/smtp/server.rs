@@ -12,7 +12,8 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::net::READ_BUFFER_BYTES;
-use crate::runtime::core::{unix_now, Core};
+use crate::runtime::core::Core;
+use crate::time::unix_now;
 use crate::smtp::{Context, PeerInfo, Phase, Session, Step};
 
 enum Input {

@@ -19,12 +19,13 @@
 //! as an [`Extension`] variant, a field here and a handler.
 
 use std::fmt;
+use std::io::Write;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use super::codec::{Frame, LineReader};
 use super::command::{self, Body, CommandError, Verb};
 use super::data::{DataDecoder, DataError, DataProgress};
+use crate::line::{Frame, LineReader};
 use crate::time::DateTime;
 
 /// Limits and identity of one listener. Shared by its sessions.
@@ -337,7 +338,7 @@ impl Session {
                             return (consumed, Step::Deliver);
                         }
                         Chunk::Store => {
-                            append(out, format_args!("250 2.0.0 {size} octets received\r\n"));
+                            let _ = write!(out, "250 2.0.0 {size} octets received\r\n");
                         }
                         Chunk::Reject(reply) => self.reject(out, reply),
                         Chunk::TooBig => {
@@ -370,7 +371,7 @@ impl Session {
         match result {
             DeliveryResult::Stored => {
                 let id = self.queue_id();
-                append(out, format_args!("250 2.0.0 Ok: queued as {id}\r\n"));
+                let _ = write!(out, "250 2.0.0 Ok: queued as {id}\r\n");
                 // Like Postfix, count errors only between delivered messages.
                 self.errors = 0;
             }
@@ -471,13 +472,13 @@ impl Session {
                 ' '
             };
             let keyword = extension.keyword();
-            match extension {
-                Extension::Size => append(
-                    out,
-                    format_args!("250{dash}{keyword} {}\r\n", limits.message_bytes_max),
-                ),
-                _ => append(out, format_args!("250{dash}{keyword}\r\n")),
-            }
+            // Writing into a Vec never fails.
+            let _ = match extension {
+                Extension::Size => {
+                    write!(out, "250{dash}{keyword} {}\r\n", limits.message_bytes_max)
+                }
+                _ => write!(out, "250{dash}{keyword}\r\n"),
+            };
         }
     }
 
@@ -657,21 +658,16 @@ impl Session {
         };
         let id = self.queue_id();
         self.message.clear();
-        append(
-            &mut self.message,
-            format_args!(
-                "Return-Path: <{}>\r\nReceived: from {} ([{}])\r\n\tby {} (ringmail) with {} id {}",
-                self.mail_from, self.hello_name, self.peer.ip, self.limits.hostname, protocol, id,
-            ),
+        let _ = write!(
+            self.message,
+            "Return-Path: <{}>\r\nReceived: from {} ([{}])\r\n\tby {} (ringmail) with {} id {}",
+            self.mail_from, self.hello_name, self.peer.ip, self.limits.hostname, protocol, id,
         );
         let date = DateTime::from_unix(cx.now_unix);
-        match self.recipients.as_slice() {
-            [recipient] => append(
-                &mut self.message,
-                format_args!("\r\n\tfor <{recipient}>; {date}\r\n"),
-            ),
-            _ => append(&mut self.message, format_args!(";\r\n\t{date}\r\n")),
-        }
+        let _ = match self.recipients.as_slice() {
+            [recipient] => write!(self.message, "\r\n\tfor <{recipient}>; {date}\r\n"),
+            _ => write!(self.message, ";\r\n\t{date}\r\n"),
+        };
     }
 
     /// The id of the current transaction.
@@ -770,26 +766,10 @@ impl fmt::Display for QueueId {
     }
 }
 
-/// `fmt::Write` into a byte buffer.
-struct ByteWriter<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for ByteWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-/// Appends formatted text to `out`.
-fn append(out: &mut Vec<u8>, args: fmt::Arguments<'_>) {
-    // Appending to a Vec cannot fail, and the Display impls formatted here
-    // (str, integers, IpAddr, QueueId, DateTime) never return an error.
-    let _ = fmt::Write::write_fmt(&mut ByteWriter(out), args);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::line::transcript::{self, matches, unescape};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// Sun, 22 Nov 2026 03:45:16 +0000
@@ -1591,88 +1571,6 @@ mod tests {
 
     // ---- Transcripts ----
 
-    /// One block: bytes the client sends, then the lines the server answers.
-    #[derive(Debug, Default)]
-    struct Block {
-        send: Vec<u8>,
-        expect: Vec<String>,
-        close: bool,
-    }
-
-    fn unescape(text: &str) -> Vec<u8> {
-        let bytes = text.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] != b'\\' {
-                out.push(bytes[i]);
-                i += 1;
-                continue;
-            }
-            match bytes[i + 1] {
-                b'r' => out.push(b'\r'),
-                b'n' => out.push(b'\n'),
-                b't' => out.push(b'\t'),
-                b'\\' => out.push(b'\\'),
-                b'x' => {
-                    let hex = std::str::from_utf8(&bytes[i + 2..i + 4]).unwrap();
-                    out.push(u8::from_str_radix(hex, 16).unwrap());
-                    i += 2;
-                }
-                other => panic!("bad escape \\{}", other as char),
-            }
-            i += 2;
-        }
-        out
-    }
-
-    fn parse_transcript(text: &str) -> Vec<Block> {
-        let mut blocks = vec![Block::default()];
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let current = blocks.last_mut().unwrap();
-            let client = if let Some(rest) = line.strip_prefix("C: ") {
-                let mut bytes = rest.as_bytes().to_vec();
-                bytes.extend_from_slice(b"\r\n");
-                Some(bytes)
-            } else {
-                line.strip_prefix("C~: ").map(unescape)
-            };
-            if let Some(bytes) = client {
-                assert!(!current.close, "client sends after close");
-                if !current.expect.is_empty() {
-                    blocks.push(Block::default());
-                }
-                blocks.last_mut().unwrap().send.extend_from_slice(&bytes);
-            } else if let Some(rest) = line.strip_prefix("S: ") {
-                assert!(!current.close, "server line after close");
-                current.expect.push(rest.to_owned());
-            } else if line == "S! close" {
-                current.close = true;
-            } else {
-                panic!("bad transcript line {line:?}");
-            }
-        }
-        blocks
-    }
-
-    /// `pattern` with `{*}` matching any run of bytes other than CR/LF.
-    fn matches(pattern: &str, line: &str) -> bool {
-        match pattern.split_once("{*}") {
-            None => pattern == line,
-            Some((head, tail)) => {
-                let Some(rest) = line.strip_prefix(head) else {
-                    return false;
-                };
-                (0..=rest.len())
-                    .filter(|&i| rest.is_char_boundary(i))
-                    .any(|i| !rest[..i].contains(['\r', '\n']) && matches(tail, &rest[i..]))
-            }
-        }
-    }
-
     /// Runs a transcript; returns the delivered transactions. Panics with the
     /// transcript name, the way of splitting and the block on any mismatch.
     fn run_transcript(
@@ -1681,10 +1579,10 @@ mod tests {
         chunk_bytes: usize,
         buffer: usize,
     ) -> Vec<Transaction> {
-        let blocks = parse_transcript(text);
+        let blocks = transcript::parse(text);
         assert_eq!(
             blocks[0].expect.first().map(String::as_str),
-            Some("S: 220 mx.example.test ESMTP ringmail").map(|s| &s[3..]),
+            Some("220 mx.example.test ESMTP ringmail"),
             "{name}: first line must be the greeting"
         );
         let mut h = Harness::new(limits(), localhost(), buffer);
@@ -1694,15 +1592,9 @@ mod tests {
                 "{name}: send after close"
             );
             h.send_chunked(&block.send, chunk_bytes);
-            let output = h.take_output();
-            let lines: Vec<&str> = output.split_terminator("\r\n").collect();
             let context =
                 format!("{name} (chunks of {chunk_bytes}, buffer {buffer}), block {index}");
-            assert_eq!(lines.len(), block.expect.len(), "{context}: got {lines:#?}");
-            for (got, want) in lines.iter().zip(&block.expect) {
-                assert!(matches(want, got), "{context}: want {want:?}, got {got:?}");
-            }
-            assert_eq!(h.closed, block.close, "{context}: close");
+            block.check(&h.take_output(), h.closed, &context);
         }
         h.delivered
     }
@@ -1860,22 +1752,7 @@ mod tests {
 
     #[test]
     fn transcripts() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts/smtp");
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "txt") {
-                let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
-                names.push((name, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-        names.sort();
-        for required in REQUIRED_TRANSCRIPTS {
-            assert!(
-                names.iter().any(|(n, _)| n == required),
-                "missing {required}.txt"
-            );
-        }
+        let names = transcript::load("smtp", &REQUIRED_TRANSCRIPTS);
         // (chunk size, driver buffer): whole sends, byte by byte, odd sizes,
         // and a buffer exactly one command line long.
         let ways = [

@@ -23,6 +23,8 @@ pub fn key(r: BlobRef) -> BlobKey {
 
 /// Bodies larger than this are not kept (they would evict everything else).
 pub const CACHED_BLOB_BYTES_MAX: usize = 4 << 20;
+/// Bodies kept at once (a bound on the maps' overhead however small the bodies are).
+pub const CACHED_BLOBS_MAX: usize = 16_384;
 /// Blobs remembered as verified (8-byte keys plus hash overhead: ~3 MB at the limit).
 pub const VERIFIED_ENTRIES_MAX: usize = 100_000;
 
@@ -65,7 +67,7 @@ impl BlobCache {
         if self.blobs.contains_key(&k) {
             return;
         }
-        while self.bytes + bytes.len() > self.bytes_max {
+        while self.bytes + bytes.len() > self.bytes_max || self.blobs.len() >= CACHED_BLOBS_MAX {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
@@ -110,6 +112,16 @@ mod tests {
         assert_eq!(c.get(&(0, 1, 80, 40)).unwrap()[0], 3);
         // Evicted bytes are still known to be verified.
         assert!(c.is_verified(&(0, 1, 0, 40)));
+    }
+
+    #[test]
+    fn empty_blobs_are_bounded_by_count() {
+        let mut c = BlobCache::new(100);
+        for i in 0..CACHED_BLOBS_MAX as u64 + 10 {
+            c.insert((0, 1, i, 0), blob(0, 0));
+        }
+        assert_eq!(c.len(), CACHED_BLOBS_MAX);
+        assert!(c.get(&(0, 1, 0, 0)).is_none(), "oldest evicted");
     }
 
     #[test]

@@ -434,29 +434,17 @@ impl<T: 'static> LogWriter<T> {
         });
     }
 
-    /// Appends one record to the pending batch. `encode` appends header + payload to the
-    /// buffer and returns the CRC. Synchronous: call right after `wait_room`.
+    /// Appends one record to the pending batch. `encode` appends header + payload of `op`
+    /// to the buffer and returns the CRC. Synchronous: call right after `wait_room`.
     pub(crate) fn push_with(
         &self,
         op: T,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<u32, String>,
+        encode: impl FnOnce(&T, &mut Vec<u8>) -> Result<u32, String>,
     ) -> Result<Ticket, String> {
         let mut st = self.state.borrow_mut();
         let off = st.pending.buf.len();
-        match encode(&mut st.pending.buf) {
-            Ok(crc) => {
-                let bytes = (st.pending.buf.len() - off) as u64;
-                self.place(&mut st, bytes);
-                st.pending.ops.push(op);
-                st.pending.last_record = Some((off as u64, crc));
-                if let Some(w) = st.work_waker.take() {
-                    w.wake();
-                }
-                Ok(Ticket {
-                    done: st.pending.done.clone(),
-                    offset_in_batch: off as u64,
-                })
-            }
+        match encode(&op, &mut st.pending.buf) {
+            Ok(crc) => Ok(self.pushed(&mut st, off, crc, op)),
             Err(e) => {
                 st.pending.buf.truncate(off);
                 Err(e)
@@ -470,23 +458,29 @@ impl<T: 'static> LogWriter<T> {
         let mut st = self.state.borrow_mut();
         let off = st.pending.buf.len();
         let crc = record::encode_record(&mut st.pending.buf, kind, payload);
-        let bytes = (st.pending.buf.len() - off) as u64;
-        self.place(&mut st, bytes);
-        st.pending.ops.push(op);
-        st.pending.last_record = Some((off as u64, crc));
-        if let Some(w) = st.work_waker.take() {
-            w.wake();
-        }
+        let ticket = self.pushed(&mut st, off, crc, op);
         let at = st
             .pending
             .place
             .map(|p| (p.segment, p.base + off as u64))
             .unwrap_or_default();
-        let ticket = Ticket {
+        (ticket, at)
+    }
+
+    /// Accounts for the record just encoded at `off` of the pending buffer: places the
+    /// batch, keeps `op`, wakes the commit task.
+    fn pushed(&self, st: &mut State<T>, off: usize, crc: u32, op: T) -> Ticket {
+        let bytes = (st.pending.buf.len() - off) as u64;
+        self.place(st, bytes);
+        st.pending.ops.push(op);
+        st.pending.last_record = Some((off as u64, crc));
+        if let Some(w) = st.work_waker.take() {
+            w.wake();
+        }
+        Ticket {
             done: st.pending.done.clone(),
             offset_in_batch: off as u64,
-        };
-        (ticket, at)
+        }
     }
 
     /// Waits until everything pushed so far is durable (or failed).

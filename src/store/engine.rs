@@ -27,12 +27,13 @@ use rkyv::util::AlignedVec;
 use super::checkpoint;
 use super::commit::{self, Fault, LogPositions, LogStats, LogWriter, Ticket};
 use super::index::{CoreIndex, LogPosition, MailboxStatus, MessageEntry, MAILBOX_SEQ_BITS};
+use super::ops::{alloc_modseq, alloc_uid, check_blob, no_mailbox};
 use super::record::{
     self, MailboxAttrs, MailboxCreate, MessageAppend, MetaRecord, RecordType, RECORD_HEADER_BYTES,
 };
 use super::segment::{self, SegmentKind, SEGMENT_HEADER_BYTES};
 use super::{
-    unix_now_secs, BlobRef, Delivery, Fsync, StoreConfig, StoreError, DELIVERIES_PER_CALL_MAX,
+    BlobRef, Delivery, Fsync, StoreConfig, StoreError, DELIVERIES_PER_CALL_MAX,
     MAILBOXES_PER_USER_MAX, MAILBOX_NAME_BYTES_MAX, MESSAGE_BYTES_MAX, USER_BYTES_MAX,
 };
 
@@ -238,13 +239,7 @@ impl Store {
         }
         for d in deliveries {
             check_names(&d.user, &d.mailbox)?;
-            if d.blob.offset > u64::from(u32::MAX) {
-                return Err(StoreError::TooLarge {
-                    what: "blob offset",
-                    bytes: usize::try_from(d.blob.offset).unwrap_or(usize::MAX),
-                    max: u32::MAX as usize,
-                });
-            }
+            check_blob(&d.blob)?;
         }
         for d in deliveries {
             self.ensure_mailbox(&d.user, &d.mailbox).await?;
@@ -265,25 +260,11 @@ impl Store {
                     let mb = idx
                         .mailbox_mut(&d.user, canonical_name(&d.mailbox))
                         .filter(|m| !m.deleting)
-                        .ok_or_else(|| StoreError::NoSuchMailbox {
-                            user: d.user.clone(),
-                            mailbox: d.mailbox.clone(),
-                        })?;
-                    if mb.uid_next == u32::MAX || mb.uid_next == 0 {
-                        return Err(StoreError::Exhausted {
-                            user: d.user.clone(),
-                            mailbox: d.mailbox.clone(),
-                            what: "UIDs",
-                        });
-                    }
-                    let uid = mb.uid_next;
-                    mb.uid_next += 1;
-                    let modseq = mb.modseq_next;
-                    mb.modseq_next += 1;
+                        .ok_or_else(|| no_mailbox(&d.user, &d.mailbox))?;
                     MessageAppend {
                         mailbox_id: mb.id,
-                        uid,
-                        modseq,
+                        uid: alloc_uid(mb)?,
+                        modseq: alloc_modseq(mb),
                         blob: d.blob,
                         internal_date: d.internal_date,
                         flags: 0,
@@ -347,10 +328,9 @@ impl Store {
     pub(super) fn push_meta(&self, rec: MetaRecord) -> Result<Ticket, StoreError> {
         let what = rec.type_name();
         let mut scratch = self.inner.scratch.borrow_mut();
-        let encoded = rec.clone();
         self.inner
             .meta
-            .push_with(rec, |buf| encoded.encode(buf, &mut scratch))
+            .push_with(rec, |rec, buf| rec.encode(buf, &mut scratch))
             .map_err(|reason| StoreError::Encode { what, reason })
     }
 
@@ -362,10 +342,7 @@ impl Store {
             .mailbox(user, canonical_name(name))
             .filter(|m| !m.deleting)
             .map(|m| m.id())
-            .ok_or_else(|| StoreError::NoSuchMailbox {
-                user: user.to_owned(),
-                mailbox: name.to_owned(),
-            })
+            .ok_or_else(|| no_mailbox(user, name))
     }
 
     /// Returns the id of `user`'s mailbox `name`, creating it durably first if needed.
@@ -427,7 +404,7 @@ impl Store {
                 });
             }
             idx.mailbox_seq_next = seq + 1;
-            let now = u32::try_from(unix_now_secs()).unwrap_or(u32::MAX);
+            let now = u32::try_from(crate::time::unix_now()).unwrap_or(u32::MAX);
             // Strictly above every UIDVALIDITY handed out before, deleted mailboxes'
             // included: a re-created name never repeats an old one.
             let uid_validity = now.max(idx.uid_validity_last.saturating_add(1)).max(1);
@@ -468,7 +445,11 @@ impl Store {
         if let Some(b) = self.inner.blob_cache.borrow().get(&k) {
             return Ok(b);
         }
-        let bytes: Rc<[u8]> = Rc::from(self.read_blob(r)?);
+        // Read straight into the shared allocation (no second copy of the message).
+        let mut bytes: Rc<[u8]> = std::iter::repeat_n(0u8, r.len as usize).collect();
+        let body = Rc::get_mut(&mut bytes).expect("a fresh Rc is unique");
+        let file = self.reader(r)?;
+        read_blob_record_into(&file, &self.blob_path(r), r, body)?;
         self.inner.blob_cache.borrow_mut().insert(k, bytes.clone());
         Ok(bytes)
     }
@@ -539,30 +520,20 @@ impl Store {
 
     /// The mailbox's messages as (UID, blob), ascending (empty if it does not exist).
     pub fn mailbox_uids(&self, user: &str, mailbox: &str) -> Vec<(u32, BlobRef)> {
-        self.inner
-            .index
-            .borrow()
-            .mailbox(user, canonical_name(mailbox))
-            .map(|m| m.messages().iter().map(|e| (e.uid, e.blob())).collect())
-            .unwrap_or_default()
+        self.with_mailbox(user, mailbox, |m| {
+            m.messages().iter().map(|e| (e.uid, e.blob())).collect()
+        })
+        .unwrap_or_default()
     }
 
     /// The mailbox's messages with flags and modseqs, ascending by UID.
     pub fn messages(&self, user: &str, mailbox: &str) -> Vec<MessageEntry> {
-        self.inner
-            .index
-            .borrow()
-            .mailbox(user, canonical_name(mailbox))
-            .map(|m| m.messages().to_vec())
+        self.with_mailbox(user, mailbox, |m| m.messages().to_vec())
             .unwrap_or_default()
     }
 
     pub fn mailbox_status(&self, user: &str, mailbox: &str) -> Option<MailboxStatus> {
-        self.inner
-            .index
-            .borrow()
-            .mailbox(user, canonical_name(mailbox))
-            .map(|m| m.status())
+        self.with_mailbox(user, mailbox, |m| m.status())
     }
 
     /// Runs `f` on this core's index (tests, metrics, IMAP listings).
@@ -758,6 +729,19 @@ pub(super) fn check_names(user: &str, mailbox: &str) -> Result<(), StoreError> {
 
 /// Reads and verifies the blob record `r` from an open segment file.
 pub fn read_blob_record(file: &File, path: &Path, r: BlobRef) -> Result<Vec<u8>, StoreError> {
+    let mut body = vec![0u8; r.len as usize];
+    read_blob_record_into(file, path, r, &mut body)?;
+    Ok(body)
+}
+
+/// Reads the blob record `r` (its payload straight into `body`, `r.len` bytes) and
+/// verifies its CRC, length and type.
+fn read_blob_record_into(
+    file: &File,
+    path: &Path,
+    r: BlobRef,
+    body: &mut [u8],
+) -> Result<(), StoreError> {
     if r.offset < SEGMENT_HEADER_BYTES as u64 {
         return Err(StoreError::corrupt(
             path,
@@ -765,9 +749,9 @@ pub fn read_blob_record(file: &File, path: &Path, r: BlobRef) -> Result<Vec<u8>,
             "blob reference inside the segment header",
         ));
     }
-    let total = RECORD_HEADER_BYTES + r.len as usize;
-    let mut buf = vec![0u8; total];
-    let n = segment::read_up_to(file, &mut buf, r.offset)
+    let total = RECORD_HEADER_BYTES + body.len();
+    let mut head = [0u8; RECORD_HEADER_BYTES];
+    let n = segment::read_up_to_split(file, &mut head, body, r.offset)
         .map_err(|e| StoreError::io("read", path, e))?;
     if n < total {
         return Err(StoreError::corrupt(
@@ -776,8 +760,9 @@ pub fn read_blob_record(file: &File, path: &Path, r: BlobRef) -> Result<Vec<u8>,
             format!("blob record needs {total} bytes, the segment has {n} there"),
         ));
     }
-    let (h, _) = record::decode_record(&buf)
-        .map_err(|e| StoreError::corrupt(path, r.offset, e.to_string()))?;
+    let corrupt = |e: record::RecordError| StoreError::corrupt(path, r.offset, e.to_string());
+    let h = record::parse_header(&head, body.len() as u64).map_err(corrupt)?;
+    record::verify(&head, &h, &body[..h.payload_len as usize]).map_err(corrupt)?;
     if h.kind != RecordType::Blob || h.payload_len != r.len {
         return Err(StoreError::corrupt(
             path,
@@ -788,8 +773,7 @@ pub fn read_blob_record(file: &File, path: &Path, r: BlobRef) -> Result<Vec<u8>,
             ),
         ));
     }
-    buf.drain(..RECORD_HEADER_BYTES);
-    Ok(buf)
+    Ok(())
 }
 
 /// Reads one blob without a `Store` (export, tools).

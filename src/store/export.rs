@@ -14,6 +14,7 @@ use std::path::Path;
 use super::engine::read_blob_at;
 use super::recover;
 use super::StoreError;
+use crate::time::{civil_from_days, MONTHS, WEEKDAYS};
 
 /// Header bytes searched for `Return-Path:`.
 const HEADER_SCAN_BYTES_MAX: usize = 64 * 1024;
@@ -153,17 +154,13 @@ fn finish(mut m: Vec<u8>) -> Vec<u8> {
 
 /// `Thu Jan  1 00:00:00 1970` (C asctime, UTC, without the newline).
 pub fn asctime(unix_secs: i64) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let days = unix_secs.div_euclid(86_400);
     let secs = unix_secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let wd = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
     format!(
         "{} {} {:>2} {:02}:{:02}:{:02} {}",
-        DAYS[wd],
+        WEEKDAYS[wd],
         MONTHS[(m - 1) as usize],
         d,
         secs / 3600,
@@ -171,21 +168,6 @@ pub fn asctime(unix_secs: i64) -> String {
         secs % 60,
         y
     )
-}
-
-/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian
-/// (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub struct MessageEntry {
 /// Bytes per message in the index (not counting the Vec's spare capacity).
 pub const MESSAGE_ENTRY_BYTES: usize = std::mem::size_of::<MessageEntry>();
 const _: () = assert!(MESSAGE_ENTRY_BYTES == 40);
+/// A mailbox's `pending` map keeps its allocation when it empties only up to this
+/// capacity (a bulk change of a million messages would otherwise pin ~24 MB for good).
+const PENDING_KEPT_MAX: usize = 1024;
 
 impl MessageEntry {
     /// None if the blob offset does not fit the compact form (never for segments written
@@ -747,6 +750,10 @@ impl CoreIndex {
                 };
                 if mb.pending.get(&uid).is_some_and(|p| p.modseq() <= modseq) {
                     mb.pending.remove(&uid);
+                    // A bulk STORE/EXPUNGE grew it: give the memory back once it drained.
+                    if mb.pending.is_empty() && mb.pending.capacity() > PENDING_KEPT_MAX {
+                        mb.pending = HashMap::new();
+                    }
                 }
                 Some(id)
             }

@@ -14,15 +14,15 @@ use super::checkpoint;
 use super::commit::{Fault, FaultStage};
 use super::engine::LogKind;
 use super::flags::{self, special_use};
-use super::index::{MailboxStatus, MessageEntry};
+use super::index::MailboxStatus;
 use super::record::{encode_record, RecordType};
 use super::segment::{self, SegmentHeader, SegmentKind};
+use super::test_util::*;
 use super::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-type Canon = BTreeMap<(String, String), (MailboxStatus, Vec<MessageEntry>)>;
 type MailboxAttrsView = BTreeMap<(String, String), (u64, u8, Vec<(u8, String)>)>;
 type AccountsView = BTreeMap<String, (bool, Vec<String>)>;
 type Work = std::pin::Pin<Box<dyn Future<Output = ()>>>;
@@ -55,33 +55,9 @@ fn live_state(store: &Store) -> State {
     store.with_index(|i| state_of([i]))
 }
 
-fn owner0(_: &str) -> usize {
-    0
-}
-
 /// bob and dave on core 1, everyone else on core 0 (with two cores).
 fn owner_two(user: &str) -> usize {
     usize::from(matches!(user, "bob" | "dave"))
-}
-
-fn run_local<T, F, G>(f: G) -> T
-where
-    T: Send + 'static,
-    F: Future<Output = T> + 'static,
-    G: FnOnce() -> F + Send + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(512 << 10)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
-}
-
-fn cfg(data: &Path, core: u16) -> StoreConfig {
-    let mut c = StoreConfig::new(data, core);
-    c.checkpoint_meta_bytes_interval = 0;
-    c
 }
 
 async fn open(data: &Path) -> Rc<Store> {
@@ -101,18 +77,6 @@ fn delivery(user: &str, mailbox: &str, blob: BlobRef) -> Delivery {
         blob,
         internal_date: 1_700_000_000,
     }
-}
-
-fn full_scan(data: &Path, ncores: usize, owner: &dyn Fn(&str) -> usize) -> Recovered {
-    recover_with(
-        data,
-        ncores,
-        owner,
-        RecoverOptions {
-            use_checkpoints: false,
-        },
-    )
-    .unwrap()
 }
 
 /// Recovery by a full meta scan and (if one is there) from the newest checkpoint both

@@ -146,6 +146,8 @@ pub mod record;
 pub mod recover;
 pub mod segment;
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;
 
 use std::io;
@@ -410,12 +412,4 @@ const _: fn() = || {
 fn io_is_disk_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
         || e.kind() == io::ErrorKind::StorageFull
-}
-
-/// Current unix time in seconds (0 if the clock is before 1970).
-pub(crate) fn unix_now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -249,10 +249,7 @@ impl Store {
             .borrow()
             .mailbox_by_id(id)
             .map(Mailbox::status)
-            .ok_or_else(|| StoreError::NoSuchMailbox {
-                user: user.to_owned(),
-                mailbox: name.to_owned(),
-            })
+            .ok_or_else(|| no_mailbox(user, name))
     }
 
     /// Deletes a mailbox and its messages (their blobs become garbage). INBOX cannot be
@@ -1000,20 +997,20 @@ fn live_mailbox<'a>(
         .ok_or_else(|| no_mailbox(user, name))
 }
 
-fn no_mailbox(user: &str, name: &str) -> StoreError {
+pub(super) fn no_mailbox(user: &str, name: &str) -> StoreError {
     StoreError::NoSuchMailbox {
         user: user.to_owned(),
         mailbox: name.to_owned(),
     }
 }
 
-fn alloc_modseq(mb: &mut Mailbox) -> u64 {
+pub(super) fn alloc_modseq(mb: &mut Mailbox) -> u64 {
     let modseq = mb.modseq_next;
     mb.modseq_next += 1;
     modseq
 }
 
-fn alloc_uid(mb: &mut Mailbox) -> Result<u32, StoreError> {
+pub(super) fn alloc_uid(mb: &mut Mailbox) -> Result<u32, StoreError> {
     if mb.uid_next == u32::MAX || mb.uid_next == 0 {
         return Err(StoreError::Exhausted {
             user: mb.user.clone(),
@@ -1053,7 +1050,7 @@ fn check_count(what: &'static str, n: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_blob(blob: &BlobRef) -> Result<(), StoreError> {
+pub(super) fn check_blob(blob: &BlobRef) -> Result<(), StoreError> {
     if blob.offset > u64::from(u32::MAX) {
         return Err(StoreError::TooLarge {
             what: "blob offset",

@@ -37,7 +37,7 @@ use super::checkpoint;
 use super::index::{Applied, CoreIndex, LogPosition, LogTail, Mailbox, MAILBOX_SEQ_BITS};
 use super::record::{self, MetaRecord, RecordType};
 use super::segment::{self, ScanItem, Scanner, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
-use super::{unix_now_secs, BlobRef, StoreError, SEGMENT_BYTES_LIMIT};
+use super::{BlobRef, StoreError, SEGMENT_BYTES_LIMIT};
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default)]
@@ -823,7 +823,7 @@ fn truncate_file(path: &Path, len: u64) -> Result<(), StoreError> {
 /// Renames a damaged segment out of the way (keeping it for inspection).
 fn set_aside(path: &Path, why: &str, report: &mut RecoveryReport) -> Result<(), StoreError> {
     let mut name = path.as_os_str().to_owned();
-    name.push(format!(".aside-{}", unix_now_secs()));
+    name.push(format!(".aside-{}", crate::time::unix_now()));
     let to = PathBuf::from(name);
     fs::rename(path, &to).map_err(|e| StoreError::io("rename", path, e))?;
     report.truncated.push((

@@ -368,6 +368,51 @@ pub fn read_up_to(file: &File, buf: &mut [u8], mut pos: u64) -> std::io::Result<
     Ok(done)
 }
 
+/// [`read_up_to`] into `head` and then `body` with one `preadv`: a record's header and
+/// payload land in separate buffers without a copy.
+pub fn read_up_to_split(
+    file: &File,
+    head: &mut [u8],
+    body: &mut [u8],
+    pos: u64,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let (head_len, total) = (head.len(), head.len() + body.len());
+    let mut done = 0;
+    while done < total {
+        let (h, b) = if done < head_len {
+            (&mut head[done..], &mut body[..])
+        } else {
+            (&mut head[..0], &mut body[done - head_len..])
+        };
+        let iov = [
+            libc::iovec {
+                iov_base: h.as_mut_ptr().cast(),
+                iov_len: h.len(),
+            },
+            libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            },
+        ];
+        let at = libc::off_t::try_from(pos + done as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: both iovecs describe live buffers borrowed mutably for this call only.
+        let n = unsafe { libc::preadv(file.as_raw_fd(), iov.as_ptr(), 2, at) };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
 /// One step of a sequential scan.
 #[derive(Debug)]
 pub enum ScanItem<'a> {

@@ -3,9 +3,7 @@
 //! a glommio executor (group commit, deliver, flags/expunge, disk full, rollover, owner
 //! change, checkpoints, export).
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -14,15 +12,13 @@ use rkyv::util::AlignedVec;
 
 use super::commit::{self, Fault, FaultStage};
 use super::engine::LogKind;
-use super::index::{MailboxStatus, MessageEntry};
 use super::record::{encode_record, MailboxCreate, MessageAppend, MetaRecord, RecordType};
 use super::segment::{self, SegmentKind, SEGMENT_HEADER_BYTES};
+use super::test_util::*;
 use super::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-type Canon = BTreeMap<(String, String), (MailboxStatus, Vec<MessageEntry>)>;
 
 fn canonical(cores: &[CoreIndex]) -> Canon {
     let mut all = Canon::new();
@@ -137,10 +133,6 @@ fn build_basic(data: &Path, core: u16, referenced: usize) -> Basic {
         blobs,
         meta_offsets,
     }
-}
-
-fn owner0(_: &str) -> usize {
-    0
 }
 
 fn read_all(cores: &[CoreIndex], data: &Path, user: &str) -> Vec<Vec<u8>> {
@@ -472,26 +464,6 @@ fn owner_out_of_range_is_an_error() {
 // ---------------------------------------------------------------------------------------
 // Live store inside glommio
 
-fn run_local<T, F, G>(f: G) -> T
-where
-    T: Send + 'static,
-    F: Future<Output = T> + 'static,
-    G: FnOnce() -> F + Send + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(512 << 10)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
-}
-
-fn cfg(data: &Path, core: u16) -> StoreConfig {
-    let mut c = StoreConfig::new(data, core);
-    c.checkpoint_meta_bytes_interval = 0;
-    c
-}
-
 async fn open_one(data: &Path, c: StoreConfig) -> Rc<Store> {
     let rec = recover(data, 1, &owner0).unwrap();
     let idx = rec.cores.into_iter().next().unwrap();
@@ -664,15 +636,7 @@ fn deliver_assigns_ascending_uids_and_recovers_identically() {
             store.with_index(|i| i.canonical())
         }
     });
-    let rec = recover_with(
-        &data,
-        1,
-        &owner0,
-        RecoverOptions {
-            use_checkpoints: false,
-        },
-    )
-    .unwrap();
+    let rec = full_scan(&data, 1, &owner0);
     assert_eq!(canonical(&rec.cores), live);
     assert_eq!(rec.report.mailboxes, 3);
     assert_eq!(rec.report.messages, 23);
@@ -717,15 +681,7 @@ fn flags_and_expunge_survive_recovery() {
             store.with_index(|i| i.canonical())
         }
     });
-    let rec = recover_with(
-        &data,
-        1,
-        &owner0,
-        RecoverOptions {
-            use_checkpoints: false,
-        },
-    )
-    .unwrap();
+    let rec = full_scan(&data, 1, &owner0);
     assert_eq!(canonical(&rec.cores), live);
     // The expunged UID 3 is not reused after restart.
     run_local(move || async move {
@@ -1133,15 +1089,7 @@ fn checkpoint_covers_the_prefix_and_matches_a_full_scan() {
     let dir = tempfile::tempdir().unwrap();
     let live = checkpoint_workload(dir.path());
     assert_eq!(checkpoint::list(&segment::core_dir(dir.path(), 0)), vec![1]);
-    let full = recover_with(
-        dir.path(),
-        1,
-        &owner0,
-        RecoverOptions {
-            use_checkpoints: false,
-        },
-    )
-    .unwrap();
+    let full = full_scan(dir.path(), 1, &owner0);
     let fast = recover(dir.path(), 1, &owner0).unwrap();
     assert_eq!(canonical(&full.cores), live);
     assert_eq!(canonical(&fast.cores), live);
@@ -1208,16 +1156,7 @@ fn rewritten_log_invalidates_the_checkpoint_anchor() {
     f.set_len(anchor).unwrap();
     let mut meta = SyncLog::open(&data, 0, SegmentKind::Meta, 1);
     let b = live.values().next().unwrap().1[0].blob();
-    let id = recover_with(
-        &data,
-        1,
-        &owner0,
-        RecoverOptions {
-            use_checkpoints: false,
-        },
-    )
-    .unwrap()
-    .cores[0]
+    let id = full_scan(&data, 1, &owner0).cores[0]
         .mailbox("alice", "INBOX")
         .unwrap()
         .id();
@@ -1270,15 +1209,7 @@ fn incomplete_generation_is_not_used() {
             }
         });
         let rec = recover(&data, 2, &owner_by_name).unwrap();
-        let full = recover_with(
-            &data,
-            2,
-            &owner_by_name,
-            RecoverOptions {
-                use_checkpoints: false,
-            },
-        )
-        .unwrap();
+        let full = full_scan(&data, 2, &owner_by_name);
         assert_eq!(canonical(&rec.cores), canonical(&full.cores));
         if flush_both {
             assert_eq!(rec.report.checkpoint_generation, Some(2));

@@ -21,6 +21,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod transcript;
+
 /// Host name every test server announces.
 pub const HOSTNAME: &str = "mx.example.test";
 /// Mailboxes every test server has, with their passwords.
@@ -656,6 +658,20 @@ impl Server {
         }
     }
 
+    /// Delivers `messages` from `from` to `to` over one SMTP connection (EHLO client.test);
+    /// every one must be accepted with 250.
+    pub fn deliver<M: AsRef<[u8]>>(&self, from: &str, to: &str, messages: &[M]) {
+        let mut c = self.connect();
+        c.expect("EHLO client.test", 250);
+        for (i, m) in messages.iter().enumerate() {
+            let r = c
+                .send_mail(from, &[to], m.as_ref())
+                .unwrap_or_else(|e| panic!("delivering message {i} to {to}: {e}"));
+            assert_eq!(r.code, 250, "delivering message {i} to {to}: {r:?}");
+        }
+        c.quit();
+    }
+
     /// A new SMTP connection to this server, greeting read and checked.
     pub fn connect(&self) -> SmtpClient {
         let mut c = SmtpClient::connect(self.addr())
@@ -980,10 +996,15 @@ impl SmtpClient {
         self.read_reply()
     }
 
+    /// Closes both directions of the connection (a client that drops it without QUIT).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.stream.shutdown(Shutdown::Both)
+    }
+
     /// QUIT (best effort) and close.
     pub fn quit(mut self) {
         let _ = self.cmd("QUIT");
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.shutdown();
     }
 }
 

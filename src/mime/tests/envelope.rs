@@ -117,3 +117,26 @@ fn header_only_and_empty_messages() {
         "(NIL \"x\" NIL NIL NIL NIL NIL NIL NIL NIL)"
     );
 }
+
+#[test]
+fn broken_address_lists_cannot_blow_up_the_reply() {
+    // `To: ,,,` makes a MISSING_MAILBOX@MISSING_DOMAIN entry (44 bytes) per
+    // comma: repeated fields and embedded messages share one budget.
+    let entry = "(NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")";
+    let field = format!("To: {}\r\n", ",".repeat(999));
+    let one = format!("{field}\r\nbody\r\n");
+    assert_eq!(envelope(one.as_bytes()).matches(entry).count(), 999);
+    let header = field.repeat(100);
+    let flat = format!("{header}\r\nbody\r\n");
+    let count = envelope(flat.as_bytes()).matches(entry).count();
+    assert_eq!(count, crate::mime::envelope::ENVELOPE_ADDRESSES_MAX);
+    let mut nested = String::from("Content-Type: multipart/mixed; boundary=b\r\n\r\n");
+    for _ in 0..50 {
+        nested.push_str("--b\r\nContent-Type: message/rfc822\r\n\r\n");
+        nested.push_str(&field.repeat(2));
+        nested.push_str("\r\nbody\r\n");
+    }
+    nested.push_str("--b--\r\n");
+    let count = bodystructure(nested.as_bytes()).matches(entry).count();
+    assert_eq!(count, crate::mime::envelope::ENVELOPE_ADDRESSES_MAX);
+}
