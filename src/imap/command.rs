@@ -1706,7 +1706,6 @@ impl<'a> Parser<'a> {
     }
 }
 
-
 /// Days in `month` of `year` (0 for a month that does not exist), from crate::time's calendar.
 fn days_in_month(year: u32, month: u32) -> u32 {
     if !(1..=12).contains(&month) {
@@ -1728,9 +1727,9 @@ use crate::time::{days_from_civil, MONTHS};
 #[cfg(test)]
 mod tests {
     use super::super::codec::{Frame, Framer, FramerLimits};
-    use crate::time::civil_from_days;
     use super::super::sequence::{SeqNo, SeqRange};
     use super::*;
+    use crate::time::civil_from_days;
 
     const APPEND_MESSAGE: &str = "Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n\
         From: Fred Foobar <foobar@Blurdybloop.example>\r\n\

@@ -7,8 +7,8 @@
 use std::io::Write;
 
 use super::command::{Flag, Section, SectionText};
-use crate::time::{civil_from_days, MONTHS};
 use super::utf7;
+use crate::time::{civil_from_days, MONTHS};
 
 /// Strings longer than this are sent as literals even when they could be quoted.
 pub const QUOTED_BYTES_MAX: usize = 1024;

@@ -749,10 +749,7 @@ impl Session {
                 Ok(s) => s,
                 Err(e) => return Self::store_failed(tag, &e, out),
             };
-            let date = m
-                .date
-                .map(|d| d.unix)
-                .unwrap_or_else(crate::time::unix_now);
+            let date = m.date.map(|d| d.unix).unwrap_or_else(crate::time::unix_now);
             let appended = store.append(&self.user, &name, blob, bits | kw, date);
             let (durable, appended) = futures_lite::future::zip(ticket.durable(), appended).await;
             if let Err(e) = durable {

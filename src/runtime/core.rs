@@ -8,71 +8,23 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::SystemTime;
 
 use glommio::sync::Semaphore;
 
-use crate::accounts::{Accounts, Secret};
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::net::Protocol;
-use crate::runtime::auth::{failure_delay, AuthFailure, LoginCache};
+use crate::runtime::auth::LoginCache;
+pub use crate::runtime::directory::LocalDirectory;
 use crate::runtime::mesh::{DeliverFailure, Mesh};
 use crate::runtime::placement::owner_core;
 use crate::runtime::watch::MailboxWatch;
-use crate::smtp::{DeliveryResult, Directory, Limits, Transaction};
+use crate::smtp::{DeliveryResult, Limits, Transaction};
 use crate::store::{Delivery, Store};
 use crate::time::unix_now;
 
 /// The mailbox every SMTP delivery lands in.
 pub const INBOX: &str = "INBOX";
-
-/// Local domains and the user table as this core last loaded it.
-pub struct LocalDirectory {
-    local_domains: Vec<String>,
-    accounts: RefCell<Accounts>,
-    accounts_mtime: Cell<Option<SystemTime>>,
-}
-
-impl LocalDirectory {
-    pub fn new(config: &Config, accounts: Accounts) -> LocalDirectory {
-        LocalDirectory {
-            local_domains: config.domains.local.clone(),
-            accounts: RefCell::new(accounts),
-            accounts_mtime: Cell::new(Accounts::modified(&config.server.data_dir)),
-        }
-    }
-
-    /// Re-reads the users file if it changed (`ringmail user add` while running).
-    pub fn refresh(&self, config: &Config) {
-        let now = Accounts::modified(&config.server.data_dir);
-        if now != self.accounts_mtime.get() {
-            match Accounts::load(&config.server.data_dir) {
-                Ok(a) => {
-                    *self.accounts.borrow_mut() = a;
-                    self.accounts_mtime.set(now);
-                }
-                Err(e) => eprintln!("ringmail: keeping the previous user table: {e}"),
-            }
-        }
-    }
-}
-
-impl Directory for LocalDirectory {
-    fn is_local_domain(&self, domain: &str) -> bool {
-        self.local_domains.iter().any(|d| d == domain)
-    }
-
-    fn has_mailbox(&self, address: &str) -> bool {
-        self.accounts.borrow().contains(address)
-    }
-}
-
-impl LocalDirectory {
-    /// The stored password hash of a user.
-    pub fn password_hash(&self, normalized: &str) -> Option<String> {
-        self.accounts.borrow().hash_of(normalized)
-    }
-}
 
 /// POP3's exclusive hold on a user's maildrop on its owner core; released on drop.
 pub struct MaildropLock {
@@ -101,7 +53,7 @@ pub struct Core {
     /// Connections per protocol (indexed by `Protocol::index`); their sum is the core's total.
     protocol_connections: [Cell<usize>; 3],
     next_session: Cell<u64>,
-    logins: LoginCache,
+    pub(crate) logins: LoginCache,
     /// Users whose maildrop a POP3 session holds (on their owner core).
     maildrops: RefCell<HashSet<String>>,
     /// Change signals of the mailboxes this core owns (fed by the store's change hook).
@@ -185,23 +137,6 @@ impl Core {
     pub(crate) fn count_connection(&self, p: Protocol, delta: isize) {
         let c = &self.protocol_connections[p.index()];
         c.set(c.get().saturating_add_signed(delta));
-    }
-
-    /// Checks a login. On failure the reply is delayed by `auth.failure_delay_ms` before
-    /// this returns, whatever the reason (unknown user, wrong password).
-    pub async fn authenticate(
-        &self,
-        username: &str,
-        password: &Secret,
-    ) -> Result<String, AuthFailure> {
-        let result = self
-            .logins
-            .verify(username, password, |u| self.directory.password_hash(u))
-            .await;
-        if result.is_err() {
-            failure_delay(self.config.auth.failure_delay_ms).await;
-        }
-        result
     }
 
     /// Takes `user`'s POP3 maildrop lock (None: another session holds it). Call on the
@@ -353,7 +288,6 @@ fn storage_failure(e: &crate::store::StoreError) -> DeliveryResult {
         DeliveryResult::TempFail
     }
 }
-
 
 #[cfg(test)]
 mod tests {

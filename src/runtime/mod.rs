@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod core;
+pub mod directory;
 pub mod file;
 pub mod handoff;
 pub mod lock;

@@ -13,8 +13,8 @@ use glommio::net::TcpStream;
 
 use crate::net::READ_BUFFER_BYTES;
 use crate::runtime::core::Core;
-use crate::time::unix_now;
 use crate::smtp::{Context, PeerInfo, Phase, Session, Step};
+use crate::time::unix_now;
 
 enum Input {
     Bytes(usize),
