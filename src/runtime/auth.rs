@@ -145,6 +145,25 @@ pub async fn failure_delay(ms: u64) {
     }
 }
 
+impl crate::runtime::core::Core {
+    /// Checks a login. On failure the reply is delayed by `auth.failure_delay_ms` before
+    /// this returns, whatever the reason (unknown user, wrong password).
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &Secret,
+    ) -> Result<String, AuthFailure> {
+        let result = self
+            .logins
+            .verify(username, password, |u| self.directory.password_hash(u))
+            .await;
+        if result.is_err() {
+            failure_delay(self.config.auth.failure_delay_ms).await;
+        }
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,24 +192,5 @@ mod tests {
     fn dummy_hash_verifies_nothing_real() {
         assert!(!verify_phc(dummy_phc(), "password"));
         assert!(!verify_phc("not a phc string", "x"));
-    }
-}
-
-impl crate::runtime::core::Core {
-    /// Checks a login. On failure the reply is delayed by `auth.failure_delay_ms` before
-    /// this returns, whatever the reason (unknown user, wrong password).
-    pub async fn authenticate(
-        &self,
-        username: &str,
-        password: &Secret,
-    ) -> Result<String, AuthFailure> {
-        let result = self
-            .logins
-            .verify(username, password, |u| self.directory.password_hash(u))
-            .await;
-        if result.is_err() {
-            failure_delay(self.config.auth.failure_delay_ms).await;
-        }
-        result
     }
 }
