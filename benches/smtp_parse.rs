@@ -22,7 +22,10 @@ impl Directory for AllLocal {
     fn is_local_domain(&self, domain: &str) -> bool {
         domain == "example.test"
     }
-    fn has_mailbox(&self, _address: &str) -> bool {
+    fn accepts(&self, _address: &str) -> bool {
+        true
+    }
+    fn may_send_as(&self, _user: &str, _sender: &str) -> bool {
         true
     }
 }
@@ -68,7 +71,7 @@ fn new_session() -> Session {
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 40_000,
     };
-    let mut session = Session::new(limits(), peer, 1);
+    let mut session = Session::new(limits(), peer, 1, false);
     let cx = Context {
         now_unix: 1_795_319_116,
         directory: &AllLocal,

@@ -4,7 +4,9 @@
 //! Every change rewrites the file through a temporary file that is fsynced, renamed over the
 //! old one, and followed by an fsync of the directory, so a crash leaves either the old or the
 //! new list, never a torn one. Concurrent `ringmail user ...` commands serialise on an flock of
-//! `<data_dir>/users.lock`. The server re-reads the file when its modification time changes.
+//! `<data_dir>/users.lock` (shared with `ringmail alias ...`: [`DirLock`], [`replace_file`]).
+//! The server re-reads the file when its modification time changes. A user cannot be added
+//! under an address that is an alias (the user would silently hide the alias).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +18,8 @@ use std::time::SystemTime;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+
+use crate::aliases::{AliasError, Aliases};
 
 /// Longest accepted address (RFC 5321 4.5.3.1.3 path limit minus the brackets).
 pub const ADDRESS_BYTES_MAX: usize = 254;
@@ -42,6 +46,12 @@ pub enum AccountsError {
     NoSuchUser(String),
     #[error("hashing the password failed: {0}")]
     Hash(String),
+    #[error(
+        "{0} is an alias; a user of the same name would hide it (remove it first with `ringmail alias del {0}`)"
+    )]
+    IsAlias(String),
+    #[error(transparent)]
+    Aliases(Box<AliasError>),
 }
 
 /// A password: its `Debug` and `Display` never show it.
@@ -192,6 +202,10 @@ impl Accounts {
         if table.users.contains_key(&addr) {
             return Err(AccountsError::Exists(addr));
         }
+        let aliases = Aliases::load(data_dir).map_err(|e| AccountsError::Aliases(Box::new(e)))?;
+        if aliases.contains(&addr) {
+            return Err(AccountsError::IsAlias(addr));
+        }
         table.users.insert(addr.clone(), hash);
         table.save(data_dir)?;
         Ok(addr)
@@ -210,16 +224,6 @@ impl Accounts {
     }
 
     fn save(&self, data_dir: &Path) -> Result<(), AccountsError> {
-        let path = Accounts::path(data_dir);
-        let tmp = data_dir.join("users.tmp");
-        let io = |op: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| AccountsError::Io {
-                op,
-                path: p,
-                source,
-            }
-        };
         let mut text = String::new();
         for (a, h) in &self.users {
             text.push_str(a);
@@ -227,30 +231,50 @@ impl Accounts {
             text.push_str(h);
             text.push('\n');
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(text.as_bytes()).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-        File::open(data_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync", data_dir))?;
-        Ok(())
+        replace_file(data_dir, "users", text.as_bytes())
     }
 }
 
-/// An exclusive flock on `<data_dir>/users.lock`, released on drop.
-struct DirLock {
+/// Replaces `<data_dir>/<name>` with `bytes` so that a crash leaves either the old or the
+/// new contents, never a torn file: write `<name>.tmp`, fsync it, rename it over `<name>`,
+/// fsync the directory. The caller holds the [`DirLock`]. Shared by every table the
+/// `ringmail` command edits (users, aliases).
+pub(crate) fn replace_file(data_dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AccountsError> {
+    let path = data_dir.join(name);
+    let tmp = data_dir.join(format!("{name}.tmp"));
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| AccountsError::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    f.write_all(bytes).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", data_dir))?;
+    Ok(())
+}
+
+/// An exclusive flock on `<data_dir>/users.lock`, released on drop. Every edit of the users
+/// or the aliases table holds it, so the checks between the two tables (an alias is never
+/// also a user) cannot race.
+pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    fn acquire(data_dir: &Path) -> Result<DirLock, AccountsError> {
+    pub(crate) fn acquire(data_dir: &Path) -> Result<DirLock, AccountsError> {
         fs::create_dir_all(data_dir).map_err(|source| AccountsError::Io {
             op: "create directory",
             path: data_dir.to_path_buf(),

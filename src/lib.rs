@@ -9,10 +9,13 @@
 //!   connections move to their owner core), `auth` (password checks off the executor
 //!   thread, per-core login cache), `watch` (mailbox change signals for IDLE).
 //! - [`net`]      — listeners (SO_REUSEPORT, one accept loop per core), connection read
-//!   buffers, per-core connection limits.
+//!   buffers, per-core connection limits; `tls` (rustls: certificates, SNI, reload on
+//!   SIGHUP, the self-signed certificate of a fresh install) and `transport` (a connection
+//!   plain or TLS, STARTTLS in place, taken apart and rebuilt for a hand-over).
 //! - [`smtp`]     — `codec` (sans-IO command parser, dot-unstuffing), `command` (types),
-//!   `session` (sans-IO state machine: bytes in, replies and delivery requests out),
-//!   `server` (drives a session over a glommio TCP stream).
+//!   `session` (sans-IO state machine: bytes in, replies and delivery requests out; port 25
+//!   and submission, STARTTLS, AUTH, relay control), `server` (drives a session over a
+//!   plain or TLS transport).
 //! - [`store`]    — the log-structured mailbox store: `record` (length + CRC32C + type
 //!   framing), `segment` (versioned segment files), `index` (mailbox → UID → blob),
 //!   `commit` (group commit: one write + one fdatasync per batch), `engine` (the per-core
@@ -26,15 +29,17 @@
 //!   hand-over to the owner core after login.
 //! - [`mime`]     — MIME structure of stored messages (byte ranges, parsed once, cached per
 //!   core): ENVELOPE, BODYSTRUCTURE, sections, SEARCH text matching.
-//! - [`sasl`]     — base64 and the PLAIN mechanism, shared by IMAP, POP3 and (later) SMTP.
+//! - [`sasl`]     — base64 and the PLAIN and LOGIN mechanisms, shared by SMTP, IMAP, POP3.
 //! - [`line`]     — CRLF line framing with a hard limit, shared by SMTP and POP3 (sans-IO).
 //! - [`accounts`] — users and argon2id password hashes, written atomically.
+//! - [`aliases`]  — aliases and domain catch-alls, and how a recipient expands into local
+//!   mailboxes and remote addresses (bounded depth, loops refused).
 //! - [`time`]     — RFC 5322 dates without a calendar crate.
 //!
 //! # The path of one message
 //! 1. A client connects; the kernel hands the connection to one core's listener
-//!    (SO_REUSEPORT). `net` accepts it, sets TCP_NODELAY, and `smtp::server` starts a
-//!    session on that core.
+//!    (SO_REUSEPORT). `net` accepts it, sets TCP_NODELAY (and runs the TLS handshake on an
+//!    implicit-TLS listener), and `smtp::server` starts a session on that core.
 //! 2. `smtp::server` reads into the connection buffer; `smtp::session` parses commands
 //!    with memchr over that buffer, checks RCPT against `accounts`, and dot-unstuffs DATA
 //!    (or collects BDAT chunks) into the transaction's message buffer, with `Return-Path:`
@@ -58,6 +63,7 @@
 //!    export` and POP3 RETR read the same blob.
 
 pub mod accounts;
+pub mod aliases;
 pub mod config;
 pub mod imap;
 pub mod line;

@@ -1,10 +1,12 @@
-//! The `ringmail` command: serve, check-config, user add/list/del, export.
+//! The `ringmail` command: serve, check-config, user add/list/del, alias add/list/del, export,
+//! queue list.
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ringmail::accounts::{normalize_address, Accounts, Secret};
+use ringmail::aliases::Aliases;
 use ringmail::config::Config;
 use ringmail::store::StoreError;
 
@@ -18,7 +20,11 @@ usage:
   ringmail user add ADDRESS --password-stdin [--config FILE]
   ringmail user list [--config FILE]
   ringmail user del ADDRESS [--config FILE]
+  ringmail alias add ALIAS TARGET... [--config FILE]   ALIAS is local@domain or @domain (catch-all)
+  ringmail alias del ALIAS [TARGET] [--config FILE]    one target, or the whole alias
+  ringmail alias list [--config FILE]
   ringmail export ADDRESS [--mailbox INBOX] [--config FILE]   mailbox as mboxrd on stdout
+  ringmail queue list [--config FILE]            outbound queue: id, sender, recipients, attempts, next try, last error
   ringmail --version";
 
 /// Parsed command line: positional words and the few options ringmail knows.
@@ -136,6 +142,46 @@ fn run() -> Result<(), String> {
             println!("deleted {addr} (its stored mail is kept)");
             Ok(())
         }
+        ["alias", "add", alias, targets @ ..] if !targets.is_empty() => {
+            let config = load_config(&args.config)?;
+            let added = Aliases::add(
+                &config.server.data_dir,
+                alias,
+                targets,
+                &config.domains.local,
+            )
+            .map_err(|e| e.to_string())?;
+            for w in &added.warnings {
+                eprintln!("ringmail: warning: {w} (mail for it will bounce until it exists)");
+            }
+            println!("added {} -> {}", added.alias, added.targets.join(", "));
+            Ok(())
+        }
+        ["alias", "del", alias, target @ ..] if target.len() <= 1 => {
+            let config = load_config(&args.config)?;
+            let data_dir = &config.server.data_dir;
+            let (key, removed) = Aliases::delete(data_dir, alias, target.first().copied())
+                .map_err(|e| e.to_string())?;
+            println!("deleted {key} -> {}", removed.join(", "));
+            if let Ok(table) = Aliases::load(data_dir) {
+                if !table.contains(&key) {
+                    for r in table.referrers(&key) {
+                        eprintln!("ringmail: warning: alias {r} still names {key} as a target");
+                    }
+                }
+            }
+            Ok(())
+        }
+        ["alias", "list"] => {
+            let config = load_config(&args.config)?;
+            let table = Aliases::load(&config.server.data_dir).map_err(|e| e.to_string())?;
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            for (alias, target) in table.pairs() {
+                writeln!(out, "{alias}\t{target}").map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
         ["export", address] => {
             let config = load_config(&args.config)?;
             let user = normalize_address(address).map_err(|e| e.to_string())?;
@@ -162,6 +208,21 @@ fn run() -> Result<(), String> {
             };
             out.flush().map_err(|e| e.to_string())?;
             eprintln!("exported {n} message(s) from {user} {mailbox}");
+            Ok(())
+        }
+        ["queue", "list"] => {
+            // Offline and read-only like `export`: safe while a server runs.
+            let config = load_config(&args.config)?;
+            let entries = ringmail::store::queue::list_offline(&config.server.data_dir)
+                .map_err(|e| e.to_string())?;
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            for e in &entries {
+                writeln!(out, "{}", ringmail::store::queue::list_line(e))
+                    .map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())?;
+            eprintln!("{} queued message(s)", entries.len());
             Ok(())
         }
         ["--version"] | ["version"] => {

@@ -1,10 +1,31 @@
-//! SASL pieces shared by IMAP AUTHENTICATE, POP3 AUTH and (later) SMTP AUTH: the PLAIN
-//! mechanism (RFC 4616) and its strict base64 (RFC 4648). Sans-IO.
+//! SASL pieces shared by IMAP AUTHENTICATE, POP3 AUTH and SMTP AUTH: the PLAIN mechanism
+//! (RFC 4616), the LOGIN mechanism's two prompts (draft-murchison-sasl-login), their strict
+//! base64 (RFC 4648), and why a credential check failed ([`AuthFailure`], which the
+//! sans-IO sessions receive from the runtime). Sans-IO.
+//!
+//! Decoded passwords go straight into an [`accounts::Secret`](crate::accounts::Secret), whose
+//! `Debug` and `Display` show `***`.
 
 use crate::accounts::Secret;
 
 /// Longest decoded PLAIN message accepted (authzid + authcid + password + 2 NULs).
 pub const PLAIN_BYTES_MAX: usize = 2048;
+/// Longest decoded LOGIN user name or password.
+pub const LOGIN_BYTES_MAX: usize = 1024;
+/// The LOGIN mechanism's first challenge, base64 of `Username:`.
+pub const LOGIN_USERNAME_CHALLENGE: &str = "VXNlcm5hbWU6";
+/// The LOGIN mechanism's second challenge, base64 of `Password:`.
+pub const LOGIN_PASSWORD_CHALLENGE: &str = "UGFzc3dvcmQ6";
+
+/// Why a login failed (the client only ever sees "invalid credentials" or a temporary
+/// failure). Produced by `runtime::auth`, consumed by the sans-IO sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("invalid credentials")]
+    Invalid,
+    #[error("the password check could not run")]
+    Unavailable,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SaslError {
@@ -49,7 +70,7 @@ fn base64_decode(input: &[u8]) -> Result<Vec<u8>, SaslError> {
 
 /// Base64 encoding with padding (the server side of PLAIN only decodes: for the tests).
 #[cfg(test)]
-fn base64_encode(input: &[u8]) -> String {
+pub(crate) fn base64_encode(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
@@ -93,6 +114,29 @@ pub fn decode_plain(base64: &[u8]) -> Result<(String, Secret), SaslError> {
         return Err(SaslError::Authzid(authz.to_string()));
     }
     Ok((authc.to_string(), Secret::new(pw.to_string())))
+}
+
+/// Decodes one base64 response of the LOGIN mechanism (the user name or the password):
+/// strict base64 of at most [`LOGIN_BYTES_MAX`] bytes of UTF-8 without NUL. An empty
+/// response (`=` on the wire, which the caller maps to `b""`) decodes to "".
+pub fn decode_login(base64: &[u8]) -> Result<String, SaslError> {
+    if base64.len() > LOGIN_BYTES_MAX.div_ceil(3) * 4 {
+        return Err(SaslError::TooLong {
+            bytes: base64.len() * 3 / 4,
+            max: LOGIN_BYTES_MAX,
+        });
+    }
+    let raw = base64_decode(base64)?;
+    if raw.len() > LOGIN_BYTES_MAX {
+        return Err(SaslError::TooLong {
+            bytes: raw.len(),
+            max: LOGIN_BYTES_MAX,
+        });
+    }
+    if raw.contains(&0) {
+        return Err(SaslError::Malformed);
+    }
+    String::from_utf8(raw).map_err(|_| SaslError::Malformed)
 }
 
 #[cfg(test)]
@@ -143,5 +187,44 @@ mod tests {
                 Err(SaslError::Malformed)
             ));
         }
+    }
+
+    #[test]
+    fn login_decodes_user_and_password() {
+        assert_eq!(decode_login(b"dGlt").unwrap(), "tim");
+        assert_eq!(decode_login(b"").unwrap(), "");
+        assert_eq!(
+            decode_login(LOGIN_USERNAME_CHALLENGE.as_bytes()).unwrap(),
+            "Username:"
+        );
+        assert_eq!(
+            decode_login(LOGIN_PASSWORD_CHALLENGE.as_bytes()).unwrap(),
+            "Password:"
+        );
+        let utf8 = base64_encode("pässwörd".as_bytes());
+        assert_eq!(decode_login(utf8.as_bytes()).unwrap(), "pässwörd");
+    }
+
+    #[test]
+    fn login_rejects_bad_base64_nul_non_utf8_and_long() {
+        assert!(matches!(
+            decode_login(b"dGl"),
+            Err(SaslError::Base64 { .. })
+        ));
+        assert!(matches!(decode_login(b"*"), Err(SaslError::Base64 { .. })));
+        let nul = base64_encode(b"a\0b");
+        assert_eq!(decode_login(nul.as_bytes()), Err(SaslError::Malformed));
+        let latin1 = base64_encode(b"\xe9t\xe9");
+        assert_eq!(decode_login(latin1.as_bytes()), Err(SaslError::Malformed));
+        let longest = base64_encode(&[b'x'; LOGIN_BYTES_MAX]);
+        assert_eq!(
+            decode_login(longest.as_bytes()).unwrap().len(),
+            LOGIN_BYTES_MAX
+        );
+        let long = base64_encode(&[b'x'; LOGIN_BYTES_MAX + 1]);
+        assert!(matches!(
+            decode_login(long.as_bytes()),
+            Err(SaslError::TooLong { .. })
+        ));
     }
 }

@@ -112,6 +112,14 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// RFC 5322 date of `unix` seconds in UTC, e.g. `Sun, 22 Nov 2026 03:45:16 +0000`.
 pub fn rfc5322_date(unix: i64) -> String {
     DateTime::from_unix(unix).to_string()

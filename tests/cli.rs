@@ -1,12 +1,13 @@
 //! The `ringmail` command line, run as a user would: check-config, user add/list/del,
-//! serve's refusals (second instance, taken port), serve on the built-in defaults, and export
-//! (while the server runs, and after a restart).
+//! alias add/list/del (and its refusals), serve's refusals (second instance, taken port), serve
+//! on the built-in defaults, export (while the server runs, and after a restart), and a running
+//! server picking up alias changes.
 
 mod common;
 
 use std::net::TcpListener;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{make_message, ringmail, strip_trace, write_config, Proc, Server, ALICE, BOB};
 
@@ -297,4 +298,377 @@ fn message_survives_a_restart() {
     assert_eq!(got.len(), 2, "after the second message and a stop");
     common::assert_same_bytes("first", strip_trace(&got[0]), &m1);
     common::assert_same_bytes("second", strip_trace(&got[1]), &m2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aliases
+
+/// How long a running server may take to notice a changed aliases file (it looks every
+/// second on every core).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A config in `dir` whose data dir already has alice and bob.
+fn config_with_users(dir: &tempfile::TempDir) -> (String, std::path::PathBuf) {
+    let (cfg, data_dir) = config_in(dir, "");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("users"), common::users_file()).unwrap();
+    (cfg, data_dir)
+}
+
+fn alias(cfg: &str, args: &[&str]) -> common::Run {
+    let mut all = vec!["alias"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--config", cfg]);
+    ringmail(&all, b"")
+}
+
+fn alias_list(cfg: &str) -> String {
+    let r = alias(cfg, &["list"]);
+    r.assert_ok("alias list");
+    r.stdout_text()
+}
+
+/// Runs `alias ARGS`, asserts it failed and that stderr contains `why`.
+fn alias_refused(cfg: &str, args: &[&str], why: &str) {
+    let r = alias(cfg, args);
+    assert!(
+        !r.status.success(),
+        "alias {args:?} accepted: {}",
+        r.stdout_text()
+    );
+    assert!(
+        r.stderr.contains(why),
+        "alias {args:?}: no {why:?} in stderr: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn alias_add_list_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, data_dir) = config_with_users(&dir);
+    assert_eq!(alias_list(&cfg), "", "a new data dir has aliases");
+
+    let r = alias(&cfg, &["add", "Info@Example.TEST", "Alice@example.test"]);
+    r.assert_ok("alias add info");
+    assert_eq!(
+        r.stdout_text(),
+        "added info@example.test -> alice@example.test\n"
+    );
+    assert!(!r.stderr.contains("warning"), "stderr: {}", r.stderr);
+    // Several targets at once, one of them remote (forwarding).
+    alias(
+        &cfg,
+        &[
+            "add",
+            "info@example.test",
+            "x@remote.test",
+            "bob@example.test",
+        ],
+    )
+    .assert_ok("alias add info, two more");
+    // The domain catch-all.
+    alias(&cfg, &["add", "@example.test", "bob@example.test"]).assert_ok("alias add catch-all");
+    assert_eq!(
+        alias_list(&cfg),
+        "@example.test\tbob@example.test\n\
+         info@example.test\talice@example.test\n\
+         info@example.test\tx@remote.test\n\
+         info@example.test\tbob@example.test\n"
+    );
+    assert!(data_dir.join("aliases").is_file());
+    assert!(!data_dir.join("aliases.tmp").exists());
+
+    let r = alias(&cfg, &["del", "info@example.test", "X@Remote.test"]);
+    r.assert_ok("alias del one target");
+    assert_eq!(
+        r.stdout_text(),
+        "deleted info@example.test -> x@remote.test\n"
+    );
+    assert_eq!(
+        alias_list(&cfg),
+        "@example.test\tbob@example.test\n\
+         info@example.test\talice@example.test\n\
+         info@example.test\tbob@example.test\n"
+    );
+    let r = alias(&cfg, &["del", "info@example.test"]);
+    r.assert_ok("alias del whole alias");
+    assert_eq!(
+        r.stdout_text(),
+        "deleted info@example.test -> alice@example.test, bob@example.test\n"
+    );
+    alias_refused(
+        &cfg,
+        &["del", "info@example.test"],
+        "no such alias info@example.test",
+    );
+    alias(&cfg, &["del", "@example.test"]).assert_ok("alias del catch-all");
+    assert_eq!(alias_list(&cfg), "");
+}
+
+#[test]
+fn alias_refusals_are_clear_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, data_dir) = config_with_users(&dir);
+    alias(&cfg, &["add", "a@example.test", "x@remote.test"]).assert_ok("alias add a");
+    let before = std::fs::read(data_dir.join("aliases")).unwrap();
+
+    alias_refused(
+        &cfg,
+        &["add", "a@elsewhere.test", "alice@example.test"],
+        "elsewhere.test is not a local domain",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "@elsewhere.test", "alice@example.test"],
+        "elsewhere.test is not a local domain",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "Alice@example.test", "x@remote.test"],
+        "alice@example.test is a user: an alias of the same name would hide its mailbox",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "no-at-sign", "x@remote.test"],
+        "is not a valid alias",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "@bad_domain!", "x@remote.test"],
+        "is not a valid alias",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "b@example.test", "not an address"],
+        "is not a valid target",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "b@example.test", "@example.test"],
+        "is not a valid target",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "b@example.test", "B@example.test"],
+        "cannot have itself",
+    );
+    alias_refused(&cfg, &["add", "b@example.test"], "unknown command");
+    alias_refused(
+        &cfg,
+        &["add", "a@example.test", "x@remote.test"],
+        "alias a@example.test already has target x@remote.test",
+    );
+    alias_refused(
+        &cfg,
+        &["del", "a@example.test", "y@remote.test"],
+        "alias a@example.test has no target y@remote.test",
+    );
+    // A loop, direct or through the catch-all, would make the alias undeliverable.
+    alias(&cfg, &["add", "b@example.test", "c@example.test"]).assert_ok("alias add b -> c");
+    let before_loop = std::fs::read(data_dir.join("aliases")).unwrap();
+    alias_refused(
+        &cfg,
+        &["add", "c@example.test", "b@example.test"],
+        "alias loop: c@example.test -> b@example.test -> c@example.test",
+    );
+    alias_refused(
+        &cfg,
+        &["add", "@example.test", "stray@example.test"],
+        "alias loop",
+    );
+    assert_eq!(
+        std::fs::read(data_dir.join("aliases")).unwrap(),
+        before_loop
+    );
+    alias(&cfg, &["del", "b@example.test"]).assert_ok("alias del b");
+    assert_eq!(std::fs::read(data_dir.join("aliases")).unwrap(), before);
+
+    // A user cannot be added under an alias's address either.
+    let r = ringmail(
+        &[
+            "user",
+            "add",
+            "A@example.test",
+            "--password-stdin",
+            "--config",
+            &cfg,
+        ],
+        b"pw\n",
+    );
+    assert!(!r.status.success(), "user add of an alias accepted");
+    assert!(
+        r.stderr.contains("a@example.test is an alias"),
+        "stderr: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn alias_warnings_for_targets_that_do_not_exist_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = config_with_users(&dir);
+    let r = alias(
+        &cfg,
+        &[
+            "add",
+            "team@example.test",
+            "carol@example.test",
+            "bob@example.test",
+        ],
+    );
+    r.assert_ok("alias add with an unknown local target");
+    assert!(
+        r.stderr.contains("warning: carol@example.test")
+            && r.stderr.contains("neither a user nor an alias"),
+        "stderr: {}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("bob@example.test"),
+        "stderr: {}",
+        r.stderr
+    );
+    // Deleting an alias that another alias names says so.
+    alias(&cfg, &["add", "all@example.test", "team@example.test"]).assert_ok("alias add all");
+    let r = alias(&cfg, &["del", "team@example.test"]);
+    r.assert_ok("alias del team");
+    assert!(
+        r.stderr
+            .contains("warning: alias all@example.test still names team@example.test"),
+        "stderr: {}",
+        r.stderr
+    );
+}
+
+/// The reply to `RCPT TO:<rcpt>` on a new connection.
+fn rcpt_reply(server: &Server, rcpt: &str) -> u16 {
+    let mut c = server.connect();
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<sender@remote.test>", 250);
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).unwrap();
+    c.quit();
+    r.code
+}
+
+/// Waits until `rcpt` gets `code` on 8 new connections in a row (connections land on any
+/// core, and each core reloads the aliases on its own).
+fn wait_for_rcpt(server: &Server, rcpt: &str, code: u16) {
+    let deadline = Instant::now() + RELOAD_TIMEOUT;
+    let mut in_a_row = 0;
+    while in_a_row < 8 {
+        let last = rcpt_reply(server, rcpt);
+        in_a_row = if last == code { in_a_row + 1 } else { 0 };
+        if Instant::now() > deadline {
+            panic!(
+                "RCPT TO:<{rcpt}> still answers {last}, not {code}\n{}",
+                server.output()
+            );
+        }
+        if in_a_row == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn running_server_picks_up_alias_changes() {
+    let server = Server::start("");
+    let cfg = server.config_str().to_string();
+    assert_eq!(rcpt_reply(&server, "sales@example.test"), 550);
+
+    alias(&cfg, &["add", "sales@example.test", "alice@example.test"]).assert_ok("alias add");
+    wait_for_rcpt(&server, "sales@example.test", 250);
+    assert_eq!(rcpt_reply(&server, "other@example.test"), 550);
+
+    alias(&cfg, &["add", "@example.test", "bob@example.test"]).assert_ok("catch-all add");
+    wait_for_rcpt(&server, "other@example.test", 250);
+    // Aliases never open a relay.
+    assert_eq!(rcpt_reply(&server, "sales@remote.test"), 554);
+
+    alias(&cfg, &["del", "@example.test"]).assert_ok("catch-all del");
+    alias(&cfg, &["del", "sales@example.test"]).assert_ok("alias del");
+    wait_for_rcpt(&server, "other@example.test", 550);
+    wait_for_rcpt(&server, "sales@example.test", 550);
+    assert_eq!(rcpt_reply(&server, ALICE), 250);
+}
+
+/// Python's smtplib sends one message to `rcpts`; returns the message bytes as sent.
+fn smtplib_send(server: &Server, rcpts: &[&str], message_id: &str) -> Vec<u8> {
+    let m = make_message(
+        "sender@remote.test",
+        rcpts[0],
+        message_id,
+        "sent to an alias",
+    );
+    let script = "import smtplib, sys\n\
+        s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=10)\n\
+        refused = s.sendmail('sender@remote.test', sys.argv[3].split(','), sys.stdin.buffer.read())\n\
+        s.quit()\n\
+        sys.exit(1 if refused else 0)\n";
+    let r = common::run(
+        Command::new("python3")
+            .args(["-c", script, "127.0.0.1"])
+            .arg(server.port().to_string())
+            .arg(rcpts.join(",")),
+        &m,
+    );
+    assert!(
+        r.status.success(),
+        "smtplib to {rcpts:?} failed: {}{}\nserver:\n{}",
+        r.stdout_text(),
+        r.stderr,
+        server.output()
+    );
+    m
+}
+
+#[test]
+fn mail_to_an_alias_and_the_catch_all_lands_in_the_targets_inboxes() {
+    let server = Server::start("");
+    let cfg = server.config_str().to_string();
+    alias(&cfg, &["add", "sales@example.test", "team@example.test"]).assert_ok("sales");
+    alias(
+        &cfg,
+        &[
+            "add",
+            "team@example.test",
+            "alice@example.test",
+            "bob@example.test",
+        ],
+    )
+    .assert_ok("team");
+    alias(&cfg, &["add", "@example.test", "alice@example.test"]).assert_ok("catch-all");
+    wait_for_rcpt(&server, "stray@example.test", 250);
+
+    // To the alias and, in the same transaction, to alice herself: one copy each.
+    let m1 = smtplib_send(
+        &server,
+        &["Sales@example.test", ALICE],
+        "alias-1@client.test",
+    );
+    let m2 = smtplib_send(&server, &["stray@example.test"], "alias-2@client.test");
+    let alice = server.export(ALICE);
+    let bob = server.export(BOB);
+    assert_eq!(
+        (alice.len(), bob.len()),
+        (2, 1),
+        "alice and bob message counts"
+    );
+    common::assert_same_bytes("alice 1", strip_trace(&alice[0]), &m1);
+    common::assert_same_bytes("alice 2 (catch-all)", strip_trace(&alice[1]), &m2);
+    common::assert_same_bytes("bob 1", strip_trace(&bob[0]), &m1);
+    // Nothing was stored under the alias names.
+    for name in [
+        "sales@example.test",
+        "team@example.test",
+        "stray@example.test",
+    ] {
+        let r = ringmail(&["export", name, "--config", &cfg], b"");
+        assert!(
+            r.stdout.is_empty(),
+            "{name} has a mailbox: {}",
+            r.stdout_text()
+        );
+    }
 }

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 pub use raw::RawConfig;
 
+use crate::net::tls::{CertFiles, TlsSettings, SNI_CERTIFICATES_MAX};
+
 /// Errors of loading a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -81,7 +83,10 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
+    /// Port 25 (MX): STARTTLS is offered when TLS is on; AUTH only after it (or with
+    /// `allow_plaintext_auth`), and an authenticated client may relay.
     pub listen: Vec<SocketAddr>,
+    pub allow_plaintext_auth: bool,
     pub max_message_bytes: usize,
     pub max_recipients: usize,
     pub timeout_ms_command: u64,
@@ -90,10 +95,24 @@ pub struct SmtpConfig {
     pub errors_max: usize,
 }
 
+/// Message submission (RFC 6409): AUTH before MAIL; limits as `[smtp]`.
+#[derive(Debug, Clone)]
+pub struct SubmissionConfig {
+    /// Port 587: STARTTLS.
+    pub listen: Vec<SocketAddr>,
+    /// Port 465: implicit TLS (RFC 8314).
+    pub listen_tls: Vec<SocketAddr>,
+    pub allow_plaintext_auth: bool,
+}
+
 /// IMAP (RFC 9051 / 3501).
 #[derive(Debug, Clone)]
 pub struct ImapConfig {
     pub listen: Vec<SocketAddr>,
+    /// IMAPS (993): implicit TLS.
+    pub listen_tls: Vec<SocketAddr>,
+    /// LOGIN and AUTHENTICATE PLAIN without TLS (loopback testing only).
+    pub allow_plaintext_auth: bool,
     /// Autologout of an idle session (RFC 9051 §5.4: at least 30 minutes in production).
     pub timeout_ms_idle: u64,
     /// Longest command line, literals excluded.
@@ -107,6 +126,10 @@ pub struct ImapConfig {
 #[derive(Debug, Clone)]
 pub struct Pop3Config {
     pub listen: Vec<SocketAddr>,
+    /// POP3S (995): implicit TLS.
+    pub listen_tls: Vec<SocketAddr>,
+    /// USER/PASS and AUTH PLAIN without TLS (loopback testing only).
+    pub allow_plaintext_auth: bool,
     /// RFC 1939 §3: at least 10 minutes.
     pub timeout_ms_idle: u64,
     pub line_bytes_max: usize,
@@ -143,8 +166,11 @@ pub struct StoreSettings {
 pub struct Config {
     pub server: ServerConfig,
     pub smtp: SmtpConfig,
+    pub submission: SubmissionConfig,
     pub imap: ImapConfig,
     pub pop3: Pop3Config,
+    /// `[tls]`: with no `cert`, the self-signed certificate generated at first start.
+    pub tls: TlsSettings,
     pub auth: AuthConfig,
     pub domains: DomainsConfig,
     pub store: StoreSettings,
@@ -155,6 +181,10 @@ pub struct Config {
 pub const DEFAULT_SMTP_LISTEN: &str = "127.0.0.1:2525";
 pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:2143";
 pub const DEFAULT_POP3_LISTEN: &str = "127.0.0.1:2110";
+pub const DEFAULT_SUBMISSION_LISTEN: &str = "127.0.0.1:2587";
+pub const DEFAULT_SUBMISSIONS_LISTEN: &str = "127.0.0.1:2465";
+pub const DEFAULT_IMAPS_LISTEN: &str = "127.0.0.1:2993";
+pub const DEFAULT_POP3S_LISTEN: &str = "127.0.0.1:2995";
 const MIB: u64 = 1024 * 1024;
 
 impl Config {
@@ -248,7 +278,12 @@ impl Config {
             64 * MIB,
         );
 
-        let listen = parse_listen("smtp", r.smtp.listen, DEFAULT_SMTP_LISTEN, &mut problems);
+        let listen = parse_listen(
+            "smtp.listen",
+            r.smtp.listen,
+            DEFAULT_SMTP_LISTEN,
+            &mut problems,
+        );
         let max_message_bytes = r.smtp.max_message_bytes.unwrap_or(26_214_400);
         if !(1024..=2048 * MIB).contains(&max_message_bytes) {
             problems.push(format!(
@@ -282,9 +317,47 @@ impl Config {
         let errors_max = r.smtp.errors_max.unwrap_or(20);
         check_range(&mut problems, "smtp.errors_max", errors_max, 1, 1000);
 
-        let imap_listen = parse_listen("imap", r.imap.listen, DEFAULT_IMAP_LISTEN, &mut problems);
+        let submission = SubmissionConfig {
+            listen: parse_listen(
+                "submission.listen",
+                r.submission.listen,
+                DEFAULT_SUBMISSION_LISTEN,
+                &mut problems,
+            ),
+            listen_tls: parse_listen(
+                "submission.listen_tls",
+                r.submission.listen_tls,
+                DEFAULT_SUBMISSIONS_LISTEN,
+                &mut problems,
+            ),
+            allow_plaintext_auth: r.submission.allow_plaintext_auth.unwrap_or(false),
+        };
+        let imap_listen = parse_listen(
+            "imap.listen",
+            r.imap.listen,
+            DEFAULT_IMAP_LISTEN,
+            &mut problems,
+        );
+        let imap_listen_tls = parse_listen(
+            "imap.listen_tls",
+            r.imap.listen_tls,
+            DEFAULT_IMAPS_LISTEN,
+            &mut problems,
+        );
+        let pop3_listen_tls = parse_listen(
+            "pop3.listen_tls",
+            r.pop3.listen_tls,
+            DEFAULT_POP3S_LISTEN,
+            &mut problems,
+        );
+        let tls = tls_settings(r.tls, &mut problems);
         let imap_timeout_ms_idle = r.imap.timeout_ms_idle.unwrap_or(30 * 60 * 1000);
-        let pop3_listen = parse_listen("pop3", r.pop3.listen, DEFAULT_POP3_LISTEN, &mut problems);
+        let pop3_listen = parse_listen(
+            "pop3.listen",
+            r.pop3.listen,
+            DEFAULT_POP3_LISTEN,
+            &mut problems,
+        );
         let pop3_timeout_ms_idle = r.pop3.timeout_ms_idle.unwrap_or(10 * 60 * 1000);
         for (k, v) in [
             ("imap.timeout_ms_idle", imap_timeout_ms_idle),
@@ -384,6 +457,7 @@ impl Config {
             },
             smtp: SmtpConfig {
                 listen,
+                allow_plaintext_auth: r.smtp.allow_plaintext_auth.unwrap_or(false),
                 max_message_bytes: max_message_bytes as usize,
                 max_recipients: max_recipients as usize,
                 timeout_ms_command,
@@ -391,8 +465,11 @@ impl Config {
                 connections_per_core_max: connections_per_core_max as usize,
                 errors_max: errors_max as usize,
             },
+            submission,
             imap: ImapConfig {
                 listen: imap_listen,
+                listen_tls: imap_listen_tls,
+                allow_plaintext_auth: r.imap.allow_plaintext_auth.unwrap_or(false),
                 timeout_ms_idle: imap_timeout_ms_idle,
                 line_bytes_max: imap_line_bytes_max as usize,
                 literal_bytes_max: imap_literal_bytes_max as usize,
@@ -400,10 +477,13 @@ impl Config {
             },
             pop3: Pop3Config {
                 listen: pop3_listen,
+                listen_tls: pop3_listen_tls,
+                allow_plaintext_auth: r.pop3.allow_plaintext_auth.unwrap_or(false),
                 timeout_ms_idle: pop3_timeout_ms_idle,
                 line_bytes_max: pop3_line_bytes_max as usize,
                 connections_per_core_max: pop3_connections_max as usize,
             },
+            tls,
             auth: AuthConfig {
                 failure_delay_ms,
                 failures_max: failures_max as usize,
@@ -421,6 +501,63 @@ impl Config {
     }
 }
 
+/// `[tls]`: `cert` and `key` go together; every `[[tls.sni]]` needs names, cert and key.
+fn tls_settings(raw: raw::RawTls, problems: &mut Vec<String>) -> TlsSettings {
+    let default = match (raw.cert, raw.key) {
+        (Some(cert), Some(key)) => Some(CertFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            problems.push("tls.cert is set but tls.key is not".into());
+            None
+        }
+        (None, Some(_)) => {
+            problems.push("tls.key is set but tls.cert is not".into());
+            None
+        }
+    };
+    if raw.sni.len() > SNI_CERTIFICATES_MAX {
+        problems.push(format!(
+            "tls.sni: {} entries, at most {SNI_CERTIFICATES_MAX}",
+            raw.sni.len()
+        ));
+    }
+    let mut sni = Vec::new();
+    for (i, e) in raw.sni.into_iter().enumerate() {
+        let names: Vec<String> = e
+            .names
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        if names.is_empty() {
+            problems.push(format!("tls.sni[{i}]: names is missing or empty"));
+        }
+        for n in &names {
+            let host = n.strip_prefix("*.").unwrap_or(n);
+            if !valid_hostname(host) {
+                problems.push(format!("tls.sni[{i}]: {n:?} is not a host name"));
+            }
+        }
+        match (e.cert, e.key) {
+            (Some(cert), Some(key)) => sni.push((
+                names,
+                CertFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                },
+            )),
+            _ => problems.push(format!("tls.sni[{i}]: needs both cert and key")),
+        }
+    }
+    if default.is_none() && !sni.is_empty() {
+        problems.push("tls.sni needs a default certificate (tls.cert and tls.key)".into());
+    }
+    TlsSettings { default, sni }
+}
+
 /// Notes `key = v: must be between lo and hi` unless `lo <= v <= hi`.
 fn check_range(problems: &mut Vec<String>, key: &str, v: u64, lo: u64, hi: u64) {
     if !(lo..=hi).contains(&v) {
@@ -430,7 +567,7 @@ fn check_range(problems: &mut Vec<String>, key: &str, v: u64, lo: u64, hi: u64) 
 
 /// A listen list (`[]` turns the protocol off); every bad entry is a problem.
 fn parse_listen(
-    section: &str,
+    key: &str,
     raw: Option<Vec<String>>,
     default: &str,
     problems: &mut Vec<String>,
@@ -441,7 +578,7 @@ fn parse_listen(
         match a.parse::<SocketAddr>() {
             Ok(sa) => listen.push(sa),
             Err(_) => problems.push(format!(
-                "{section}.listen: {a:?} is not an IP:port address (e.g. \"{default}\")"
+                "{key}: {a:?} is not an IP:port address (e.g. \"{default}\")"
             )),
         }
     }

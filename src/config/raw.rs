@@ -22,6 +22,7 @@ pub struct RawServer {
 #[derive(Debug, Default)]
 pub struct RawSmtp {
     pub listen: Option<Vec<String>>,
+    pub allow_plaintext_auth: Option<bool>,
     pub max_message_bytes: Option<u64>,
     pub max_recipients: Option<u64>,
     pub timeout_ms_command: Option<u64>,
@@ -31,8 +32,17 @@ pub struct RawSmtp {
 }
 
 #[derive(Debug, Default)]
+pub struct RawSubmission {
+    pub listen: Option<Vec<String>>,
+    pub listen_tls: Option<Vec<String>>,
+    pub allow_plaintext_auth: Option<bool>,
+}
+
+#[derive(Debug, Default)]
 pub struct RawImap {
     pub listen: Option<Vec<String>>,
+    pub listen_tls: Option<Vec<String>>,
+    pub allow_plaintext_auth: Option<bool>,
     pub timeout_ms_idle: Option<u64>,
     pub line_bytes_max: Option<u64>,
     pub literal_bytes_max: Option<u64>,
@@ -42,9 +52,26 @@ pub struct RawImap {
 #[derive(Debug, Default)]
 pub struct RawPop3 {
     pub listen: Option<Vec<String>>,
+    pub listen_tls: Option<Vec<String>>,
+    pub allow_plaintext_auth: Option<bool>,
     pub timeout_ms_idle: Option<u64>,
     pub line_bytes_max: Option<u64>,
     pub connections_per_core_max: Option<u64>,
+}
+
+/// One `[[tls.sni]]` entry.
+#[derive(Debug, Default)]
+pub struct RawSni {
+    pub names: Option<Vec<String>>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub sni: Vec<RawSni>,
 }
 
 #[derive(Debug, Default)]
@@ -71,8 +98,10 @@ pub struct RawStore {
 pub struct Known {
     pub server: RawServer,
     pub smtp: RawSmtp,
+    pub submission: RawSubmission,
     pub imap: RawImap,
     pub pop3: RawPop3,
+    pub tls: RawTls,
     pub auth: RawAuth,
     pub domains: RawDomains,
     pub store: RawStore,
@@ -134,6 +163,51 @@ impl Section<'_> {
                 None
             }
         }
+    }
+
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        match self.table.remove(key)? {
+            Value::Boolean(b) => Some(b),
+            v => {
+                self.wrong(key, "true or false", &v);
+                None
+            }
+        }
+    }
+
+    /// `[[tls.sni]]`: a list of tables with `names`, `cert` and `key`.
+    fn sni(&mut self, key: &str) -> Vec<RawSni> {
+        let Some(v) = self.table.remove(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = v else {
+            self.wrong(key, "a list of tables ([[tls.sni]])", &v);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let Value::Table(table) = item else {
+                self.wrong(key, "a list of tables ([[tls.sni]])", &item);
+                continue;
+            };
+            let mut entry = Section {
+                name: "tls.sni",
+                table,
+                problems: &mut *self.problems,
+            };
+            let sni = RawSni {
+                names: entry.strings("names"),
+                cert: entry.string("cert"),
+                key: entry.string("key"),
+            };
+            for k in entry.table.keys() {
+                entry
+                    .problems
+                    .push(format!("tls.sni[{i}]: unknown key {k:?}"));
+            }
+            out.push(sni);
+        }
+        out
     }
 
     fn cores(&mut self, key: &str) -> Option<RawCores> {
@@ -207,6 +281,7 @@ impl RawConfig {
             }),
             smtp: doc.section("smtp", |s| RawSmtp {
                 listen: s.strings("listen"),
+                allow_plaintext_auth: s.boolean("allow_plaintext_auth"),
                 max_message_bytes: s.uint("max_message_bytes"),
                 max_recipients: s.uint("max_recipients"),
                 timeout_ms_command: s.uint("timeout_ms_command"),
@@ -214,8 +289,15 @@ impl RawConfig {
                 connections_per_core_max: s.uint("connections_per_core_max"),
                 errors_max: s.uint("errors_max"),
             }),
+            submission: doc.section("submission", |s| RawSubmission {
+                listen: s.strings("listen"),
+                listen_tls: s.strings("listen_tls"),
+                allow_plaintext_auth: s.boolean("allow_plaintext_auth"),
+            }),
             imap: doc.section("imap", |s| RawImap {
                 listen: s.strings("listen"),
+                listen_tls: s.strings("listen_tls"),
+                allow_plaintext_auth: s.boolean("allow_plaintext_auth"),
                 timeout_ms_idle: s.uint("timeout_ms_idle"),
                 line_bytes_max: s.uint("line_bytes_max"),
                 literal_bytes_max: s.uint("literal_bytes_max"),
@@ -223,9 +305,16 @@ impl RawConfig {
             }),
             pop3: doc.section("pop3", |s| RawPop3 {
                 listen: s.strings("listen"),
+                listen_tls: s.strings("listen_tls"),
+                allow_plaintext_auth: s.boolean("allow_plaintext_auth"),
                 timeout_ms_idle: s.uint("timeout_ms_idle"),
                 line_bytes_max: s.uint("line_bytes_max"),
                 connections_per_core_max: s.uint("connections_per_core_max"),
+            }),
+            tls: doc.section("tls", |s| RawTls {
+                cert: s.string("cert"),
+                key: s.string("key"),
+                sni: s.sni("sni"),
             }),
             auth: doc.section("auth", |s| RawAuth {
                 failure_delay_ms: s.uint("failure_delay_ms"),

@@ -13,10 +13,11 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::future;
 
 use crate::accounts::Secret;
+use crate::net::tls::TlsAcceptor;
+use crate::net::transport::Transport;
 use crate::net::READ_BUFFER_BYTES;
 use crate::runtime::core::Core;
 use crate::runtime::handoff::{Handoff, Resume as HandoffResume};
@@ -41,13 +42,24 @@ pub struct Resume {
 
 /// A connection: socket, input buffer and framer, output buffer.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Transport,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     pub out: Vec<u8>,
     pub framer: Framer,
     pub core: Rc<Core>,
+}
+
+fn new_framer(core: &Core) -> Framer {
+    Framer::new(FramerLimits {
+        line_bytes_max: core.config.imap.line_bytes_max,
+        literal_bytes_max: core.config.imap.literal_bytes_max,
+        append_bytes_max: core.config.smtp.max_message_bytes,
+        command_bytes_max: core.config.smtp.max_message_bytes + (1 << 20),
+        // LITERAL+ is announced: any size, within the other limits.
+        non_sync_literal_bytes_max: usize::MAX,
+    })
 }
 
 /// What a read gave.
@@ -72,27 +84,42 @@ pub enum Next {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, core: Rc<Core>, input: Vec<u8>) -> Conn {
+    fn new(stream: Transport, core: Rc<Core>, input: Vec<u8>) -> Conn {
         let mut buf = vec![0u8; READ_BUFFER_BYTES];
         let n = input.len().min(buf.len());
         buf[..n].copy_from_slice(&input[..n]);
-        let limits = FramerLimits {
-            line_bytes_max: core.config.imap.line_bytes_max,
-            literal_bytes_max: core.config.imap.literal_bytes_max,
-            append_bytes_max: core.config.smtp.max_message_bytes,
-            command_bytes_max: core.config.smtp.max_message_bytes + (1 << 20),
-            // LITERAL+ is announced: any size, within the other limits.
-            non_sync_literal_bytes_max: usize::MAX,
-        };
         Conn {
             stream,
             buf,
             start: 0,
             end: n,
             out: Vec::with_capacity(4096),
-            framer: Framer::new(limits),
+            framer: new_framer(&core),
             core,
         }
+    }
+
+    /// STARTTLS: the handshake, after the OK went out. Commands pipelined after STARTTLS
+    /// came in the clear and are discarded (CVE-2011-0411). None: the handshake failed.
+    async fn start_tls(self, tls: &TlsAcceptor) -> Option<Conn> {
+        let Conn {
+            stream,
+            buf,
+            out,
+            core,
+            ..
+        } = self;
+        let stream = stream.start_tls(tls).await.ok()?;
+        Some(Conn {
+            stream,
+            buf,
+            start: 0,
+            end: 0,
+            out,
+            // The old framer may hold a partial plaintext command: start afresh.
+            framer: new_framer(&core),
+            core,
+        })
     }
 
     /// Unconsumed input (handed to the owner core with the connection).
@@ -296,18 +323,101 @@ impl Conn {
     }
 }
 
-/// Capabilities before login.
-pub fn capabilities_pre_auth() -> &'static str {
-    "IMAP4rev1 IMAP4rev2 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN"
+/// Capabilities before login: STARTTLS while the connection is in the clear (and TLS is
+/// available); the plaintext mechanisms only over TLS, else LOGINDISABLED (RFC 9051 §6.2.3),
+/// unless the operator allowed plaintext logins.
+pub fn capabilities_pre_auth(tls_active: bool, tls_available: bool, plaintext_ok: bool) -> String {
+    let mut caps =
+        String::from("IMAP4rev1 IMAP4rev2 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+");
+    if !tls_active && tls_available {
+        caps.push_str(" STARTTLS");
+    }
+    if tls_active || plaintext_ok {
+        caps.push_str(" AUTH=PLAIN AUTH=LOGIN");
+    } else {
+        caps.push_str(" LOGINDISABLED");
+    }
+    caps
+}
+
+/// Reads one SASL response line after a `+` challenge; None: the client went away.
+async fn sasl_response(conn: &mut Conn, challenge: &str, timeout_ms: u64) -> Option<Vec<u8>> {
+    put!(conn.out, "+ {challenge}\r\n");
+    conn.next_line(timeout_ms).await
+}
+
+/// What an AUTHENTICATE exchange gave.
+enum Sasl {
+    Credentials(String, Secret),
+    /// Answered already (aborted, bad base64, unknown mechanism): next command.
+    Answered,
+    Gone,
+}
+
+async fn authenticate(
+    conn: &mut Conn,
+    tag: &str,
+    mechanism: &str,
+    initial_response: Option<Vec<u8>>,
+    timeout_ms: u64,
+) -> Sasl {
+    let mut responses = Vec::with_capacity(2);
+    let challenges: &[&str] = match mechanism {
+        "PLAIN" => &[""],
+        // RFC draft-murchison-sasl-login: "Username:" and "Password:".
+        "LOGIN" => &["VXNlcm5hbWU6", "UGFzc3dvcmQ6"],
+        _ => {
+            put!(
+                conn.out,
+                "{tag} NO Unsupported authentication mechanism.\r\n"
+            );
+            return Sasl::Answered;
+        }
+    };
+    let mut initial = initial_response;
+    for challenge in challenges {
+        let response = match initial.take() {
+            Some(r) => r,
+            None => match sasl_response(conn, challenge, timeout_ms).await {
+                Some(l) => l,
+                None => return Sasl::Gone,
+            },
+        };
+        if response == b"*" {
+            put!(conn.out, "{tag} BAD Authentication aborted by client.\r\n");
+            return Sasl::Answered;
+        }
+        responses.push(response);
+    }
+    let decoded = if mechanism == "PLAIN" {
+        crate::sasl::decode_plain(&responses[0])
+    } else {
+        crate::sasl::decode_login(&responses[0]).and_then(|user| {
+            let password = crate::sasl::decode_login(&responses[1])?;
+            Ok((user, Secret::new(password)))
+        })
+    };
+    match decoded {
+        Ok((u, p)) => Sasl::Credentials(u, p),
+        Err(_) => {
+            put!(
+                conn.out,
+                "{tag} BAD Invalid base64 data in continued response.\r\n"
+            );
+            Sasl::Answered
+        }
+    }
 }
 
 /// Serves the not-authenticated state of a new connection on the accepting core.
-pub async fn serve(stream: TcpStream, core: Rc<Core>) {
+pub async fn serve(stream: Transport, core: Rc<Core>) {
     let mut conn = Conn::new(stream, core.clone(), Vec::new());
+    let tls_available = core.tls.is_some();
+    let plaintext_ok = core.config.imap.allow_plaintext_auth;
     put!(
         conn.out,
         "* OK [CAPABILITY {}] ringmail ready.\r\n",
-        capabilities_pre_auth()
+        capabilities_pre_auth(conn.stream.is_tls(), tls_available, plaintext_ok)
     );
     let timeout_ms = TIMEOUT_MS_LOGIN.min(core.config.imap.timeout_ms_idle);
     let mut failures = 0usize;
@@ -320,12 +430,13 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
             break;
         };
         let Command { tag, body } = cmd;
+        let secure = conn.stream.is_tls() || plaintext_ok;
         let login = match body {
             CommandBody::Capability => {
                 put!(
                     conn.out,
                     "* CAPABILITY {}\r\n{tag} OK Capability completed.\r\n",
-                    capabilities_pre_auth()
+                    capabilities_pre_auth(conn.stream.is_tls(), tls_available, plaintext_ok)
                 );
                 continue;
             }
@@ -345,7 +456,29 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                 break;
             }
             CommandBody::StartTls => {
-                put!(conn.out, "{tag} BAD STARTTLS is not available yet.\r\n");
+                if conn.stream.is_tls() {
+                    put!(conn.out, "{tag} BAD TLS is already active.\r\n");
+                    continue;
+                }
+                let Some(tls) = core.tls.as_ref() else {
+                    put!(conn.out, "{tag} BAD TLS support isn't enabled.\r\n");
+                    continue;
+                };
+                put!(conn.out, "{tag} OK Begin TLS negotiation now.\r\n");
+                if conn.flush().await.is_err() {
+                    return;
+                }
+                match conn.start_tls(tls).await {
+                    Some(c) => conn = c,
+                    None => return,
+                }
+                continue;
+            }
+            CommandBody::Login { .. } | CommandBody::Authenticate { .. } if !secure => {
+                put!(
+                    conn.out,
+                    "{tag} NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n"
+                );
                 continue;
             }
             CommandBody::Login { username, password } => match String::from_utf8(username) {
@@ -356,36 +489,11 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                 mechanism,
                 initial_response,
             } => {
-                if mechanism != "PLAIN" {
-                    put!(
-                        conn.out,
-                        "{tag} NO Unsupported authentication mechanism.\r\n"
-                    );
-                    continue;
-                }
-                let response = match initial_response {
-                    Some(r) => r,
-                    None => {
-                        conn.out.extend_from_slice(b"+ \r\n");
-                        match conn.next_line(timeout_ms).await {
-                            Some(l) => l,
-                            None => return,
-                        }
-                    }
-                };
-                if response == b"*" {
-                    put!(conn.out, "{tag} BAD Authentication aborted by client.\r\n");
-                    continue;
-                }
-                match crate::sasl::decode_plain(&response) {
-                    Ok((u, p)) => Some((u, p)),
-                    Err(_) => {
-                        put!(
-                            conn.out,
-                            "{tag} BAD Invalid base64 data in continued response.\r\n"
-                        );
-                        continue;
-                    }
+                match authenticate(&mut conn, &tag, &mechanism, initial_response, timeout_ms).await
+                {
+                    Sasl::Credentials(u, p) => Some((u, p)),
+                    Sasl::Answered => continue,
+                    Sasl::Gone => return,
                 }
             }
             _ => {
@@ -396,9 +504,10 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                 continue;
             }
         };
-        let verified = match &login {
-            Some((u, p)) => core.authenticate(u, p).await.ok(),
-            None => {
+        let peer_ip = conn.stream.peer_addr().map(|a| a.ip()).ok();
+        let verified = match (&login, peer_ip) {
+            (Some((u, p)), Some(ip)) => core.authenticate(ip, u, p).await.ok(),
+            _ => {
                 crate::runtime::auth::failure_delay(core.config.auth.failure_delay_ms).await;
                 None
             }
@@ -417,6 +526,7 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                         user,
                         input,
                         resume: HandoffResume::Imap(Resume { tag }),
+                        tls: None,
                     },
                 )
                 .await;
@@ -437,7 +547,7 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
         }
     }
     let _ = conn.flush().await;
-    let _ = conn.stream.close().await;
+    conn.stream.close().await;
 }
 
 fn password_secret(p: command::Secret) -> Secret {
@@ -446,7 +556,7 @@ fn password_secret(p: command::Secret) -> Secret {
 
 /// Serves an authenticated connection on the owner core of `user`.
 pub async fn serve_user(
-    stream: TcpStream,
+    stream: Transport,
     core: Rc<Core>,
     user: String,
     input: Vec<u8>,
@@ -478,5 +588,5 @@ pub async fn serve_user(
     let mut session = Session::new(core.clone(), user);
     session.run(&mut conn).await;
     let _ = conn.flush().await;
-    let _ = conn.stream.close().await;
+    conn.stream.close().await;
 }

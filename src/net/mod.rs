@@ -12,9 +12,14 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use futures_lite::future;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 
 use crate::runtime::core::Core;
+
+pub mod tls;
+pub mod transport;
+
+use transport::Transport;
 
 /// Read buffer of one connection. A command line is ≤ 512 bytes, a DATA text line ≤ 1000:
 /// the session consumes data as it arrives, so this bounds memory per connection.
@@ -191,16 +196,22 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, NetError> {
     })
 }
 
-/// The protocols ringmail serves.
+/// The protocols ringmail serves. Submission is SMTP with its own rules (AUTH before MAIL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Smtp,
+    Submission,
     Imap,
     Pop3,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Smtp, Protocol::Imap, Protocol::Pop3];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Smtp,
+        Protocol::Submission,
+        Protocol::Imap,
+        Protocol::Pop3,
+    ];
 
     pub fn index(self) -> usize {
         self as usize
@@ -209,14 +220,40 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Smtp => "smtp",
+            Protocol::Submission => "submission",
             Protocol::Imap => "imap",
             Protocol::Pop3 => "pop3",
         }
     }
 }
 
+/// One kind of listener: a protocol, plain (STARTTLS where offered) or implicit TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: Protocol,
+    pub implicit_tls: bool,
+}
+
+impl Listener {
+    /// `smtp`, `submission`, `submissions`, `imap`, `imaps`, `pop3`, `pop3s`: as printed at
+    /// start (`<name> listening on <addr>`).
+    pub fn name(self) -> &'static str {
+        match (self.protocol, self.implicit_tls) {
+            (Protocol::Smtp, false) => "smtp",
+            (Protocol::Smtp, true) => "smtps",
+            (Protocol::Submission, false) => "submission",
+            (Protocol::Submission, true) => "submissions",
+            (Protocol::Imap, false) => "imap",
+            (Protocol::Imap, true) => "imaps",
+            (Protocol::Pop3, false) => "pop3",
+            (Protocol::Pop3, true) => "pop3s",
+        }
+    }
+}
+
 /// Accepts until shutdown; each connection becomes a session task on this core.
-pub async fn accept_loop(listener: TcpListener, core: Rc<Core>, protocol: Protocol) {
+pub async fn accept_loop(listener: TcpListener, core: Rc<Core>, kind: Listener) {
+    let protocol = kind.protocol;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             // The semaphore never has permits: this resolves only when it is closed.
@@ -241,28 +278,42 @@ pub async fn accept_loop(listener: TcpListener, core: Rc<Core>, protocol: Protoc
         glommio::spawn_local(async move {
             let _guard = ConnectionGuard::new(&core, protocol);
             let max = match protocol {
-                Protocol::Smtp => core.config.smtp.connections_per_core_max,
+                Protocol::Smtp | Protocol::Submission => core.config.smtp.connections_per_core_max,
                 Protocol::Imap => core.config.imap.connections_per_core_max,
                 Protocol::Pop3 => core.config.pop3.connections_per_core_max,
             };
+            let transport = if kind.implicit_tls {
+                let Some(tls) = core.tls.as_ref() else {
+                    return;
+                };
+                match Transport::accept_tls(stream, tls).await {
+                    Ok(t) => t,
+                    // A failed handshake (scanner, wrong protocol, untrusted certificate on
+                    // the client side) is routine: no log line per attempt.
+                    Err(_) => return,
+                }
+            } else {
+                Transport::Plain(stream)
+            };
             if core.protocol_connections(protocol) > max {
-                refuse(stream, &core, protocol).await;
+                refuse(transport, &core, protocol).await;
                 return;
             }
             match protocol {
-                Protocol::Smtp => crate::smtp::server::serve(stream, &core).await,
-                Protocol::Imap => crate::imap::server::serve(stream, core.clone()).await,
-                Protocol::Pop3 => crate::pop3::server::serve(stream, core.clone()).await,
+                Protocol::Smtp | Protocol::Submission => {
+                    crate::smtp::server::serve(transport, &core, protocol).await
+                }
+                Protocol::Imap => crate::imap::server::serve(transport, core.clone()).await,
+                Protocol::Pop3 => crate::pop3::server::serve(transport, core.clone()).await,
             }
         })
         .detach();
     }
 }
 
-async fn refuse(mut stream: TcpStream, core: &Core, protocol: Protocol) {
-    use futures_lite::AsyncWriteExt;
+async fn refuse(mut stream: Transport, core: &Core, protocol: Protocol) {
     let msg = match protocol {
-        Protocol::Smtp => format!(
+        Protocol::Smtp | Protocol::Submission => format!(
             "421 4.7.0 {} Error: too many connections, try again later\r\n",
             core.config.server.hostname
         ),
@@ -270,7 +321,7 @@ async fn refuse(mut stream: TcpStream, core: &Core, protocol: Protocol) {
         Protocol::Pop3 => "-ERR [SYS/TEMP] Too many connections, try again later\r\n".into(),
     };
     let _ = stream.write_all(msg.as_bytes()).await;
-    let _ = stream.close().await;
+    stream.close().await;
 }
 
 /// Counts a connection (in its protocol's count on the core) for as long as it lives.

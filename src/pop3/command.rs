@@ -15,6 +15,8 @@ pub enum Command<'a> {
     /// RFC 2449: any state.
     Capa,
     Quit,
+    /// RFC 2595: AUTHORIZATION, before any USER/AUTH.
+    Stls,
     /// AUTHORIZATION. The name is the rest of the line (trailing blanks trimmed).
     User(&'a [u8]),
     /// AUTHORIZATION. The password is the rest of the line after one space, verbatim
@@ -46,6 +48,7 @@ impl fmt::Debug for Command<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Capa => f.write_str("Capa"),
+            Command::Stls => f.write_str("Stls"),
             Command::Quit => f.write_str("Quit"),
             Command::User(u) => write!(f, "User({:?})", u.escape_ascii().to_string()),
             // Secrets never print.
@@ -109,6 +112,7 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
     let args = Args::new(rest.unwrap_or(b""));
     match &upper[..verb.len()] {
         b"CAPA" => args.none(Command::Capa),
+        b"STLS" => args.none(Command::Stls),
         b"QUIT" => args.none(Command::Quit),
         b"STAT" => args.none(Command::Stat),
         b"NOOP" => args.none(Command::Noop),
@@ -239,6 +243,8 @@ mod tests {
     #[test]
     fn commands_parse_case_insensitively() {
         assert_eq!(parse(b"capa"), Ok(Command::Capa));
+        assert_eq!(parse(b"stls"), Ok(Command::Stls));
+        assert!(parse(b"STLS now").is_err());
         assert_eq!(parse(b"QuIt"), Ok(Command::Quit));
         assert_eq!(parse(b"STAT"), Ok(Command::Stat));
         assert_eq!(parse(b"noop"), Ok(Command::Noop));
@@ -329,7 +335,7 @@ mod tests {
         assert_eq!(parse(b" STAT"), Err(CommandError::Unknown));
         assert_eq!(parse(b"STATS"), Err(CommandError::Unknown));
         assert_eq!(parse(b"XTND XMIT"), Err(CommandError::Unknown));
-        assert_eq!(parse(b"STLS"), Err(CommandError::Unknown));
+        assert_eq!(parse(b"STLSX"), Err(CommandError::Unknown));
         assert_eq!(parse(b"ST\xffT"), Err(CommandError::Unknown));
         assert_eq!(
             parse(b"STAT 1"),

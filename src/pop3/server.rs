@@ -20,9 +20,9 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::future;
 
+use crate::net::transport::Transport;
 use crate::net::READ_BUFFER_BYTES;
 use crate::runtime::core::{Core, INBOX};
 use crate::runtime::handoff::{Handoff, Resume as HandoffResume};
@@ -47,8 +47,11 @@ pub const MAILDROP_MESSAGES_MAX: usize = UIDS_PER_CALL_MAX;
 
 /// Serves one POP3 connection's AUTHORIZATION state on the accepting core; after a
 /// successful login the connection continues on the owner core ([`serve_user`]).
-pub async fn serve(stream: TcpStream, core: Rc<Core>) {
+pub async fn serve(stream: Transport, core: Rc<Core>) {
     let mut session = Session::new(limits(&core));
+    if stream.is_tls() {
+        session.tls_started();
+    }
     let mut conn = Connection::new(stream, Vec::new());
     session.greeting(&mut conn.out);
     if conn.flush().await.is_err() {
@@ -63,10 +66,36 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                     break;
                 }
             }
+            Step::StartTls => {
+                if conn.flush().await.is_err() {
+                    break;
+                }
+                // Sent in the clear before the handshake: discarded (CVE-2011-0411).
+                conn.start = 0;
+                conn.end = 0;
+                let Some(tls) = core.tls.as_ref() else {
+                    break;
+                };
+                let Connection {
+                    stream, buf, out, ..
+                } = conn;
+                let Ok(stream) = stream.start_tls(tls).await else {
+                    return;
+                };
+                conn = Connection {
+                    stream,
+                    buf,
+                    start: 0,
+                    end: 0,
+                    out,
+                };
+                session.tls_started();
+            }
             Step::Authenticate => {
-                let verified = match session.take_credentials() {
-                    Some(c) => core.authenticate(&c.user, &c.password).await.ok(),
-                    None => None,
+                let peer_ip = conn.stream.peer_addr().map(|a| a.ip());
+                let verified = match (session.take_credentials(), peer_ip) {
+                    (Some(c), Ok(ip)) => core.authenticate(ip, &c.user, &c.password).await.ok(),
+                    _ => None,
                 };
                 let Some(user) = verified else {
                     session.login_failed(&mut conn.out);
@@ -81,6 +110,7 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
                     user,
                     input: conn.pending().to_vec(),
                     resume: HandoffResume::Pop3(session.authenticated()),
+                    tls: None,
                 };
                 core.hand_over(conn.stream, handoff).await;
                 return;
@@ -105,11 +135,12 @@ pub async fn serve(stream: TcpStream, core: Rc<Core>) {
 /// Serves a logged-in POP3 connection on `handoff.user`'s owner core: takes the maildrop
 /// lock (`-ERR [IN-USE]` and close if another session holds it), snapshots INBOX, answers
 /// the login, then serves TRANSACTION and UPDATE until QUIT, EOF, timeout or shutdown.
-pub async fn serve_user(stream: TcpStream, core: Rc<Core>, handoff: Handoff) {
+pub async fn serve_user(stream: Transport, core: Rc<Core>, handoff: Handoff) {
     let Handoff {
         user,
         input,
         resume,
+        ..
     } = handoff;
     let HandoffResume::Pop3(resume) = resume else {
         eprintln!(
@@ -190,7 +221,7 @@ pub async fn serve_user(stream: TcpStream, core: Rc<Core>, handoff: Handoff) {
                 let _ = conn.flush().await;
                 break;
             }
-            Step::Authenticate => {
+            Step::Authenticate | Step::StartTls => {
                 eprintln!(
                     "ringmail: core {}: pop3: unexpected login after the hand-over",
                     core.index
@@ -203,10 +234,13 @@ pub async fn serve_user(stream: TcpStream, core: Rc<Core>, handoff: Handoff) {
 }
 
 fn limits(core: &Core) -> Limits {
-    Limits::new(
+    let mut limits = Limits::new(
         core.config.pop3.line_bytes_max,
         core.config.auth.failures_max,
-    )
+    );
+    limits.tls_available = core.tls.is_some();
+    limits.plaintext_auth = core.config.pop3.allow_plaintext_auth;
+    limits
 }
 
 /// INBOX as it is now: UIDVALIDITY, every message's UID and served size, and where each
@@ -245,7 +279,7 @@ async fn snapshot(core: &Core, user: &str) -> Result<(Maildrop, Vec<BlobRef>), S
 
 /// One connection's stream, its fixed read buffer and its pending output.
 struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     buf: Vec<u8>,
     /// Unconsumed input is `buf[start..end]`.
     start: usize,
@@ -263,7 +297,7 @@ enum Input {
 
 impl Connection {
     /// `input`: bytes already read (handed over with the connection).
-    fn new(stream: TcpStream, input: Vec<u8>) -> Connection {
+    fn new(stream: Transport, input: Vec<u8>) -> Connection {
         let mut buf = input;
         let end = buf.len();
         buf.resize(end.max(READ_BUFFER_BYTES), 0);
@@ -365,7 +399,7 @@ impl Connection {
         result
     }
 
-    async fn close(mut self) {
-        let _ = self.stream.close().await;
+    async fn close(self) {
+        self.stream.close().await;
     }
 }

@@ -49,6 +49,10 @@ pub struct Limits {
     pub errors_max: usize,
     /// Failed logins on one connection before it is closed (config `auth.failures_max`).
     pub logins_failed_max: usize,
+    /// A certificate is configured: STLS is offered while the connection is in the clear.
+    pub tls_available: bool,
+    /// USER/PASS and AUTH PLAIN without TLS (config `pop3.allow_plaintext_auth`).
+    pub plaintext_auth: bool,
 }
 
 impl Limits {
@@ -58,6 +62,8 @@ impl Limits {
             line_bytes_max,
             errors_max: ERRORS_MAX,
             logins_failed_max,
+            tls_available: false,
+            plaintext_auth: true,
         }
     }
 }
@@ -111,6 +117,10 @@ pub enum Step {
     /// Read message `message` (1-based index into the snapshot), then
     /// [`Session::message_read`].
     Read { message: u32 },
+    /// STLS was accepted (`+OK` is in `out`): write it, discard every buffered input byte
+    /// (sent in the clear before the handshake), run the TLS handshake, then
+    /// [`Session::tls_started`]; close if the handshake fails.
+    StartTls,
     /// Expunge [`Session::deletions`] durably, then [`Session::committed`].
     Commit,
     /// Write `out`, then close the connection.
@@ -139,10 +149,14 @@ const REPLY_BYE: &str = "+OK ringmail POP3 server signing off";
 const REPLY_AUTH_FAILED: &str = "-ERR [AUTH] invalid credentials";
 const REPLY_WRONG_STATE: &str = "-ERR command not valid in this state";
 const REPLY_NO_SUCH_MESSAGE: &str = "-ERR no such message";
-/// RFC 2449 §6: what CAPA lists, in this order.
-pub const CAPABILITIES: [&str; 8] = [
+const REPLY_PLAINTEXT_DISALLOWED: &str =
+    "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
+/// RFC 2449 §6: what CAPA lists, in this order. `STLS` only while in the clear with TLS
+/// available; `USER` and `SASL PLAIN` only where plaintext logins are allowed.
+pub const CAPABILITIES: [&str; 9] = [
     "TOP",
     "UIDL",
+    "STLS",
     "USER",
     "SASL PLAIN",
     "RESP-CODES",
@@ -180,6 +194,8 @@ enum State {
     },
     /// UPDATE: Step::Commit was returned.
     Committing,
+    /// Step::StartTls was returned.
+    StartingTls,
     Closed,
 }
 
@@ -200,6 +216,8 @@ pub struct Session {
     errors: usize,
     logins_failed: usize,
     credentials: Option<Credentials>,
+    /// The connection is encrypted (implicit TLS or after STLS).
+    tls_active: bool,
     uid_validity: u32,
     messages: Vec<Message>,
     /// Messages not marked deleted, and their total size.
@@ -232,6 +250,7 @@ impl Session {
             errors,
             logins_failed: 0,
             credentials: None,
+            tls_active: false,
             uid_validity: 0,
             messages: Vec::new(),
             live_count: 0,
@@ -260,6 +279,7 @@ impl Session {
                 State::OpeningMaildrop => return (consumed, Step::OpenMaildrop),
                 State::Reading { message, .. } => return (consumed, Step::Read { message }),
                 State::Committing => return (consumed, Step::Commit),
+                State::StartingTls => return (consumed, Step::StartTls),
                 State::Authorization { .. } | State::SaslResponse | State::Transaction => {}
             }
             let frame = self
@@ -402,6 +422,19 @@ impl Session {
         self.close_with(out, "-ERR [SYS/TEMP] server shutting down");
     }
 
+    /// The TLS handshake succeeded (after [`Step::StartTls`], or at once on an implicit-TLS
+    /// listener, before the greeting): back to a fresh AUTHORIZATION state, encrypted.
+    pub fn tls_started(&mut self) {
+        self.tls_active = true;
+        self.lines = LineReader::new();
+        self.state = State::Authorization { user: None };
+    }
+
+    /// Plaintext logins are allowed here: over TLS, or where the operator said so.
+    fn secure(&self) -> bool {
+        self.tls_active || self.limits.plaintext_auth
+    }
+
     /// True once the session has closed (after [`Step::Close`]).
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
@@ -417,15 +450,23 @@ impl Session {
             Command::Capa => self.handle_capa(out),
             Command::Quit if authorization => self.close_with(out, REPLY_BYE),
             Command::Quit => self.handle_quit(out),
+            Command::Stls if authorization => self.handle_stls(out),
+            Command::User(_) | Command::Pass(_) | Command::Auth { .. }
+                if authorization && !self.secure() =>
+            {
+                self.reject(out, REPLY_PLAINTEXT_DISALLOWED)
+            }
             Command::User(name) if authorization => self.handle_user(name, out),
             Command::Pass(password) if authorization => self.handle_pass(password, out),
             Command::Apop if authorization => self.reject(out, "-ERR APOP not supported"),
             Command::Auth { mechanism, initial } if authorization => {
                 self.handle_auth(mechanism, initial, out)
             }
-            Command::User(_) | Command::Pass(_) | Command::Apop | Command::Auth { .. } => {
-                self.reject(out, REPLY_WRONG_STATE)
-            }
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop
+            | Command::Auth { .. }
+            | Command::Stls => self.reject(out, REPLY_WRONG_STATE),
             _ if authorization => self.reject(out, REPLY_WRONG_STATE),
             Command::Stat => self.handle_stat(out),
             Command::List(message) => self.handle_list(message, out),
@@ -441,9 +482,35 @@ impl Session {
     fn handle_capa(&self, out: &mut Vec<u8>) {
         line(out, "+OK capability list follows");
         for capability in CAPABILITIES {
-            line(out, capability);
+            let shown = match capability {
+                // RFC 2595 §4: STLS only in the AUTHORIZATION state.
+                "STLS" => {
+                    !self.tls_active
+                        && self.limits.tls_available
+                        && matches!(self.state, State::Authorization { .. })
+                }
+                "USER" | "SASL PLAIN" => self.secure(),
+                _ => true,
+            };
+            if shown {
+                line(out, capability);
+            }
         }
         line(out, ".");
+    }
+
+    fn handle_stls(&mut self, out: &mut Vec<u8>) {
+        if self.tls_active {
+            return self.reject(out, "-ERR TLS already active");
+        }
+        if !self.limits.tls_available {
+            return self.reject(out, "-ERR STLS not available");
+        }
+        if matches!(self.state, State::Authorization { user: Some(_) }) {
+            return self.reject(out, "-ERR STLS not allowed after USER");
+        }
+        line(out, "+OK Begin TLS negotiation now.");
+        self.state = State::StartingTls;
     }
 
     fn handle_user(&mut self, name: &[u8], out: &mut Vec<u8>) {
@@ -782,6 +849,7 @@ mod tests {
         commit_fails: bool,
         read_fails: bool,
         logins: usize,
+        tls_handshakes: usize,
     }
 
     impl Harness {
@@ -811,6 +879,7 @@ mod tests {
                 commit_fails: false,
                 read_fails: false,
                 logins: 0,
+                tls_handshakes: 0,
             }
         }
 
@@ -867,6 +936,13 @@ mod tests {
                     Step::Close => {
                         self.closed = true;
                         self.buffer.clear();
+                        return;
+                    }
+                    Step::StartTls => {
+                        // What the driver does: drop the plaintext after STLS, handshake.
+                        self.buffer.clear();
+                        self.tls_handshakes += 1;
+                        self.session.tls_started();
                         return;
                     }
                     Step::Authenticate => {
@@ -1563,7 +1639,17 @@ mod tests {
             Some(GREETING),
             "{name}: the first line must be the greeting"
         );
-        let mut h = Harness::new(limits(), buffer);
+        // The transcript environment: a certificate is configured (STLS offered) and, as in
+        // the test servers, plaintext logins are allowed.
+        let transcript_limits = Limits {
+            tls_available: true,
+            ..limits()
+        };
+        let mut h = Harness::new(transcript_limits, buffer);
+        assert!(
+            !text.contains("\nC: STLS\n"),
+            "{name}: a transcript cannot speak TLS"
+        );
         for (index, block) in blocks.iter().enumerate() {
             h.send_chunked(&block.send, chunk_bytes);
             let context =
@@ -1623,5 +1709,77 @@ mod tests {
         assert!(matches("{*}by mx", "\tby mx"));
         assert!(!matches("a{*}b", "a\rb"));
         assert_eq!(unescape(r"a\r\n\t\\\x00\xff"), b"a\r\n\t\\\x00\xff");
+    }
+
+    fn tls_limits() -> Limits {
+        let mut l = limits();
+        l.tls_available = true;
+        l.plaintext_auth = false;
+        l
+    }
+
+    #[test]
+    fn in_the_clear_capa_offers_stls_and_hides_plaintext_logins() {
+        let mut h = Harness::new(tls_limits(), 512);
+        h.take_output();
+        let out = h.send(b"CAPA\r\n");
+        assert!(out.contains("\r\nSTLS\r\n"), "{out}");
+        assert!(!out.contains("USER") && !out.contains("SASL"), "{out}");
+        for cmd in [
+            "USER alice@example.test",
+            "PASS x",
+            "AUTH PLAIN AGFsaWNlAHg=",
+        ] {
+            let out = h.send(format!("{cmd}\r\n").as_bytes());
+            assert_eq!(
+                out,
+                format!("{REPLY_PLAINTEXT_DISALLOWED}\r\n"),
+                "{cmd} in the clear"
+            );
+        }
+        assert_eq!(h.logins, 0);
+    }
+
+    #[test]
+    fn stls_discards_pipelined_plaintext_and_resets_authorization() {
+        let mut h = Harness::new(tls_limits(), 512);
+        h.take_output();
+        // USER sent in the clear behind STLS must not survive the handshake.
+        let out = h.send(b"STLS\r\nUSER alice@example.test\r\n");
+        assert_eq!(out, "+OK Begin TLS negotiation now.\r\n");
+        assert_eq!(h.tls_handshakes, 1);
+        let out = h.send(b"PASS alice-Pa55word-7f3a\r\n");
+        assert_eq!(out, "-ERR no USER given\r\n");
+        let out = h.send(b"CAPA\r\n");
+        assert!(
+            out.contains("\r\nUSER\r\n") && out.contains("SASL PLAIN"),
+            "{out}"
+        );
+        assert!(!out.contains("STLS"), "{out}");
+        assert_eq!(h.send(b"STLS\r\n"), "-ERR TLS already active\r\n");
+        let out = h.send(b"USER alice@example.test\r\nPASS alice-Pa55word-7f3a\r\n");
+        assert!(out.starts_with("+OK\r\n+OK logged in"), "{out}");
+        assert_eq!(h.logins, 1);
+    }
+
+    #[test]
+    fn stls_refused_when_unavailable_after_user_and_after_login() {
+        let mut h = Harness::new(limits(), 512);
+        h.take_output();
+        assert_eq!(h.send(b"STLS\r\n"), "-ERR STLS not available\r\n");
+        let mut h = Harness::new(
+            Limits {
+                plaintext_auth: true,
+                ..tls_limits()
+            },
+            512,
+        );
+        h.take_output();
+        assert!(h.send(b"USER alice@example.test\r\n").starts_with("+OK"));
+        assert_eq!(h.send(b"STLS\r\n"), "-ERR STLS not allowed after USER\r\n");
+        let out = h.send(b"USER alice@example.test\r\nPASS alice-Pa55word-7f3a\r\n");
+        assert!(out.contains("+OK logged in"), "{out}");
+        assert_eq!(h.send(b"STLS\r\n"), format!("{REPLY_WRONG_STATE}\r\n"));
+        assert_eq!(h.tls_handshakes, 0);
     }
 }

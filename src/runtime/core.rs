@@ -13,14 +13,17 @@ use glommio::sync::Semaphore;
 
 use crate::accounts::Accounts;
 use crate::config::Config;
+use crate::net::tls::TlsAcceptor;
 use crate::net::Protocol;
-use crate::runtime::auth::LoginCache;
+use crate::runtime::auth::{FailureTable, LoginCache};
+use crate::runtime::directory::Destination;
 pub use crate::runtime::directory::LocalDirectory;
 use crate::runtime::mesh::{DeliverFailure, Mesh};
 use crate::runtime::placement::owner_core;
 use crate::runtime::watch::MailboxWatch;
 use crate::smtp::{DeliveryResult, Limits, Transaction};
-use crate::store::{Delivery, Store};
+use crate::store::queue::{clip, QUEUE_RECIPIENTS_MAX, SMTP_ID_BYTES_MAX};
+use crate::store::{BlobRef, Delivery, DoneReason, NewQueueEntry, QueueRecipient, Store};
 use crate::time::unix_now;
 
 /// The mailbox every SMTP delivery lands in.
@@ -44,6 +47,10 @@ pub struct Core {
     pub cores: usize,
     pub config: Arc<Config>,
     pub smtp_limits: Rc<Limits>,
+    /// Limits of the submission listeners (AUTH required before MAIL).
+    pub submission_limits: Rc<Limits>,
+    /// This core's TLS acceptor (None only in unit tests: serve always has certificates).
+    pub tls: Option<TlsAcceptor>,
     pub store: Rc<Store>,
     pub mesh: Rc<Mesh>,
     pub directory: LocalDirectory,
@@ -51,9 +58,11 @@ pub struct Core {
     pub shutdown: Rc<Semaphore>,
     shutting_down: Cell<bool>,
     /// Connections per protocol (indexed by `Protocol::index`); their sum is the core's total.
-    protocol_connections: [Cell<usize>; 3],
+    protocol_connections: [Cell<usize>; 4],
     next_session: Cell<u64>,
     pub(crate) logins: LoginCache,
+    /// Recent failed logins per client IP and per account (progressive delays).
+    pub(crate) login_failures: RefCell<FailureTable>,
     /// Users whose maildrop a POP3 session holds (on their owner core).
     maildrops: RefCell<HashSet<String>>,
     /// Change signals of the mailboxes this core owns (fed by the store's change hook).
@@ -73,20 +82,27 @@ impl Core {
         mesh: Rc<Mesh>,
         accounts: Accounts,
     ) -> Core {
-        let smtp_limits = Rc::new(Limits {
-            hostname: config.server.hostname.clone(),
-            message_bytes_max: config.smtp.max_message_bytes,
-            recipients_max: config.smtp.max_recipients,
-            command_line_bytes_max: 512,
-            text_line_bytes_max: 1000,
-            errors_max: config.smtp.errors_max,
-        });
+        let limits = |submission: bool, allow_plaintext_auth: bool| {
+            let mut l = Limits::new(
+                &config.server.hostname,
+                config.smtp.max_message_bytes,
+                config.smtp.max_recipients,
+            );
+            l.errors_max = config.smtp.errors_max;
+            l.submission = submission;
+            l.allow_plaintext_auth = allow_plaintext_auth;
+            Rc::new(l)
+        };
+        let smtp_limits = limits(false, config.smtp.allow_plaintext_auth);
+        let submission_limits = limits(true, config.submission.allow_plaintext_auth);
         let directory = LocalDirectory::new(&config, accounts);
         Core {
             index,
             cores,
             config,
             smtp_limits,
+            submission_limits,
+            tls: None,
             store,
             mesh,
             directory,
@@ -95,10 +111,20 @@ impl Core {
             protocol_connections: Default::default(),
             next_session: Cell::new(0),
             logins: LoginCache::default(),
+            login_failures: RefCell::new(FailureTable::new()),
             maildrops: RefCell::new(HashSet::new()),
             watch: Rc::new(MailboxWatch::default()),
             recent_seen: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Serves TLS with `tls`: STARTTLS is offered and the implicit-TLS listeners work.
+    pub fn with_tls(mut self, tls: TlsAcceptor) -> Core {
+        for limits in [&mut self.smtp_limits, &mut self.submission_limits] {
+            Rc::make_mut(limits).tls_available = true;
+        }
+        self.tls = Some(tls);
+        self
     }
 
     /// The first UID of mailbox `id` no session has claimed yet (EXAMINE and STATUS report
@@ -169,27 +195,50 @@ impl Core {
         (n << 8) | (self.index as u64 & 0xff)
     }
 
-    /// Stores a message once and files it into every recipient's INBOX on the owning core.
-    /// Returns only when the blob and all index records are durable.
+    /// Stores a message once, files it into the INBOX of every local destination on the
+    /// owning core, and puts the remote destinations into this core's outbound queue (one
+    /// entry, or one per [`QUEUE_RECIPIENTS_MAX`] recipients). Returns only when the blob,
+    /// every index record and every queue entry are durable.
     ///
-    /// The blob is staged first (its position is fixed at once); the index records are
-    /// then committed on every owner core *while* the blob's batch is written: the blob
-    /// fdatasync and the meta fdatasyncs overlap instead of following each other. `Stored`
-    /// only if all of them succeed. If the blob fails after local index records became
-    /// durable, those are expunged again (best effort; see `store` "Ownership and
-    /// ordering" for why a leftover one is harmless).
+    /// Each recipient is first expanded through the directory (aliases, catch-all). A
+    /// recipient that does not expand (alias loop, unknown target...) is logged and skipped;
+    /// the message is refused (temporarily) only if no destination remains. (Until issue 5
+    /// brings bounces, nobody else is told.)
+    ///
+    /// The blob is staged first (its position is fixed at once); the index records and the
+    /// queue entries are then committed on every owner core *while* the blob's batch is
+    /// written: the blob fdatasync and the meta fdatasyncs overlap instead of following
+    /// each other. `Stored` only if all of them succeed. If the blob fails after local index
+    /// records or queue entries became durable, those are expunged or marked done again
+    /// (best effort; see `store` "Ownership and ordering" for why a leftover one is
+    /// harmless).
     pub async fn deliver(&self, txn: &Transaction) -> DeliveryResult {
+        let mut dests = Vec::new();
+        for rcpt in &txn.recipients {
+            if let Err(e) = self.directory.expand(rcpt, &mut dests) {
+                eprintln!(
+                    "ringmail: core {}: {}: recipient <{rcpt}>: {e}{}",
+                    self.index,
+                    txn.queue_id,
+                    if e.is_fatal() { " (not delivered)" } else { "" }
+                );
+            }
+        }
+        let (locals, remotes) = split_destinations(dests);
+        if locals.is_empty() && remotes.is_empty() {
+            return DeliveryResult::TempFail;
+        }
         let (blob, blob_durable) = match self.store.stage_blob(&txn.message).await {
             Ok(staged) => staged,
             Err(e) => return storage_failure(&e),
         };
         let internal_date = unix_now();
-        // Group recipients by owning core; the local group is committed here, the others are
-        // sent to their owners, all concurrently with the blob's commit.
+        // Group local destinations by owning core; the local group is committed here, the
+        // others are sent to their owners, all concurrently with the blob's commit.
         let mut groups: Vec<Vec<Delivery>> = (0..self.cores).map(|_| Vec::new()).collect();
-        for rcpt in &txn.recipients {
-            groups[owner_core(rcpt, self.cores)].push(Delivery {
-                user: rcpt.clone(),
+        for user in locals {
+            groups[owner_core(&user, self.cores)].push(Delivery {
+                user,
                 mailbox: INBOX.to_string(),
                 blob,
                 internal_date,
@@ -215,17 +264,34 @@ impl Core {
                 self.store.deliver(&local).await
             }
         };
+        let entries = queue_entries(txn, blob, internal_date, remotes);
+        let queued = std::cell::RefCell::new(Vec::with_capacity(entries.len()));
+        let queue_commit = async {
+            for entry in entries {
+                let id = self.store.enqueue(entry).await?;
+                queued.borrow_mut().push(id);
+            }
+            Ok::<(), crate::store::StoreError>(())
+        };
         // Polled here rather than spawned: a spawned task would send its mesh request
         // only after every task already queued on this core has run.
-        let ((blob_result, local_result), remote_results) = futures_lite::future::zip(
-            futures_lite::future::zip(blob_durable.durable(), local_commit),
-            join_all(remote),
-        )
-        .await;
+        let (((blob_result, local_result), queue_result), remote_results) =
+            futures_lite::future::zip(
+                futures_lite::future::zip(
+                    futures_lite::future::zip(blob_durable.durable(), local_commit),
+                    queue_commit,
+                ),
+                join_all(remote),
+            )
+            .await;
         let mut result = DeliveryResult::Stored;
-        match &local_result {
-            Ok(_) => {}
-            Err(e) => result = storage_failure(e),
+        for r in [local_result.as_ref().err(), queue_result.as_ref().err()]
+            .into_iter()
+            .flatten()
+        {
+            if result == DeliveryResult::Stored || r.is_disk_full() {
+                result = storage_failure(r);
+            }
         }
         for remote_result in remote_results {
             match remote_result {
@@ -250,10 +316,63 @@ impl Core {
                     let _ = self.store.expunge(&d.user, &d.mailbox, *uid).await;
                 }
             }
+            for id in queued.take() {
+                // Likewise: the sender must not try to send a message that is not there.
+                let _ = self.store.queue_done(id, DoneReason::Lost).await;
+            }
             return storage_failure(&e);
         }
         result
     }
+}
+
+/// Local users and remote addresses of an expansion, each once, in first-seen order.
+fn split_destinations(dests: Vec<Destination>) -> (Vec<String>, Vec<String>) {
+    let mut seen = HashSet::with_capacity(dests.len());
+    let mut locals = Vec::new();
+    let mut remotes = Vec::new();
+    for d in dests {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        match d {
+            Destination::Local(user) => locals.push(user),
+            Destination::Remote(address) => remotes.push(address),
+        }
+    }
+    (locals, remotes)
+}
+
+/// The outbound queue entries for a transaction's remote addresses (none if there are
+/// none; one per [`QUEUE_RECIPIENTS_MAX`] addresses).
+fn queue_entries(
+    txn: &Transaction,
+    blob: BlobRef,
+    arrival: i64,
+    remotes: Vec<String>,
+) -> Vec<NewQueueEntry> {
+    remotes
+        .chunks(QUEUE_RECIPIENTS_MAX)
+        .map(|chunk| NewQueueEntry {
+            blob,
+            smtp_id: clip(&txn.queue_id, SMTP_ID_BYTES_MAX).to_owned(),
+            sender: txn.mail_from.clone(),
+            recipients: chunk
+                .iter()
+                .map(|address| QueueRecipient {
+                    address: address.clone(),
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            smtputf8: txn.smtputf8,
+            body_8bitmime: txn.body_8bitmime,
+            arrival,
+            authenticated: txn.authenticated.clone(),
+            ret: None,
+            envid: None,
+        })
+        .collect()
 }
 
 /// Polls every future until all are done; their outputs in order.
@@ -292,11 +411,14 @@ fn storage_failure(e: &crate::store::StoreError) -> DeliveryResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::Secret;
+    use crate::aliases::Aliases;
     use crate::store::commit::{Fault, FaultStage};
     use crate::store::engine::LogKind;
-    use crate::store::{recover, StoreConfig};
+    use crate::store::{recover, RecipientState, StoreConfig};
 
     const ALICE: &str = "alice@example.test";
+    const BOB: &str = "bob@example.test";
 
     fn txn(body: &str) -> Transaction {
         Transaction {
@@ -305,7 +427,30 @@ mod tests {
             recipients: vec![ALICE.into()],
             smtputf8: false,
             body_8bitmime: false,
+            authenticated: None,
+            tls: false,
             message: format!("Subject: t\r\n\r\n{body}\r\n").into_bytes(),
+        }
+    }
+
+    /// A submission from alice to `recipients`.
+    fn submitted(body: &str, recipients: &[&str]) -> Transaction {
+        Transaction {
+            queue_id: "5A".into(),
+            mail_from: ALICE.into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            smtputf8: true,
+            body_8bitmime: true,
+            authenticated: Some(ALICE.into()),
+            tls: true,
+            ..txn(body)
+        }
+    }
+
+    /// Users alice and bob in the local domain example.test.
+    fn users(data: &std::path::Path) {
+        for u in [ALICE, BOB] {
+            Accounts::add(data, u, &Secret::new("pw".to_string())).unwrap();
         }
     }
 
@@ -316,7 +461,10 @@ mod tests {
         glommio::LocalExecutorBuilder::default()
             .io_memory(512 << 10)
             .spawn(move || async move {
-                let toml = format!("[server]\ndata_dir = {:?}\n", data.to_str().unwrap());
+                let toml = format!(
+                    "[server]\ndata_dir = {:?}\n[domains]\nlocal = [\"example.test\"]\n",
+                    data.to_str().unwrap()
+                );
                 let config = Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
                 let idx = recover(&data, 1, &|_| 0).unwrap().cores.remove(0);
                 let store = Store::open(StoreConfig::new(&data, 0), idx).await.unwrap();
@@ -340,6 +488,7 @@ mod tests {
     fn deliver_stores_blob_and_index_record() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_path_buf();
+        users(&data);
         run(data.clone(), |core| {
             Box::pin(async move {
                 assert_eq!(core.deliver(&txn("one")).await, DeliveryResult::Stored);
@@ -357,6 +506,7 @@ mod tests {
     fn a_failed_blob_fails_the_delivery_and_takes_its_index_record_back() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_path_buf();
+        users(&data);
         run(data.clone(), |core| {
             Box::pin(async move {
                 assert_eq!(core.deliver(&txn("first")).await, DeliveryResult::Stored);
@@ -394,5 +544,136 @@ mod tests {
             vec![1, 3]
         );
         assert_eq!(rec.report.dropped_refs, 0);
+    }
+
+    #[test]
+    fn remote_recipients_are_queued_and_local_ones_filed_and_both_survive_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        users(&data);
+        let t = submitted(
+            "mixed",
+            &[
+                BOB,
+                "dave@remote.test",
+                "erin@other.test",
+                "dave@remote.test",
+            ],
+        );
+        let msg = t.message.clone();
+        let live = run(data.clone(), move |core| {
+            Box::pin(async move {
+                assert_eq!(core.deliver(&t).await, DeliveryResult::Stored);
+                assert_eq!(core.store.mailbox_uids(BOB, INBOX).len(), 1);
+                assert!(core.store.mailbox_uids(ALICE, INBOX).is_empty());
+                let q = core.store.queue_entries();
+                assert_eq!(q.len(), 1, "one entry for every remote recipient");
+                let e = &q[0];
+                let rcpts: Vec<&str> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+                assert_eq!(rcpts, vec!["dave@remote.test", "erin@other.test"]);
+                assert!(e
+                    .recipients
+                    .iter()
+                    .all(|r| r.state == RecipientState::Pending && r.attempts == 0));
+                assert_eq!(e.sender, ALICE);
+                assert_eq!(e.authenticated.as_deref(), Some(ALICE));
+                assert_eq!(e.smtp_id, "5A");
+                assert!(e.smtputf8 && e.body_8bitmime);
+                // The queued blob is the INBOX copy: stored once.
+                assert_eq!(core.store.mailbox_uids(BOB, INBOX)[0].1, e.blob);
+                assert_eq!(core.store.read_blob(e.blob).unwrap(), msg);
+                q
+            })
+        });
+        let rec = recover(&data, 1, &|_| 0).unwrap();
+        let q: Vec<_> = rec.cores[0].queue().entries().cloned().collect();
+        assert_eq!(q, live);
+        assert_eq!(rec.report.messages, 1);
+    }
+
+    #[test]
+    fn aliases_expand_to_local_and_remote_destinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        users(&data);
+        let domains = vec!["example.test".to_string()];
+        Aliases::add(
+            &data,
+            "team@example.test",
+            &[ALICE, BOB, "ext@remote.test"],
+            &domains,
+        )
+        .unwrap();
+        run(data.clone(), |core| {
+            Box::pin(async move {
+                // alice directly and through the alias: one copy.
+                let t = txn("team");
+                let t = Transaction {
+                    recipients: vec![ALICE.into(), "team@example.test".into()],
+                    ..t
+                };
+                assert_eq!(core.deliver(&t).await, DeliveryResult::Stored);
+                assert_eq!(core.store.mailbox_uids(ALICE, INBOX).len(), 1);
+                assert_eq!(core.store.mailbox_uids(BOB, INBOX).len(), 1);
+                let q = core.store.queue_entries();
+                assert_eq!(q.len(), 1);
+                assert_eq!(q[0].recipients[0].address, "ext@remote.test");
+                assert_eq!(q[0].sender, "carol@remote.test");
+                assert_eq!(q[0].authenticated, None);
+            })
+        });
+    }
+
+    #[test]
+    fn a_transaction_with_no_deliverable_destination_is_refused_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        users(&data);
+        run(data.clone(), |core| {
+            Box::pin(async move {
+                let t = Transaction {
+                    recipients: vec!["nobody@example.test".into()],
+                    ..txn("x")
+                };
+                assert_eq!(core.deliver(&t).await, DeliveryResult::TempFail);
+                // One bad recipient among good ones: the others still get it.
+                let t = Transaction {
+                    recipients: vec!["nobody@example.test".into(), BOB.into()],
+                    ..txn("y")
+                };
+                assert_eq!(core.deliver(&t).await, DeliveryResult::Stored);
+                assert_eq!(core.store.mailbox_uids(BOB, INBOX).len(), 1);
+                assert_eq!(core.store.stats().blob.records, 1, "nothing stored for x");
+            })
+        });
+    }
+
+    #[test]
+    fn a_failed_blob_takes_its_queue_entry_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        users(&data);
+        run(data.clone(), |core| {
+            Box::pin(async move {
+                core.store.inject_fault(
+                    LogKind::Blob,
+                    Some(Fault {
+                        stage: FaultStage::Sync,
+                        errno: libc::ENOSPC,
+                        batches: 1,
+                    }),
+                );
+                let t = submitted("doomed", &["dave@remote.test"]);
+                assert_eq!(core.deliver(&t).await, DeliveryResult::DiskFull);
+                assert_eq!(core.store.queue_len(), 0);
+                let t = submitted("after", &["dave@remote.test"]);
+                assert_eq!(core.deliver(&t).await, DeliveryResult::Stored);
+                assert_eq!(core.store.queue_len(), 1);
+            })
+        });
+        let rec = recover(&data, 1, &|_| 0).unwrap();
+        let q: Vec<_> = rec.cores[0].queue().entries().cloned().collect();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].id, 2, "the first entry was marked done, not reused");
     }
 }

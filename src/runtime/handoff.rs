@@ -18,6 +18,8 @@ use std::rc::Rc;
 
 use glommio::net::TcpStream;
 
+use crate::net::tls::TlsParts;
+use crate::net::transport::Transport;
 use crate::net::{ConnectionGuard, Protocol};
 use crate::runtime::core::Core;
 use crate::runtime::placement::owner_core;
@@ -30,6 +32,9 @@ pub struct Handoff {
     /// Bytes read from the client but not consumed yet (pipelined commands).
     pub input: Vec<u8>,
     pub resume: Resume,
+    /// The TLS session of an encrypted connection (rustls state and unread ciphertext),
+    /// filled in by [`Core::hand_over`].
+    pub tls: Option<TlsParts>,
 }
 
 /// Protocol-specific state.
@@ -56,12 +61,14 @@ impl Core {
 
     /// Continues the session on the owner core of `handoff.user` (here, if this is it).
     /// The caller's task ends after this returns: the connection is no longer its.
-    pub async fn hand_over(self: &Rc<Self>, stream: TcpStream, handoff: Handoff) {
+    pub async fn hand_over(self: &Rc<Self>, stream: Transport, mut handoff: Handoff) {
         let owner = self.owner_of(&handoff.user);
         if owner == self.index {
             self.adopt(stream, Box::new(handoff));
             return;
         }
+        let (stream, tls) = stream.into_parts();
+        handoff.tls = tls;
         // SAFETY: dup of a descriptor we own; the result is owned by the OwnedFd.
         let dup = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if dup < 0 {
@@ -88,10 +95,12 @@ impl Core {
     pub fn adopt_fd(self: &Rc<Self>, fd: OwnedFd, handoff: Box<Handoff>) {
         // SAFETY: the descriptor is a connected TCP socket handed to us with ownership.
         let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-        self.adopt(stream, handoff);
+        let mut handoff = handoff;
+        let tls = handoff.tls.take();
+        self.adopt(Transport::from_parts(stream, tls), handoff);
     }
 
-    fn adopt(self: &Rc<Self>, stream: TcpStream, handoff: Box<Handoff>) {
+    fn adopt(self: &Rc<Self>, stream: Transport, handoff: Box<Handoff>) {
         let core = self.clone();
         glommio::spawn_local(async move {
             let _guard = ConnectionGuard::new(&core, handoff.resume.protocol());

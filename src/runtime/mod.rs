@@ -30,7 +30,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::accounts::Accounts;
 use crate::config::{Config, Cores, FsyncPolicy};
-use crate::net::{self, Protocol};
+use crate::net::tls::{self, TlsAcceptor, TlsShared};
+use crate::net::{self, Listener, Protocol};
 use crate::store::{self, CoreIndex, Store, StoreConfig};
 
 use self::core::Core;
@@ -53,6 +54,8 @@ pub enum RuntimeError {
     Recovery(#[from] store::StoreError),
     #[error("user table: {0}")]
     Accounts(#[from] crate::accounts::AccountsError),
+    #[error("alias table: {0}")]
+    Aliases(#[from] crate::aliases::AliasError),
     #[error("cores: {0}")]
     Cores(String),
     #[error("core {core} (cpu {cpu}) failed: {reason}")]
@@ -61,6 +64,8 @@ pub enum RuntimeError {
         cpu: usize,
         reason: String,
     },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("signal setup: {0}")]
     Signals(std::io::Error),
 }
@@ -118,21 +123,36 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         return Err(RuntimeError::Signals(std::io::Error::last_os_error()));
     }
 
-    // Every protocol's addresses are checked together (a port named twice is an error).
-    let mut protocols = Vec::new();
+    // Every listener's addresses are checked together (a port named twice is an error).
+    let mut kinds = Vec::new();
     let mut addrs = Vec::new();
-    for (p, list) in [
-        (Protocol::Smtp, &config.smtp.listen),
-        (Protocol::Imap, &config.imap.listen),
-        (Protocol::Pop3, &config.pop3.listen),
+    let listener = |protocol, implicit_tls| Listener {
+        protocol,
+        implicit_tls,
+    };
+    for (kind, list) in [
+        (listener(Protocol::Smtp, false), &config.smtp.listen),
+        (
+            listener(Protocol::Submission, false),
+            &config.submission.listen,
+        ),
+        (
+            listener(Protocol::Submission, true),
+            &config.submission.listen_tls,
+        ),
+        (listener(Protocol::Imap, false), &config.imap.listen),
+        (listener(Protocol::Imap, true), &config.imap.listen_tls),
+        (listener(Protocol::Pop3, false), &config.pop3.listen),
+        (listener(Protocol::Pop3, true), &config.pop3.listen_tls),
     ] {
         for a in list {
-            protocols.push(p);
+            kinds.push(kind);
             addrs.push(*a);
         }
     }
     let (resolved, _port_locks) = net::precheck(&addrs)?;
-    let listen: Vec<(Protocol, SocketAddr)> = protocols.into_iter().zip(resolved).collect();
+    let listen: Vec<(Listener, SocketAddr)> = kinds.into_iter().zip(resolved).collect();
+    let tls = Arc::new(load_tls(&config)?);
     memlock::ensure(ncores, config.server.io_memory_bytes)?;
 
     let started = Instant::now();
@@ -151,6 +171,8 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         println!("ringmail: truncated {} at byte {at}: {why}", path.display());
     }
     let accounts = Accounts::load(&data_dir)?;
+    // A broken aliases file stops the start here (a running server keeps its last good table).
+    crate::aliases::Aliases::load(&data_dir)?;
 
     let config = Arc::new(config);
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,6 +196,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         let mesh_builder = mesh_builder.clone();
         let listen = listen.clone();
         let accounts = accounts.clone();
+        let tls = tls.clone();
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("ringmail-core{core}"))
             .io_memory(config.server.io_memory_bytes);
@@ -190,6 +213,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
                 mesh_builder,
                 &listen,
                 accounts,
+                tls,
                 Shutdown { stop, drained },
                 &tx,
             )
@@ -233,7 +257,18 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
             break;
         }
         // Signals: a short sigtimedwait, then the core events.
-        if !stop.load(Ordering::Relaxed) && take_signal(&signals, Duration::from_millis(50)) {
+        let signal = if stop.load(Ordering::Relaxed) {
+            None
+        } else {
+            take_signal(&signals, Duration::from_millis(50))
+        };
+        if signal == Some(libc::SIGHUP) {
+            // New certificates for new connections; established ones keep theirs.
+            match tls.reload() {
+                Ok(()) => println!("ringmail: TLS certificates reloaded"),
+                Err(e) => eprintln!("ringmail: {e}; keeping the certificates in use"),
+            }
+        } else if signal.is_some() {
             println!("ringmail: shutting down");
             stop.store(true, Ordering::Relaxed);
             drain_deadline =
@@ -252,8 +287,8 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
                 CoreEvent::Ready => {
                     ready += 1;
                     if ready == ncores {
-                        for (p, a) in listen.iter() {
-                            println!("{} listening on {a}", p.name());
+                        for (kind, a) in listen.iter() {
+                            println!("{} listening on {a}", kind.name());
                         }
                         println!("ready ({ncores} cores, data dir {})", data_dir.display());
                     }
@@ -291,17 +326,40 @@ fn signal_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-fn take_signal(set: &libc::sigset_t, wait: Duration) -> bool {
+/// The signal that arrived within `wait`, if any.
+fn take_signal(set: &libc::sigset_t, wait: Duration) -> Option<libc::c_int> {
     let ts = libc::timespec {
         tv_sec: wait.as_secs() as libc::time_t,
         tv_nsec: wait.subsec_nanos() as libc::c_long,
     };
     // SAFETY: valid set and timespec; the siginfo pointer may be null.
-    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) > 0 }
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// The certificates of `[tls]`, or the self-signed one of the data dir (generated at first
+/// start, and said so).
+fn load_tls(config: &Config) -> Result<TlsShared, RuntimeError> {
+    let mut settings = config.tls.clone();
+    if settings.default.is_none() {
+        let (files, generated) =
+            tls::ensure_self_signed(&config.server.data_dir, &config.server.hostname)?;
+        if generated {
+            println!(
+                "ringmail: generated a self-signed TLS certificate for {} at {} \
+                 (set [tls] cert and key to use a real one)",
+                config.server.hostname,
+                files.cert.display()
+            );
+        }
+        settings.default = Some(files);
+    }
+    Ok(TlsShared::load(settings)?)
 }
 
 /// Process-wide shutdown state (touched only at start and stop, never per message).
@@ -317,8 +375,9 @@ async fn core_main(
     config: Arc<Config>,
     index: CoreIndex,
     mesh_builder: Option<mesh::MeshHandle>,
-    listen: &[(Protocol, SocketAddr)],
+    listen: &[(Listener, SocketAddr)],
     accounts: Accounts,
+    tls: Arc<TlsShared>,
     shutdown: Shutdown,
     events: &mpsc::Sender<CoreEvent>,
 ) -> Result<(), String> {
@@ -363,26 +422,22 @@ async fn core_main(
         }
         None => Mesh::single(),
     };
-    let core_ctx = Rc::new(Core::new(
-        core,
-        ncores,
-        config.clone(),
-        store.clone(),
-        mesh,
-        accounts,
-    ));
+    let acceptor = TlsAcceptor::new(tls).map_err(|e| e.to_string())?;
+    let core_ctx = Rc::new(
+        Core::new(core, ncores, config.clone(), store.clone(), mesh, accounts).with_tls(acceptor),
+    );
 
     let mut listeners = Vec::new();
-    for (protocol, addr) in listen {
+    for (kind, addr) in listen {
         let l = net::bind(*addr).map_err(|e| e.to_string())?;
-        listeners.push((*protocol, l));
+        listeners.push((*kind, l));
     }
     let mut accept_tasks = Vec::new();
-    for (protocol, l) in listeners {
+    for (kind, l) in listeners {
         accept_tasks.push(glommio::spawn_local(net::accept_loop(
             l,
             core_ctx.clone(),
-            protocol,
+            kind,
         )));
     }
     glommio::spawn_local(handoff::adoption_loop(core_ctx.clone())).detach();

@@ -1,5 +1,6 @@
 //! SMTP command types and their zero-copy parser (RFC 5321 4.1, RFC 1870 SIZE,
-//! RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING).
+//! RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 3207 STARTTLS,
+//! RFC 4954 AUTH).
 //!
 //! [`parse`] takes one command line without its terminator and returns a
 //! [`Command`] whose arguments borrow from that line; it never allocates. It
@@ -11,6 +12,8 @@
 //! domain is then simply not local). Source routes (`<@a,@b:user@dom>`) are
 //! parsed and dropped (RFC 5321 4.1.1.3). Bytes >= 0x80 are allowed where RFC
 //! 6531 allows UTF-8, and the path must then be valid UTF-8.
+
+use std::fmt;
 
 use thiserror::Error;
 
@@ -39,6 +42,8 @@ pub enum Command<'a> {
     Help,
     /// VRFY with its (non-empty) argument, which is never looked up.
     Vrfy(&'a [u8]),
+    StartTls,
+    Auth(Auth<'a>),
     /// A web or proxy request (CONNECT, GET, POST) sent to the SMTP port:
     /// like Postfix's `smtpd_forbidden_commands`, the session hangs up.
     Forbidden,
@@ -55,6 +60,47 @@ pub struct Mailbox<'a> {
     pub domain: &'a str,
     /// The domain is an address literal (`[192.0.2.1]`, `[IPv6:...]`).
     pub literal: bool,
+}
+
+/// A SASL mechanism this server offers in AUTH (RFC 4954).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// RFC 4616.
+    Plain,
+    /// The de-facto LOGIN mechanism (draft-murchison-sasl-login).
+    Login,
+}
+
+impl Mechanism {
+    /// The mechanism named `name` (case-insensitive), if offered.
+    pub fn from_name(name: &[u8]) -> Option<Mechanism> {
+        if name.eq_ignore_ascii_case(b"PLAIN") {
+            Some(Mechanism::Plain)
+        } else if name.eq_ignore_ascii_case(b"LOGIN") {
+            Some(Mechanism::Login)
+        } else {
+            None
+        }
+    }
+}
+
+/// `AUTH mechanism [initial-response]` (RFC 4954 4). The initial response is base64
+/// holding credentials: `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Auth<'a> {
+    /// The mechanism name as sent (not necessarily one we offer).
+    pub mechanism: &'a [u8],
+    /// The initial response as sent (`=` stands for an empty one, RFC 4954 4).
+    pub initial_response: Option<&'a [u8]>,
+}
+
+impl fmt::Debug for Auth<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("mechanism", &String::from_utf8_lossy(self.mechanism))
+            .field("initial_response", &self.initial_response.map(|_| "***"))
+            .finish()
+    }
 }
 
 /// BODY= parameter of MAIL (RFC 6152). BINARYMIME is not offered.
@@ -113,6 +159,8 @@ pub const USAGE_BDAT: &str = "BDAT chunk-size [LAST]";
 pub const USAGE_RSET: &str = "RSET";
 pub const USAGE_QUIT: &str = "QUIT";
 pub const USAGE_VRFY: &str = "VRFY address";
+pub const USAGE_STARTTLS: &str = "STARTTLS";
+pub const USAGE_AUTH: &str = "AUTH mechanism";
 
 /// A recognized command verb; its arguments are parsed separately so the
 /// session can check the command's sequence before its syntax, as Postfix does.
@@ -129,10 +177,12 @@ pub enum Verb {
     Quit,
     Help,
     Vrfy,
+    StartTls,
+    Auth,
     Forbidden,
 }
 
-const VERBS: [(&str, Verb); 14] = [
+const VERBS: [(&str, Verb); 16] = [
     ("EHLO", Verb::Ehlo),
     ("HELO", Verb::Helo),
     ("MAIL", Verb::Mail),
@@ -144,6 +194,8 @@ const VERBS: [(&str, Verb); 14] = [
     ("QUIT", Verb::Quit),
     ("HELP", Verb::Help),
     ("VRFY", Verb::Vrfy),
+    ("STARTTLS", Verb::StartTls),
+    ("AUTH", Verb::Auth),
     ("CONNECT", Verb::Forbidden),
     ("GET", Verb::Forbidden),
     ("POST", Verb::Forbidden),
@@ -180,6 +232,8 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError<'_>> {
         Verb::Help => Ok(Command::Help),
         Verb::Vrfy if args.is_empty() => Err(CommandError::Syntax { usage: USAGE_VRFY }),
         Verb::Vrfy => Ok(Command::Vrfy(args)),
+        Verb::StartTls => no_args(args, USAGE_STARTTLS, Command::StartTls),
+        Verb::Auth => parse_auth(args).map(Command::Auth),
         Verb::Forbidden => Ok(Command::Forbidden),
     }
 }
@@ -298,6 +352,22 @@ pub fn parse_bdat(args: &[u8]) -> Result<(u64, bool), CommandError<'_>> {
         return Err(syntax);
     }
     Ok((size, last))
+}
+
+/// Arguments of AUTH: a mechanism name and at most one initial response, separated
+/// by spaces (the name is checked against the offered ones by the session).
+pub fn parse_auth(args: &[u8]) -> Result<Auth<'_>, CommandError<'_>> {
+    let syntax = CommandError::Syntax { usage: USAGE_AUTH };
+    let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let mechanism = words.next().ok_or(syntax)?;
+    let initial_response = words.next();
+    if words.next().is_some() {
+        return Err(syntax);
+    }
+    Ok(Auth {
+        mechanism,
+        initial_response,
+    })
 }
 
 /// Decimal digits only; a number beyond u64 saturates (any limit rejects it).
@@ -554,7 +624,7 @@ mod tests {
         assert_eq!(parse(b""), Err(CommandError::Unrecognized));
         assert_eq!(parse(b" EHLO x"), Err(CommandError::Unrecognized));
         assert_eq!(parse(b"MAILFROM:<a@b>"), Err(CommandError::Unrecognized));
-        assert_eq!(parse(b"STARTTLS"), Err(CommandError::Unrecognized));
+        assert_eq!(parse(b"STARTTLSX"), Err(CommandError::Unrecognized));
     }
 
     #[test]
@@ -574,6 +644,41 @@ mod tests {
         assert_eq!(parse(b"MAIL FROM:"), syntax(USAGE_MAIL));
         assert_eq!(parse(b"RCPT FROM:<a@b>"), syntax(USAGE_RCPT));
         assert_eq!(parse(b"RCPT TO:  "), syntax(USAGE_RCPT));
+        assert_eq!(parse(b"STARTTLS now"), syntax(USAGE_STARTTLS));
+        assert_eq!(parse(b"AUTH"), syntax(USAGE_AUTH));
+        assert_eq!(parse(b"AUTH   "), syntax(USAGE_AUTH));
+        assert_eq!(parse(b"AUTH PLAIN a b"), syntax(USAGE_AUTH));
+    }
+
+    #[test]
+    fn starttls_and_auth() {
+        assert_eq!(parse(b"starttls"), Ok(Command::StartTls));
+        assert_eq!(parse(b"STARTTLS  "), Ok(Command::StartTls));
+        let auth = |mechanism, initial_response| {
+            Ok(Command::Auth(Auth {
+                mechanism,
+                initial_response,
+            }))
+        };
+        assert_eq!(parse(b"AUTH PLAIN"), auth(&b"PLAIN"[..], None));
+        assert_eq!(parse(b"auth login  dGlt "), auth(b"login", Some(b"dGlt")));
+        assert_eq!(parse(b"AUTH PLAIN ="), auth(b"PLAIN", Some(b"=")));
+        assert_eq!(parse(b"AUTH CRAM-MD5"), auth(b"CRAM-MD5", None));
+        assert_eq!(Mechanism::from_name(b"plain"), Some(Mechanism::Plain));
+        assert_eq!(Mechanism::from_name(b"LoGiN"), Some(Mechanism::Login));
+        assert_eq!(Mechanism::from_name(b"CRAM-MD5"), None);
+        assert_eq!(Mechanism::from_name(b"PLAINX"), None);
+    }
+
+    #[test]
+    fn auth_debug_hides_the_initial_response() {
+        let Ok(Command::Auth(auth)) = parse(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==") else {
+            panic!("not AUTH");
+        };
+        let shown = format!("{auth:?} {:?}", Command::Auth(auth));
+        assert!(shown.contains("PLAIN") && shown.contains("***"), "{shown}");
+        assert!(!shown.contains("AGFsaWNl"), "{shown}");
+        assert!(!shown.contains("65, 71"), "{shown}");
     }
 
     #[test]

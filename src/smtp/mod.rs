@@ -7,7 +7,9 @@
 //! - [`data`]    — DATA content: end-of-data detection (CRLF.CRLF only) and
 //!   dot-unstuffing in one streaming pass, with size and line limits.
 //! - [`session`] — the state machine: one handler per command, the named input
-//!   states, the transaction handed to the driver for storage.
+//!   states, the transaction handed to the driver for storage; STARTTLS (the
+//!   driver does the handshake), AUTH PLAIN/LOGIN (the driver checks the
+//!   credentials), submission rules and relay control.
 //!
 //! Nothing here touches sockets, files or executors; the driver that feeds a
 //! [`Session`] from a TCP stream is [`server`], the one module here that does I/O.
@@ -19,5 +21,5 @@ pub mod session;
 
 pub use session::{
     Context, DeliveryResult, Directory, Extension, Limits, PeerInfo, Phase, Session, Step,
-    Transaction,
+    Transaction, AUTH_LINE_BYTES_MAX,
 };

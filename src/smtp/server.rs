@@ -8,10 +8,10 @@
 use std::io;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::future;
 
-use crate::net::READ_BUFFER_BYTES;
+use crate::net::transport::Transport;
+use crate::net::{Protocol, READ_BUFFER_BYTES};
 use crate::runtime::core::Core;
 use crate::smtp::{Context, PeerInfo, Phase, Session, Step};
 use crate::time::unix_now;
@@ -24,19 +24,25 @@ enum Input {
     Failed,
 }
 
-/// Serves one SMTP connection until QUIT, EOF, timeout, error or shutdown.
-pub async fn serve(mut stream: TcpStream, core: &Core) {
+/// Serves one SMTP connection (port 25 or submission) until QUIT, EOF, timeout, error or
+/// shutdown.
+pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
     };
+    let limits = match protocol {
+        Protocol::Submission => core.submission_limits.clone(),
+        _ => core.smtp_limits.clone(),
+    };
     let mut session = Session::new(
-        core.smtp_limits.clone(),
+        limits,
         PeerInfo {
             ip: peer.ip(),
             port: peer.port(),
         },
         core.next_session_id(),
+        stream.is_tls(),
     );
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let (mut start, mut end) = (0usize, 0usize);
@@ -57,6 +63,30 @@ pub async fn serve(mut stream: TcpStream, core: &Core) {
                 let txn = session.take_transaction();
                 let result = core.deliver(&txn).await;
                 session.delivered(result, txn.message, &mut out);
+            }
+            Step::StartTls => {
+                if flush(&mut stream, &mut out).await.is_err() {
+                    break;
+                }
+                // Whatever the client pipelined after STARTTLS was sent in the clear and
+                // is thrown away (CVE-2011-0411); the handshake reads from the socket.
+                start = 0;
+                end = 0;
+                let Some(tls) = core.tls.as_ref() else {
+                    break;
+                };
+                stream = match stream.start_tls(tls).await {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                session.tls_started();
+            }
+            Step::Authenticate => {
+                let result = match session.take_credentials() {
+                    Some((user, password)) => core.authenticate(peer.ip(), &user, &password).await,
+                    None => Err(crate::runtime::auth::AuthFailure::Invalid),
+                };
+                session.auth_result(result, &mut out);
             }
             Step::Close => {
                 let _ = flush(&mut stream, &mut out).await;
@@ -110,11 +140,11 @@ pub async fn serve(mut stream: TcpStream, core: &Core) {
             }
         }
     }
-    let _ = stream.close().await;
+    stream.close().await;
 }
 
 async fn read(
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     into: &mut [u8],
     timeout_ms: u64,
     interruptible: bool,
@@ -144,7 +174,7 @@ async fn read(
     .await
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+async fn flush(stream: &mut Transport, out: &mut Vec<u8>) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }

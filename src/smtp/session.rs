@@ -1,32 +1,48 @@
-//! The sans-IO SMTP receiver state machine (RFC 5321 for an MX on port 25):
-//! bytes in, reply bytes and delivery requests out. No sockets, files, clocks
-//! or executors: the driver (`smtp::server`) owns the connection, reads into a
-//! bounded buffer, calls [`Session::advance`], writes what it appended to `out`,
-//! and stores the message when asked ([`Step::Deliver`]).
+//! The sans-IO SMTP receiver state machine: RFC 5321 for an MX on port 25, RFC 6409
+//! submission (AUTH before MAIL, senders the user owns), RFC 3207 STARTTLS and RFC 4954
+//! AUTH PLAIN/LOGIN. Bytes in, reply bytes and requests out. No sockets, files, clocks,
+//! TLS or password checks: the driver (`smtp::server`) owns the connection, reads into a
+//! bounded buffer, calls [`Session::advance`], writes what it appended to `out`, and does
+//! what the [`Step`] asks: store a message ([`Step::Deliver`]), run the TLS handshake
+//! ([`Step::StartTls`]) or check credentials ([`Step::Authenticate`]).
 //!
-//! One handler per command (`handle_mail`, `handle_rcpt`, ...). Each checks
-//! the command's sequence first, then its syntax, like Postfix's smtpd; every
-//! reply carries an RFC 3463 enhanced status code. Replies with a 4xx/5xx
-//! code count as errors; at `errors_max` the session says 421 and closes.
+//! One handler per command (`handle_mail`, `handle_rcpt`, `handle_auth`, ...). Most check
+//! the command's sequence first, then its syntax, like Postfix's smtpd; every reply
+//! carries an RFC 3463 enhanced status code and Postfix's wording. Replies with a 4xx/5xx
+//! code (failed AUTHs included) count as errors; at `errors_max` the session says 421
+//! and closes.
 //!
-//! Input is consumed in named states (`Input`): command lines (with
-//! "discarding an overlong line" inside [`LineReader`]), DATA content
-//! ([`DataDecoder`]), BDAT chunk octets, waiting for the delivery result, and
-//! closed. Every state makes progress on any buffer holding at least
-//! `command_line_bytes_max` bytes, so the driver's buffer never has to grow.
+//! Relay control happens at RCPT: a recipient in a local domain must be accepted by the
+//! [`Directory`] (mailbox, alias or catch-all); any other recipient, address literals
+//! included, is accepted only from an authenticated client (and then queued by the
+//! driver), else `554 5.7.1 Relay access denied`.
 //!
-//! Later extensions (DSN, STARTTLS, AUTH with an `authenticated` flag) slot in
-//! as an [`Extension`] variant, a field here and a handler.
+//! Input is consumed in named states (`Input`): command lines (with "discarding an
+//! overlong line" inside [`LineReader`]), SASL response lines, DATA content
+//! ([`DataDecoder`]), BDAT chunk octets, waiting for the delivery result, for the
+//! credential check or for the TLS handshake, and closed. Every state makes progress on
+//! any buffer holding [`Limits::read_buffer_bytes_min`] bytes (command lines stay limited
+//! to `command_line_bytes_max`; only AUTH lines and SASL responses may be as long as
+//! [`AUTH_LINE_BYTES_MAX`]), so the driver's buffer never has to grow.
+//!
+//! Credentials live only in an [`accounts::Secret`](crate::accounts::Secret) until the
+//! driver takes them; no `Debug` output here shows a password or a SASL payload.
 
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use super::command::{self, Body, CommandError, Verb};
+use super::command::{self, Body, CommandError, Mechanism, Verb};
 use super::data::{DataDecoder, DataError, DataProgress};
+use crate::accounts::Secret;
 use crate::line::{Frame, LineReader};
+use crate::sasl::{self, AuthFailure, SaslError};
 use crate::time::DateTime;
+
+/// Longest AUTH command line and SASL response line, CRLF included (RFC 4954 4: 12288).
+/// Other command lines stay limited to [`Limits::command_line_bytes_max`].
+pub const AUTH_LINE_BYTES_MAX: usize = 12_288;
 
 /// Limits and identity of one listener. Shared by its sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +55,20 @@ pub struct Limits {
     /// Config `[smtp] max_recipients`: accepted RCPT commands per transaction
     /// (duplicates count, as in Postfix `smtpd_recipient_limit`).
     pub recipients_max: usize,
-    /// Command line including CRLF (RFC 5321 4.5.3.1.4: 512). The driver's
-    /// read buffer must hold at least this many bytes.
+    /// Command line including CRLF (RFC 5321 4.5.3.1.4: 512); AUTH lines may be
+    /// longer ([`AUTH_LINE_BYTES_MAX`]). The driver's read buffer must hold
+    /// [`Limits::read_buffer_bytes_min`] bytes.
     pub command_line_bytes_max: usize,
     /// Text line of message content including CRLF (RFC 5321 4.5.3.1.6: 1000).
     pub text_line_bytes_max: usize,
     /// Like Postfix `smtpd_hard_error_limit` (20): then 421 and close.
     pub errors_max: usize,
+    /// An RFC 6409 submission listener: MAIL needs a successful AUTH first.
+    pub submission: bool,
+    /// Offer AUTH without TLS (an operator's explicit choice, for loopback tests).
+    pub allow_plaintext_auth: bool,
+    /// A certificate is configured: STARTTLS is offered until TLS is active.
+    pub tls_available: bool,
 }
 
 impl Limits {
@@ -59,17 +82,31 @@ impl Limits {
             command_line_bytes_max: 512,
             text_line_bytes_max: 1000,
             errors_max: 20,
+            submission: false,
+            allow_plaintext_auth: false,
+            tls_available: false,
         }
+    }
+
+    /// The smallest read buffer a driver may use: every input state makes progress on
+    /// a full buffer of this size (an AUTH line may be [`AUTH_LINE_BYTES_MAX`] long).
+    pub fn read_buffer_bytes_min(&self) -> usize {
+        self.command_line_bytes_max.max(AUTH_LINE_BYTES_MAX)
     }
 }
 
-/// Who receives mail here. Looked up for every RCPT.
+/// Who receives mail here and who may send as whom. Looked up for every RCPT, and for
+/// MAIL from an authenticated client.
 pub trait Directory {
-    /// `domain` is ASCII-lowercased, without brackets. (Address literals such
-    /// as `[192.0.2.1]` are never local and are not looked up.)
+    /// `domain` is ASCII-lowercased, without brackets, possibly with a trailing dot.
+    /// (Address literals such as `[192.0.2.1]` are never local and are not looked up.)
     fn is_local_domain(&self, domain: &str) -> bool;
-    /// `address` is normalized: local part and domain lowercased, `local@domain`.
-    fn has_mailbox(&self, address: &str) -> bool;
+    /// A mailbox, an alias or a domain catch-all accepts `address` (normalized: local
+    /// part and domain lowercased, `local@domain`).
+    fn accepts(&self, address: &str) -> bool;
+    /// May logged-in `user` use `sender` (normalized) as MAIL FROM: their own address or
+    /// an alias that expands to them.
+    fn may_send_as(&self, user: &str, sender: &str) -> bool;
 }
 
 /// What the driver supplies on each call.
@@ -92,6 +129,14 @@ pub enum Step {
     /// Write `out`; [`Session::take_transaction`], store it, then
     /// [`Session::delivered`], then call `advance` again with the rest.
     Deliver,
+    /// `220 2.0.0 Ready to start TLS` is in `out`: flush it, DISCARD every byte still
+    /// buffered (a client may not pipeline past STARTTLS, CVE-2011-0411), run the TLS
+    /// handshake, then call [`Session::tls_started`] and `advance` with what arrives over
+    /// TLS. If the handshake fails, close.
+    StartTls,
+    /// Write `out`; [`Session::take_credentials`], check them, then
+    /// [`Session::auth_result`], then call `advance` again with the rest.
+    Authenticate,
     /// Write `out`, then close the connection.
     Close,
 }
@@ -114,6 +159,10 @@ pub struct Transaction {
     pub recipients: Vec<String>,
     pub smtputf8: bool,
     pub body_8bitmime: bool,
+    /// The AUTH user (normalized) when the client authenticated.
+    pub authenticated: Option<String>,
+    /// The message came over TLS.
+    pub tls: bool,
     /// `Return-Path:` + `Received:` + the message exactly as received (after
     /// dot-unstuffing), CRLF line ends as on the wire.
     pub message: Vec<u8>,
@@ -128,13 +177,17 @@ pub enum DeliveryResult {
     TempFail,
 }
 
-/// Service extensions, advertised in EHLO in this order. SIZE carries
-/// `message_bytes_max`. (DSN, AUTH and STARTTLS come later: add a variant and
-/// a condition in [`Session::extensions`].)
+/// Service extensions, advertised in EHLO in this order (STARTTLS and AUTH where
+/// Postfix puts them). SIZE carries `message_bytes_max`, AUTH its mechanisms. (DSN comes
+/// later: add a variant and a condition in [`Session::extensions`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extension {
     Pipelining,
     Size,
+    /// Offered while a certificate is configured and TLS is not active yet.
+    StartTls,
+    /// Offered over TLS, or without it where `allow_plaintext_auth` is set.
+    Auth,
     EightBitMime,
     EnhancedStatusCodes,
     SmtpUtf8,
@@ -146,6 +199,8 @@ impl Extension {
         match self {
             Extension::Pipelining => "PIPELINING",
             Extension::Size => "SIZE",
+            Extension::StartTls => "STARTTLS",
+            Extension::Auth => "AUTH",
             Extension::EightBitMime => "8BITMIME",
             Extension::EnhancedStatusCodes => "ENHANCEDSTATUSCODES",
             Extension::SmtpUtf8 => "SMTPUTF8",
@@ -154,9 +209,11 @@ impl Extension {
     }
 }
 
-const EXTENSIONS: [Extension; 6] = [
+const EXTENSIONS: [Extension; 8] = [
     Extension::Pipelining,
     Extension::Size,
+    Extension::StartTls,
+    Extension::Auth,
     Extension::EightBitMime,
     Extension::EnhancedStatusCodes,
     Extension::SmtpUtf8,
@@ -172,6 +229,10 @@ const REPLY_NEED_HELO: &str = "503 5.5.1 Error: send HELO/EHLO first";
 const REPLY_NEED_MAIL: &str = "503 5.5.1 Error: need MAIL command";
 const REPLY_NEED_RCPT: &str = "503 5.5.1 Error: need RCPT command";
 const REPLY_TOO_BIG: &str = "552 5.3.4 Error: message file too big";
+const REPLY_AUTH_FAILED: &str = "535 5.7.8 Error: authentication failed: authentication failure";
+const REPLY_AUTH_CANNOT_DECODE: &str = "501 5.5.2 Cannot decode response";
+/// The mechanisms of the EHLO AUTH line.
+const AUTH_MECHANISMS: &str = "PLAIN LOGIN";
 
 /// Which greeting the client used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +265,24 @@ enum Input {
     },
     /// Step::Deliver was returned; waiting for `delivered`.
     AwaitingDelivery,
+    /// A `334` challenge was sent; the next line is the client's SASL response.
+    AuthResponse(AuthStage),
+    /// Step::Authenticate was returned; waiting for `auth_result`.
+    Authenticating,
+    /// Step::StartTls was returned; waiting for `tls_started` (or the close).
+    StartingTls,
     Closed,
+}
+
+/// Which SASL response an [`Input::AuthResponse`] line is.
+#[derive(Debug, Clone)]
+enum AuthStage {
+    /// After `AUTH PLAIN` and `334 `: authzid NUL authcid NUL password, in base64.
+    Plain,
+    /// After `AUTH LOGIN` and `334 VXNlcm5hbWU6`: the user name.
+    LoginUser,
+    /// After `334 UGFzc3dvcmQ6`: the password.
+    LoginPassword { user: String },
 }
 
 /// One SMTP server session (one connection).
@@ -238,10 +316,18 @@ pub struct Session {
     message: Vec<u8>,
     /// Normalized RCPT address being looked up (capacity reused).
     scratch: String,
+    /// The connection is encrypted (implicit TLS, or after STARTTLS).
+    tls_active: bool,
+    /// The user a successful AUTH logged in (normalized), for the rest of the session
+    /// (or until STARTTLS resets it).
+    authenticated: Option<String>,
+    /// Complete credentials between Step::Authenticate and `take_credentials`.
+    credentials: Option<(String, Secret)>,
 }
 
 impl Session {
-    pub fn new(limits: Rc<Limits>, peer: PeerInfo, session_id: u64) -> Session {
+    /// A new connection; `tls_active` on implicit-TLS listeners (the handshake is done).
+    pub fn new(limits: Rc<Limits>, peer: PeerInfo, session_id: u64, tls_active: bool) -> Session {
         Session {
             limits,
             peer,
@@ -262,6 +348,9 @@ impl Session {
             bdat_bytes: 0,
             message: Vec::new(),
             scratch: String::new(),
+            tls_active,
+            authenticated: None,
+            credentials: None,
         }
     }
 
@@ -285,16 +374,31 @@ impl Session {
             match &mut self.input {
                 Input::Closed => return (consumed, Step::Close),
                 Input::AwaitingDelivery => return (consumed, Step::Deliver),
+                Input::Authenticating => return (consumed, Step::Authenticate),
+                // Nothing after the STARTTLS line is read: the driver drops it.
+                Input::StartingTls => return (consumed, Step::StartTls),
                 Input::Commands => {
-                    let frame = self
-                        .lines
-                        .next_line(rest, self.limits.command_line_bytes_max);
+                    let limit = self.line_bytes_max(rest);
+                    let frame = self.lines.next_line(rest, limit);
                     consumed += frame.consumed();
                     match frame {
                         Frame::Incomplete => return (consumed, Step::NeedInput),
                         Frame::Discarded { .. } => {}
                         Frame::TooLong { .. } => self.reject(out, "500 5.5.2 Error: line too long"),
                         Frame::Line { line, .. } => self.handle_command(line, out, cx),
+                    }
+                }
+                Input::AuthResponse(_) => {
+                    let frame = self.lines.next_line(rest, AUTH_LINE_BYTES_MAX);
+                    consumed += frame.consumed();
+                    match frame {
+                        Frame::Incomplete => return (consumed, Step::NeedInput),
+                        Frame::Discarded { .. } => {}
+                        Frame::TooLong { .. } => {
+                            self.input = Input::Commands;
+                            self.reject(out, "500 5.5.6 SASL response limit exceeded");
+                        }
+                        Frame::Line { line, .. } => self.handle_auth_response(line, out),
                     }
                 }
                 Input::Data(decoder) => {
@@ -360,8 +464,63 @@ impl Session {
             recipients: std::mem::take(&mut self.recipients),
             smtputf8: self.smtputf8,
             body_8bitmime: self.body_8bitmime,
+            authenticated: self.authenticated.clone(),
+            tls: self.tls_active,
             message: std::mem::take(&mut self.message),
         }
+    }
+
+    /// The credentials after [`Step::Authenticate`]: (authentication identity as sent,
+    /// password). `None` at any other time, or when already taken.
+    pub fn take_credentials(&mut self) -> Option<(String, Secret)> {
+        self.credentials.take()
+    }
+
+    /// Writes the outcome of the credential check after [`Step::Authenticate`]
+    /// (`235 2.7.0 Authentication successful`, `535 5.7.8 ...` or `454 4.7.0 ...`);
+    /// `Ok` carries the normalized user, who is then logged in for the session. Does
+    /// nothing when no check was asked for.
+    pub fn auth_result(&mut self, result: Result<String, AuthFailure>, out: &mut Vec<u8>) {
+        if !matches!(self.input, Input::Authenticating) {
+            return;
+        }
+        self.credentials = None;
+        self.input = Input::Commands;
+        match result {
+            Ok(user) => {
+                self.authenticated = Some(user);
+                self.reply(out, &["235 2.7.0 Authentication successful"]);
+            }
+            Err(AuthFailure::Invalid) => self.reject(out, REPLY_AUTH_FAILED),
+            Err(AuthFailure::Unavailable) => {
+                self.reject(out, "454 4.7.0 Temporary authentication failure")
+            }
+        }
+    }
+
+    /// The TLS handshake after [`Step::StartTls`] succeeded. As RFC 3207 4.2 requires,
+    /// everything learnt before is forgotten (EHLO name, transaction, authentication);
+    /// there is no new greeting. Only the error count and the transaction numbering go on.
+    pub fn tls_started(&mut self) {
+        self.reset_transaction();
+        self.hello = Hello::None;
+        self.hello_name.clear();
+        self.authenticated = None;
+        self.credentials = None;
+        self.tls_active = true;
+        if matches!(self.input, Input::StartingTls) {
+            self.input = Input::Commands;
+        }
+    }
+
+    /// The user logged in by AUTH, if any.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
+    /// The connection is encrypted.
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
     }
 
     /// Writes the final reply for the transaction taken (`250 2.0.0 Ok: queued
@@ -400,7 +559,12 @@ impl Session {
     pub fn phase(&self) -> Phase {
         match self.input {
             Input::Data(_) | Input::Bdat { .. } => Phase::Data,
-            Input::Commands | Input::AwaitingDelivery | Input::Closed => Phase::Command,
+            Input::Commands
+            | Input::AwaitingDelivery
+            | Input::AuthResponse(_)
+            | Input::Authenticating
+            | Input::StartingTls
+            | Input::Closed => Phase::Command,
         }
     }
 
@@ -414,9 +578,38 @@ impl Session {
         self.close_with(out, "421 4.3.2 ", " Service shutting down");
     }
 
-    /// The extensions this session advertises, in EHLO order.
+    /// The extensions this session advertises now, in EHLO order.
     pub fn extensions(&self) -> impl Iterator<Item = Extension> {
-        EXTENSIONS.into_iter()
+        let starttls = self.limits.tls_available && !self.tls_active;
+        let auth = self.auth_offered();
+        EXTENSIONS.into_iter().filter(move |e| match e {
+            Extension::StartTls => starttls,
+            Extension::Auth => auth,
+            _ => true,
+        })
+    }
+
+    /// AUTH is offered: over TLS, or where plaintext AUTH is explicitly allowed (RFC 4954 4).
+    fn auth_offered(&self) -> bool {
+        self.tls_active || self.limits.allow_plaintext_auth
+    }
+
+    /// The line limit for the command line at the start of `rest`: AUTH lines (while
+    /// AUTH is offered) and SASL responses may be [`AUTH_LINE_BYTES_MAX`] long.
+    fn line_bytes_max(&self, rest: &[u8]) -> usize {
+        let command = self.limits.command_line_bytes_max;
+        match self.input {
+            Input::AuthResponse(_) => AUTH_LINE_BYTES_MAX,
+            Input::Commands
+                if self.auth_offered()
+                    && rest
+                        .get(..5)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH ")) =>
+            {
+                command.max(AUTH_LINE_BYTES_MAX)
+            }
+            _ => command,
+        }
     }
 
     fn handle_command(&mut self, line: &[u8], out: &mut Vec<u8>, cx: &Context) {
@@ -425,7 +618,9 @@ impl Session {
         };
         match verb {
             Verb::Ehlo | Verb::Helo => self.handle_hello(verb, args, out),
-            Verb::Mail => self.handle_mail(args, out),
+            Verb::StartTls => self.handle_starttls(args, out),
+            Verb::Auth => self.handle_auth(args, out),
+            Verb::Mail => self.handle_mail(args, out, cx),
             Verb::Rcpt => self.handle_rcpt(args, out, cx),
             Verb::Data => self.handle_data(args, out, cx),
             Verb::Bdat => self.handle_bdat(args, out, cx),
@@ -434,7 +629,7 @@ impl Session {
             Verb::Quit => self.handle_quit(args, out),
             Verb::Help => self.reply(
                 out,
-                &["214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY"],
+                &["214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS AUTH"],
             ),
             Verb::Vrfy => self.handle_vrfy(args, out),
             Verb::Forbidden => {
@@ -477,17 +672,119 @@ impl Session {
                 Extension::Size => {
                     write!(out, "250{dash}{keyword} {}\r\n", limits.message_bytes_max)
                 }
+                Extension::Auth => write!(out, "250{dash}{keyword} {AUTH_MECHANISMS}\r\n"),
                 _ => write!(out, "250{dash}{keyword}\r\n"),
             };
         }
     }
 
-    fn handle_mail(&mut self, args: &[u8], out: &mut Vec<u8>) {
+    /// STARTTLS (RFC 3207), with Postfix's checks in Postfix's order.
+    fn handle_starttls(&mut self, args: &[u8], out: &mut Vec<u8>) {
+        if !args.is_empty() {
+            return self.reject_syntax(out, command::USAGE_STARTTLS);
+        }
+        if self.tls_active {
+            return self.reject(out, "554 5.5.1 Error: TLS already active");
+        }
+        if !self.limits.tls_available {
+            return self.reject(out, "502 5.5.1 Error: command not implemented");
+        }
+        if self.hello == Hello::None {
+            return self.reject(out, REPLY_NEED_HELO);
+        }
+        self.reset_transaction();
+        self.reply(out, &["220 2.0.0 Ready to start TLS"]);
+        self.input = Input::StartingTls;
+    }
+
+    /// AUTH (RFC 4954): PLAIN or LOGIN, with or without an initial response.
+    fn handle_auth(&mut self, args: &[u8], out: &mut Vec<u8>) {
+        if !self.auth_offered() {
+            return self.reject(out, "503 5.5.1 Error: authentication not enabled");
+        }
+        if self.hello == Hello::None {
+            return self.reject(out, REPLY_NEED_HELO);
+        }
+        if self.in_mail {
+            return self.reject(out, "503 5.5.1 Error: MAIL transaction in progress");
+        }
+        if self.authenticated.is_some() {
+            return self.reject(out, "503 5.5.1 Error: already authenticated");
+        }
+        let Ok(auth) = command::parse_auth(args) else {
+            return self.reject_syntax(out, command::USAGE_AUTH);
+        };
+        let Some(mechanism) = Mechanism::from_name(auth.mechanism) else {
+            return self.reject(out, "504 5.5.4 Unsupported authentication mechanism");
+        };
+        // `=` is an empty initial response (RFC 4954 4).
+        let initial = auth
+            .initial_response
+            .map(|r| if r == b"=" { &r[..0] } else { r });
+        match (mechanism, initial) {
+            (Mechanism::Plain, None) => {
+                self.reply(out, &["334 "]);
+                self.input = Input::AuthResponse(AuthStage::Plain);
+            }
+            (Mechanism::Login, None) => {
+                self.reply(out, &["334 ", sasl::LOGIN_USERNAME_CHALLENGE]);
+                self.input = Input::AuthResponse(AuthStage::LoginUser);
+            }
+            (Mechanism::Plain, Some(response)) => self.auth_step(AuthStage::Plain, response, out),
+            (Mechanism::Login, Some(response)) => {
+                self.auth_step(AuthStage::LoginUser, response, out)
+            }
+        }
+    }
+
+    /// A line after a `334` challenge: `*` aborts, anything else is base64.
+    fn handle_auth_response(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        let Input::AuthResponse(stage) = std::mem::replace(&mut self.input, Input::Commands) else {
+            return;
+        };
+        if line == b"*" {
+            return self.reject(out, "501 5.7.0 Authentication aborted");
+        }
+        self.auth_step(stage, line, out);
+    }
+
+    /// Decodes one SASL response for `stage`: the next challenge, the credentials
+    /// (Step::Authenticate) or the failure. `self.input` is `Commands` on entry.
+    fn auth_step(&mut self, stage: AuthStage, response: &[u8], out: &mut Vec<u8>) {
+        let decoded = match stage {
+            AuthStage::Plain => sasl::decode_plain(response),
+            AuthStage::LoginUser => match sasl::decode_login(response) {
+                Ok(user) => {
+                    self.reply(out, &["334 ", sasl::LOGIN_PASSWORD_CHALLENGE]);
+                    self.input = Input::AuthResponse(AuthStage::LoginPassword { user });
+                    return;
+                }
+                Err(error) => Err(error),
+            },
+            AuthStage::LoginPassword { user } => {
+                sasl::decode_login(response).map(|password| (user, Secret::new(password)))
+            }
+        };
+        match decoded {
+            Ok(credentials) => {
+                self.credentials = Some(credentials);
+                self.input = Input::Authenticating;
+            }
+            Err(SaslError::Base64 { .. }) => self.reject(out, REPLY_AUTH_CANNOT_DECODE),
+            // Malformed, too long, or a proxy authorization identity.
+            Err(_) => self.reject(out, REPLY_AUTH_FAILED),
+        }
+    }
+
+    fn handle_mail(&mut self, args: &[u8], out: &mut Vec<u8>, cx: &Context) {
         if self.hello == Hello::None {
             return self.reject(out, REPLY_NEED_HELO);
         }
         if self.in_mail {
             return self.reject(out, "503 5.5.1 Error: nested MAIL command");
+        }
+        if self.limits.submission && self.authenticated.is_none() {
+            return self.reject(out, "530 5.7.0 Authentication required");
         }
         if self.transactions >= TRANSACTIONS_MAX {
             return self.close_with(
@@ -511,6 +808,20 @@ impl Session {
             .is_some_and(|size| size > self.limits.message_bytes_max as u64)
         {
             return self.reject(out, "552 5.3.4 Message size exceeds fixed limit");
+        }
+        // An authenticated client may only use its own addresses (or aliases to them).
+        if let (Some(user), Some(sender)) = (&self.authenticated, mail.sender) {
+            sender.normalize_into(&mut self.scratch);
+            if !cx.directory.may_send_as(user, &self.scratch) {
+                let user = user.clone();
+                let reply = [
+                    "553 5.7.1 <",
+                    sender.address,
+                    ">: Sender address rejected: not owned by user ",
+                    &user,
+                ];
+                return self.reject_parts(out, &reply);
+            }
         }
         self.in_mail = true;
         self.mail_from.clear();
@@ -544,11 +855,14 @@ impl Session {
         }
         let at = recipient.normalize_into(&mut self.scratch);
         let domain = &self.scratch[at + 1..];
-        if recipient.literal || !cx.directory.is_local_domain(domain) {
-            let reply = ["554 5.7.1 <", recipient.address, ">: Relay access denied"];
-            return self.reject_parts(out, &reply);
-        }
-        if !cx.directory.has_mailbox(&self.scratch) {
+        let local = !recipient.literal && cx.directory.is_local_domain(domain);
+        if !local {
+            // Relay: only for authenticated clients (the driver queues the message).
+            if self.authenticated.is_none() {
+                let reply = ["554 5.7.1 <", recipient.address, ">: Relay access denied"];
+                return self.reject_parts(out, &reply);
+            }
+        } else if !cx.directory.accepts(&self.scratch) {
             let reply = [
                 "550 5.1.1 <",
                 recipient.address,
@@ -649,19 +963,33 @@ impl Session {
     /// writes `Return-Path:` and `Received:`.
     fn start_message(&mut self, cx: &Context) {
         self.transactions += 1;
+        let (tls, auth) = (self.tls_active, self.authenticated.is_some());
+        // RFC 3848 (ESMTPS, ESMTPA, ESMTPSA) and RFC 6531 (UTF8SMTPS, ...).
         let protocol = if self.smtputf8 {
             "UTF8SMTP"
-        } else if self.hello == Hello::Ehlo {
+        } else if self.hello == Hello::Ehlo || tls || auth {
             "ESMTP"
         } else {
             "SMTP"
+        };
+        let suffix = match (tls, auth) {
+            (true, true) => "SA",
+            (true, false) => "S",
+            (false, true) => "A",
+            (false, false) => "",
         };
         let id = self.queue_id();
         self.message.clear();
         let _ = write!(
             self.message,
-            "Return-Path: <{}>\r\nReceived: from {} ([{}])\r\n\tby {} (ringmail) with {} id {}",
-            self.mail_from, self.hello_name, self.peer.ip, self.limits.hostname, protocol, id,
+            "Return-Path: <{}>\r\nReceived: from {} ([{}])\r\n\tby {} (ringmail) with {}{} id {}",
+            self.mail_from,
+            self.hello_name,
+            self.peer.ip,
+            self.limits.hostname,
+            protocol,
+            suffix,
+            id,
         );
         let date = DateTime::from_unix(cx.now_unix);
         let _ = match self.recipients.as_slice() {
@@ -695,6 +1023,7 @@ impl Session {
         let limits = Rc::clone(&self.limits);
         self.reply(out, &[code, &limits.hostname, text]);
         self.reset_transaction();
+        self.credentials = None;
         self.input = Input::Closed;
     }
 
@@ -776,15 +1105,32 @@ mod tests {
     const NOW_UNIX: i64 = 1_795_319_116;
     const DATE: &str = "Sun, 22 Nov 2026 03:45:16 +0000";
 
-    /// The environment of tests/transcripts/README.
+    /// The environment of tests/transcripts/README. For the AUTH tests, alice may also
+    /// send as sales@example.test (an alias of hers; it receives nothing here).
     struct TestDirectory;
 
     impl Directory for TestDirectory {
         fn is_local_domain(&self, domain: &str) -> bool {
             domain == "example.test"
         }
-        fn has_mailbox(&self, address: &str) -> bool {
+        fn accepts(&self, address: &str) -> bool {
             address == "alice@example.test" || address == "bob@example.test"
+        }
+        fn may_send_as(&self, user: &str, sender: &str) -> bool {
+            user == sender || (user == "alice@example.test" && sender == "sales@example.test")
+        }
+    }
+
+    const ALICE_PASSWORD: &str = "alice-Pa55word-7f3a";
+
+    /// The credential check of the harness's driver: alice with her password; the user
+    /// "down@example.test" finds the check unavailable.
+    fn check_credentials(user: &str, password: &Secret) -> Result<String, AuthFailure> {
+        let user = user.to_ascii_lowercase();
+        match (user.as_str(), password.expose()) {
+            ("alice@example.test", ALICE_PASSWORD) => Ok(user),
+            ("down@example.test", _) => Err(AuthFailure::Unavailable),
+            _ => Err(AuthFailure::Invalid),
         }
     }
 
@@ -809,11 +1155,24 @@ mod tests {
         closed: bool,
         delivered: Vec<Transaction>,
         result: DeliveryResult,
+        /// User names the driver checked, in order.
+        auth_checks: Vec<String>,
+        /// Bytes dropped at each STARTTLS (one entry per handshake).
+        discarded_at_starttls: Vec<Vec<u8>>,
     }
 
     impl Harness {
         fn new(limits: Rc<Limits>, peer: PeerInfo, buffer_bytes_max: usize) -> Harness {
-            let mut session = Session::new(limits, peer, 0x2A);
+            Harness::with_tls(limits, peer, buffer_bytes_max, false)
+        }
+
+        fn with_tls(
+            limits: Rc<Limits>,
+            peer: PeerInfo,
+            buffer_bytes_max: usize,
+            tls_active: bool,
+        ) -> Harness {
+            let mut session = Session::new(limits, peer, 0x2A, tls_active);
             let mut out = Vec::new();
             session.greeting(&mut out);
             Harness {
@@ -824,6 +1183,8 @@ mod tests {
                 closed: false,
                 delivered: Vec::new(),
                 result: DeliveryResult::Stored,
+                auth_checks: Vec::new(),
+                discarded_at_starttls: Vec::new(),
             }
         }
 
@@ -865,11 +1226,29 @@ mod tests {
                 match step {
                     Step::NeedInput => {
                         assert!(
-                            self.buffer.len() < self.session.limits.command_line_bytes_max,
+                            self.buffer.len() < self.session.line_bytes_max(&self.buffer),
+                            "NeedInput while holding {} bytes",
+                            self.buffer.len()
+                        );
+                        assert!(
+                            self.buffer.len() < self.session.limits.read_buffer_bytes_min(),
                             "NeedInput while holding {} bytes",
                             self.buffer.len()
                         );
                         break;
+                    }
+                    Step::Authenticate => {
+                        let (user, password) = self.session.take_credentials().unwrap();
+                        assert!(self.session.take_credentials().is_none());
+                        let result = check_credentials(&user, &password);
+                        self.auth_checks.push(user);
+                        self.session.auth_result(result, &mut self.out);
+                    }
+                    Step::StartTls => {
+                        // Flush, drop everything buffered, handshake.
+                        self.discarded_at_starttls
+                            .push(std::mem::take(&mut self.buffer));
+                        self.session.tls_started();
                     }
                     Step::Deliver => {
                         let mut transaction = self.session.take_transaction();
@@ -978,7 +1357,7 @@ mod tests {
         let mut h = Harness::standard();
         let reply = "502 5.5.2 Error: command not recognized\r\n";
         assert_eq!(h.send(b"XYZZY\r\n"), reply);
-        assert_eq!(h.send(b"AUTH PLAIN\r\n"), reply);
+        assert_eq!(h.send(b"EXPN staff\r\n"), reply);
         assert_eq!(h.send(b"\r\n"), reply);
     }
 
@@ -1479,7 +1858,7 @@ mod tests {
     fn queue_ids_are_unique_per_session_and_transaction() {
         let mut seen = std::collections::HashSet::new();
         for session_id in [0u64, 1, 0x10, 0x100, 0xFFFF, 0x1_0000, u64::MAX] {
-            let mut s = Session::new(limits(), localhost(), session_id);
+            let mut s = Session::new(limits(), localhost(), session_id, false);
             for transactions in [0u32, 1, 0x10, 0xFFFF] {
                 s.transactions = transactions;
                 let id = s.queue_id().to_string();
@@ -1569,6 +1948,690 @@ mod tests {
         }
     }
 
+    // ---- STARTTLS, AUTH, submission, relay (issue 4) ----
+
+    fn limits_with(configure: impl FnOnce(&mut Limits)) -> Rc<Limits> {
+        let mut limits = Limits::new("mx.example.test", 10_000, 3);
+        configure(&mut limits);
+        Rc::new(limits)
+    }
+
+    /// A session on a listener with a certificate (STARTTLS offered), not yet on TLS.
+    fn starttls_listener() -> Harness {
+        let mut h = Harness::new(limits_with(|l| l.tls_available = true), localhost(), 65_536);
+        h.take_output();
+        h
+    }
+
+    /// An implicit-TLS (or post-STARTTLS) session: AUTH offered.
+    fn tls_session(configure: impl FnOnce(&mut Limits)) -> Harness {
+        let mut h = Harness::with_tls(limits_with(configure), localhost(), 65_536, true);
+        h.take_output();
+        h
+    }
+
+    fn ehlo_reply(extra: &[&str]) -> String {
+        let mut lines = vec!["250-mx.example.test", "250-PIPELINING", "250-SIZE 10000"];
+        lines.extend_from_slice(extra);
+        lines.extend_from_slice(&[
+            "250-8BITMIME",
+            "250-ENHANCEDSTATUSCODES",
+            "250-SMTPUTF8",
+            "250 CHUNKING",
+        ]);
+        lines.iter().map(|l| format!("{l}\r\n")).collect()
+    }
+
+    fn plain(authzid: &str, user: &str, password: &str) -> String {
+        sasl::base64_encode(format!("{authzid}\0{user}\0{password}").as_bytes())
+    }
+
+    fn b64(text: &str) -> String {
+        sasl::base64_encode(text.as_bytes())
+    }
+
+    /// EHLO, then AUTH PLAIN as alice with an initial response.
+    fn logged_in(configure: impl FnOnce(&mut Limits)) -> Harness {
+        let mut h = tls_session(configure);
+        h.send(b"EHLO client.test\r\n");
+        let line = format!(
+            "AUTH PLAIN {}\r\n",
+            plain("", "alice@example.test", ALICE_PASSWORD)
+        );
+        assert_eq!(
+            h.send(line.as_bytes()),
+            "235 2.7.0 Authentication successful\r\n"
+        );
+        assert_eq!(h.session.authenticated(), Some("alice@example.test"));
+        h
+    }
+
+    #[test]
+    fn ehlo_offers_starttls_and_auth_by_listener() {
+        let cases: [(bool, bool, bool, &[&str]); 6] = [
+            // (tls_available, allow_plaintext_auth, tls_active, extra lines)
+            (false, false, false, &[]),
+            (true, false, false, &["250-STARTTLS"]),
+            (true, false, true, &["250-AUTH PLAIN LOGIN"]),
+            (false, false, true, &["250-AUTH PLAIN LOGIN"]),
+            (false, true, false, &["250-AUTH PLAIN LOGIN"]),
+            (true, true, false, &["250-STARTTLS", "250-AUTH PLAIN LOGIN"]),
+        ];
+        for (tls_available, plaintext, tls_active, extra) in cases {
+            let limits = limits_with(|l| {
+                l.tls_available = tls_available;
+                l.allow_plaintext_auth = plaintext;
+            });
+            let mut h = Harness::with_tls(limits, localhost(), 65_536, tls_active);
+            h.take_output();
+            assert_eq!(
+                h.send(b"EHLO c\r\n"),
+                ehlo_reply(extra),
+                "{tls_available} {plaintext} {tls_active}"
+            );
+            // HELO lists nothing either way.
+            assert_eq!(h.send(b"HELO c\r\n"), "250 mx.example.test\r\n");
+        }
+        assert_eq!(ehlo_reply(&[]), EHLO_REPLY);
+    }
+
+    #[test]
+    fn starttls_replies_follow_postfix() {
+        let mut h = Harness::standard();
+        h.send(b"EHLO c\r\n");
+        assert_eq!(
+            h.send(b"STARTTLS\r\n"),
+            "502 5.5.1 Error: command not implemented\r\n"
+        );
+        let mut h = starttls_listener();
+        assert_eq!(
+            h.send(b"STARTTLS\r\n"),
+            "503 5.5.1 Error: send HELO/EHLO first\r\n"
+        );
+        h.send(b"EHLO c\r\n");
+        assert_eq!(
+            h.send(b"STARTTLS now\r\n"),
+            "501 5.5.4 Syntax: STARTTLS\r\n"
+        );
+        assert_eq!(h.session.errors, 2);
+        assert!(h.discarded_at_starttls.is_empty());
+        assert_eq!(h.send(b"starttls\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+        assert_eq!(h.discarded_at_starttls, [b"".to_vec()]);
+        assert!(h.session.tls_active());
+        // After the handshake: EHLO again, STARTTLS no longer offered nor accepted.
+        assert_eq!(h.send(b"EHLO c\r\n"), ehlo_reply(&["250-AUTH PLAIN LOGIN"]));
+        assert_eq!(
+            h.send(b"STARTTLS\r\n"),
+            "554 5.5.1 Error: TLS already active\r\n"
+        );
+        // Implicit TLS: already active from the start.
+        let mut h = tls_session(|l| l.tls_available = true);
+        assert_eq!(
+            h.send(b"STARTTLS\r\n"),
+            "554 5.5.1 Error: TLS already active\r\n"
+        );
+    }
+
+    #[test]
+    fn starttls_stops_reading_at_its_line_and_waits_for_the_handshake() {
+        let mut h = starttls_listener();
+        h.send(b"EHLO c\r\n");
+        let cx = Context {
+            now_unix: NOW_UNIX,
+            directory: &TestDirectory,
+        };
+        let mut out = Vec::new();
+        let input = b"STARTTLS\r\nMAIL FROM:<evil@remote.test>\r\n";
+        assert_eq!(
+            h.session.advance(input, &mut out, &cx),
+            (10, Step::StartTls)
+        );
+        assert_eq!(out, b"220 2.0.0 Ready to start TLS\r\n");
+        // Until the handshake is reported nothing more is read.
+        assert_eq!(
+            h.session.advance(&input[10..], &mut out, &cx),
+            (0, Step::StartTls)
+        );
+        assert_eq!(h.session.phase(), Phase::Command);
+        h.session.tls_started();
+        let mut out = Vec::new();
+        assert_eq!(
+            h.session.advance(b"NOOP\r\n", &mut out, &cx),
+            (6, Step::NeedInput)
+        );
+        assert_eq!(out, b"250 2.0.0 Ok\r\n");
+    }
+
+    /// CVE-2011-0411: commands pipelined after STARTTLS in plaintext must not be
+    /// executed after the handshake.
+    #[test]
+    fn regression_cve_2011_0411_starttls_command_injection() {
+        let mut h = starttls_listener();
+        let injected = b"MAIL FROM:<evil@remote.test>\r\nRCPT TO:<alice@example.test>\r\n";
+        let input = [
+            b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nSTARTTLS\r\n".as_slice(),
+            injected,
+        ]
+        .concat();
+        let reply = h.send(&input);
+        assert_eq!(
+            reply,
+            [
+                ehlo_reply(&["250-STARTTLS"]).as_str(),
+                "250 2.1.0 Ok\r\n",
+                "220 2.0.0 Ready to start TLS\r\n"
+            ]
+            .concat()
+        );
+        assert_eq!(h.discarded_at_starttls, [injected.to_vec()]);
+        // Everything was forgotten: the EHLO name and the transaction.
+        assert_eq!(
+            h.send(b"RCPT TO:<alice@example.test>\r\n"),
+            "503 5.5.1 Error: need MAIL command\r\n"
+        );
+        assert_eq!(
+            h.send(b"MAIL FROM:<a@remote.test>\r\n"),
+            "503 5.5.1 Error: send HELO/EHLO first\r\n"
+        );
+        h.send(b"EHLO after.tls\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        h.send(b"DATA\r\nx\r\n.\r\n");
+        let message = String::from_utf8(h.delivered[0].message.clone()).unwrap();
+        assert!(
+            message.contains("from after.tls ([127.0.0.1])"),
+            "{message}"
+        );
+        assert!(message.contains("with ESMTPS id"), "{message}");
+        assert!(h.delivered[0].tls);
+        assert_eq!(h.delivered[0].authenticated, None);
+    }
+
+    #[test]
+    fn starttls_split_at_every_byte_gives_one_handshake() {
+        let input = b"EHLO c\r\nSTARTTLS\r\n";
+        let want = [
+            ehlo_reply(&["250-STARTTLS"]).as_str(),
+            "220 2.0.0 Ready to start TLS\r\n",
+        ]
+        .concat();
+        for cut in 0..=input.len() {
+            let mut h = starttls_listener();
+            h.send_chunked(&input[..cut], usize::MAX);
+            h.send_chunked(&input[cut..], usize::MAX);
+            assert_eq!(h.take_output(), want, "split at {cut}");
+            assert_eq!(h.discarded_at_starttls.len(), 1, "split at {cut}");
+            assert!(h.session.tls_active());
+        }
+    }
+
+    #[test]
+    fn starttls_forgets_a_plaintext_login() {
+        let mut h = Harness::new(
+            limits_with(|l| {
+                l.tls_available = true;
+                l.allow_plaintext_auth = true;
+            }),
+            localhost(),
+            65_536,
+        );
+        h.take_output();
+        h.send(b"EHLO c\r\n");
+        let line = format!(
+            "AUTH PLAIN {}\r\n",
+            plain("", "alice@example.test", ALICE_PASSWORD)
+        );
+        assert!(h.send(line.as_bytes()).starts_with("235 "));
+        assert_eq!(h.send(b"STARTTLS\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+        assert_eq!(h.session.authenticated(), None);
+        h.send(b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\n");
+        assert_eq!(
+            h.send(b"RCPT TO:<x@remote.test>\r\n"),
+            "554 5.7.1 <x@remote.test>: Relay access denied\r\n"
+        );
+    }
+
+    #[test]
+    fn auth_plain_with_initial_response() {
+        let mut h = logged_in(|_| {});
+        assert_eq!(h.auth_checks, ["alice@example.test"]);
+        h.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+        h.send(b"DATA\r\nSubject: hi\r\n\r\n.\r\n");
+        let t = &h.delivered[0];
+        assert_eq!(t.authenticated.as_deref(), Some("alice@example.test"));
+        assert!(t.tls);
+        let message = String::from_utf8(t.message.clone()).unwrap();
+        assert!(message.contains(") with ESMTPSA id "), "{message}");
+        assert!(!message.contains(ALICE_PASSWORD));
+    }
+
+    #[test]
+    fn auth_plain_with_challenge_and_authzid() {
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\n");
+        assert_eq!(h.send(b"AUTH PLAIN\r\n"), "334 \r\n");
+        let response = format!(
+            "{}\r\n",
+            plain("alice@example.test", "Alice@Example.TEST", ALICE_PASSWORD)
+        );
+        assert_eq!(
+            h.send(response.as_bytes()),
+            "235 2.7.0 Authentication successful\r\n"
+        );
+        assert_eq!(h.auth_checks, ["Alice@Example.TEST"]);
+        assert_eq!(h.session.authenticated(), Some("alice@example.test"));
+        // A different authorization identity (proxy login) is refused.
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\n");
+        let line = format!(
+            "AUTH PLAIN {}\r\n",
+            plain("bob@example.test", "alice@example.test", ALICE_PASSWORD)
+        );
+        assert_eq!(
+            h.send(line.as_bytes()),
+            "535 5.7.8 Error: authentication failed: authentication failure\r\n"
+        );
+        assert!(h.auth_checks.is_empty());
+    }
+
+    #[test]
+    fn auth_login_with_and_without_initial_response() {
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\n");
+        assert_eq!(h.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+        assert_eq!(
+            h.send(format!("{}\r\n", b64("alice@example.test")).as_bytes()),
+            "334 UGFzc3dvcmQ6\r\n"
+        );
+        assert_eq!(
+            h.send(format!("{}\r\n", b64(ALICE_PASSWORD)).as_bytes()),
+            "235 2.7.0 Authentication successful\r\n"
+        );
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\n");
+        let line = format!("auth login {}\r\n", b64("alice@example.test"));
+        assert_eq!(h.send(line.as_bytes()), "334 UGFzc3dvcmQ6\r\n");
+        assert_eq!(
+            h.send(format!("{}\r\n", b64("wrong")).as_bytes()),
+            "535 5.7.8 Error: authentication failed: authentication failure\r\n"
+        );
+        assert_eq!(h.session.authenticated(), None);
+        // `=` is an empty user name: checked (and refused) like any other.
+        assert_eq!(h.send(b"AUTH LOGIN =\r\n"), "334 UGFzc3dvcmQ6\r\n");
+        assert!(h.send(b"\r\n").starts_with("535 5.7.8 "));
+        assert_eq!(h.auth_checks, ["alice@example.test", ""]);
+    }
+
+    #[test]
+    fn auth_errors_follow_postfix() {
+        let failed = "535 5.7.8 Error: authentication failed: authentication failure\r\n";
+        // Not offered without TLS (and plaintext not allowed).
+        let mut h = ready();
+        assert_eq!(
+            h.send(b"AUTH PLAIN\r\n"),
+            "503 5.5.1 Error: authentication not enabled\r\n"
+        );
+        let mut h = tls_session(|_| {});
+        assert_eq!(
+            h.send(b"AUTH PLAIN\r\n"),
+            "503 5.5.1 Error: send HELO/EHLO first\r\n"
+        );
+        h.send(b"EHLO c\r\n");
+        assert_eq!(h.send(b"AUTH\r\n"), "501 5.5.4 Syntax: AUTH mechanism\r\n");
+        assert_eq!(
+            h.send(b"AUTH PLAIN a b\r\n"),
+            "501 5.5.4 Syntax: AUTH mechanism\r\n"
+        );
+        assert_eq!(
+            h.send(b"AUTH CRAM-MD5\r\n"),
+            "504 5.5.4 Unsupported authentication mechanism\r\n"
+        );
+        assert_eq!(h.send(b"AUTH PLAIN\r\n"), "334 \r\n");
+        assert_eq!(h.send(b"*\r\n"), "501 5.7.0 Authentication aborted\r\n");
+        assert_eq!(h.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+        assert_eq!(h.send(b"YWxpY2U=\r\n"), "334 UGFzc3dvcmQ6\r\n");
+        assert_eq!(h.send(b"*\r\n"), "501 5.7.0 Authentication aborted\r\n");
+        assert_eq!(
+            h.send(b"AUTH PLAIN !!!!\r\n"),
+            "501 5.5.2 Cannot decode response\r\n"
+        );
+        assert_eq!(h.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+        assert_eq!(h.send(b"YWxp\r\n"), "334 UGFzc3dvcmQ6\r\n");
+        assert_eq!(h.send(b"YWx\r\n"), "501 5.5.2 Cannot decode response\r\n");
+        // `=` is an empty PLAIN response: malformed, refused without a check.
+        assert_eq!(h.send(b"AUTH PLAIN =\r\n"), failed);
+        assert!(h.auth_checks.is_empty());
+        let wrong = format!(
+            "AUTH PLAIN {}\r\n",
+            plain("", "alice@example.test", "guess")
+        );
+        assert_eq!(h.send(wrong.as_bytes()), failed);
+        let down = format!("AUTH PLAIN {}\r\n", plain("", "down@example.test", "x"));
+        assert_eq!(
+            h.send(down.as_bytes()),
+            "454 4.7.0 Temporary authentication failure\r\n"
+        );
+        // After the commands above, back to normal command handling.
+        assert_eq!(h.send(b"NOOP\r\n"), "250 2.0.0 Ok\r\n");
+        assert_eq!(h.session.errors, 11);
+        // In a transaction, and once logged in.
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\n");
+        assert_eq!(
+            h.send(b"AUTH PLAIN\r\n"),
+            "503 5.5.1 Error: MAIL transaction in progress\r\n"
+        );
+        let mut h = logged_in(|_| {});
+        assert_eq!(
+            h.send(b"AUTH LOGIN\r\n"),
+            "503 5.5.1 Error: already authenticated\r\n"
+        );
+        // auth_result without a pending check changes nothing.
+        let mut out = Vec::new();
+        h.session
+            .auth_result(Ok("bob@example.test".into()), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(h.session.authenticated(), Some("alice@example.test"));
+    }
+
+    #[test]
+    fn failed_auths_count_toward_errors_max() {
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\n");
+        let wrong = format!(
+            "AUTH PLAIN {}\r\n",
+            plain("", "alice@example.test", "guess")
+        );
+        for _ in 0..19 {
+            assert!(h.send(wrong.as_bytes()).starts_with("535 5.7.8"));
+        }
+        assert!(!h.closed);
+        assert_eq!(
+            h.send(wrong.as_bytes()),
+            "535 5.7.8 Error: authentication failed: authentication failure\r\n\
+             421 4.7.0 mx.example.test Error: too many errors\r\n"
+        );
+        assert!(h.closed);
+        assert_eq!(h.auth_checks.len(), 20);
+    }
+
+    #[test]
+    fn auth_split_at_every_byte() {
+        let input = format!(
+            "EHLO c\r\nAUTH LOGIN\r\n{}\r\n{}\r\nAUTH PLAIN\r\n*\r\nMAIL FROM:<sales@example.test>\r\n",
+            b64("alice@example.test"),
+            b64(ALICE_PASSWORD)
+        );
+        let input = input.as_bytes();
+        let want = [
+            ehlo_reply(&["250-AUTH PLAIN LOGIN"]).as_str(),
+            "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n",
+            "503 5.5.1 Error: already authenticated\r\n",
+            "502 5.5.2 Error: command not recognized\r\n",
+            "250 2.1.0 Ok\r\n",
+        ]
+        .concat();
+        for cut in 0..=input.len() {
+            let mut h = tls_session(|_| {});
+            h.send_chunked(&input[..cut], usize::MAX);
+            h.send_chunked(&input[cut..], usize::MAX);
+            assert_eq!(h.take_output(), want, "split at {cut}");
+            assert_eq!(h.auth_checks, ["alice@example.test"], "split at {cut}");
+        }
+        for chunk_bytes in [1, 2, 3, 7] {
+            let mut h = tls_session(|_| {});
+            h.send_chunked(input, chunk_bytes);
+            assert_eq!(h.take_output(), want, "chunks of {chunk_bytes}");
+        }
+    }
+
+    #[test]
+    fn auth_lines_may_be_long_other_commands_may_not() {
+        // A 1000-byte password: the AUTH line is far beyond 512 bytes.
+        let password = "p".repeat(1000);
+        let line = format!(
+            "AUTH PLAIN {}\r\n",
+            plain("", "alice@example.test", &password)
+        );
+        assert!(line.len() > 1300);
+        for (chunk_bytes, buffer) in [
+            (usize::MAX, 65_536),
+            (1, AUTH_LINE_BYTES_MAX),
+            (97, AUTH_LINE_BYTES_MAX),
+        ] {
+            let mut h = Harness::with_tls(limits(), localhost(), buffer, true);
+            h.send_chunked(b"EHLO c\r\n", chunk_bytes);
+            h.take_output();
+            h.send_chunked(line.as_bytes(), chunk_bytes);
+            assert_eq!(
+                h.take_output(),
+                "535 5.7.8 Error: authentication failed: authentication failure\r\n"
+            );
+            assert_eq!(h.auth_checks, ["alice@example.test"]);
+            // The longest AUTH line fits exactly; one more byte is too long.
+            let longest = format!("AUTH PLAIN {}\r\n", "A".repeat(AUTH_LINE_BYTES_MAX - 13));
+            assert_eq!(longest.len(), AUTH_LINE_BYTES_MAX);
+            h.send_chunked(longest.as_bytes(), chunk_bytes);
+            assert!(h.take_output().starts_with("535 5.7.8"));
+            let too_long = format!("AUTH PLAIN {}\r\n", "A".repeat(AUTH_LINE_BYTES_MAX - 12));
+            h.send_chunked(too_long.as_bytes(), chunk_bytes);
+            assert_eq!(h.take_output(), "500 5.5.2 Error: line too long\r\n");
+            // A SASL response line has the same limit.
+            h.send_chunked(b"AUTH LOGIN\r\n", chunk_bytes);
+            h.take_output();
+            let response = format!("{}\r\n", "A".repeat(AUTH_LINE_BYTES_MAX - 1));
+            h.send_chunked(response.as_bytes(), chunk_bytes);
+            assert_eq!(
+                h.take_output(),
+                "500 5.5.6 SASL response limit exceeded\r\n"
+            );
+            // Other commands keep the 512-byte limit.
+            let noop = format!("NOOP {}\r\n", "x".repeat(600));
+            h.send_chunked(noop.as_bytes(), chunk_bytes);
+            assert_eq!(h.take_output(), "500 5.5.2 Error: line too long\r\n");
+            h.send_chunked(b"NOOP\r\n", chunk_bytes);
+            assert_eq!(h.take_output(), "250 2.0.0 Ok\r\n");
+        }
+        // Where AUTH is not offered, an AUTH line is an ordinary command line.
+        let mut h = ready();
+        assert_eq!(
+            h.send(line.as_bytes()),
+            "500 5.5.2 Error: line too long\r\n"
+        );
+        assert!(h.auth_checks.is_empty());
+    }
+
+    #[test]
+    fn submission_requires_auth_before_mail() {
+        let mut h = tls_session(|l| l.submission = true);
+        h.send(b"EHLO c\r\n");
+        assert_eq!(
+            h.send(b"MAIL FROM:<alice@example.test>\r\n"),
+            "530 5.7.0 Authentication required\r\n"
+        );
+        assert_eq!(
+            h.send(b"RCPT TO:<bob@example.test>\r\n"),
+            "503 5.5.1 Error: need MAIL command\r\n"
+        );
+        // Port 25 takes mail without AUTH.
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\n");
+        assert_eq!(
+            h.send(b"MAIL FROM:<alice@example.test>\r\n"),
+            "250 2.1.0 Ok\r\n"
+        );
+    }
+
+    #[test]
+    fn authenticated_senders_must_be_owned() {
+        let mut h = logged_in(|l| l.submission = true);
+        assert_eq!(
+            h.send(b"MAIL FROM:<bob@example.test>\r\n"),
+            "553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user alice@example.test\r\n"
+        );
+        assert_eq!(
+            h.send(b"MAIL FROM:<ceo@remote.test>\r\n"),
+            "553 5.7.1 <ceo@remote.test>: Sender address rejected: not owned by user alice@example.test\r\n"
+        );
+        for sender in [
+            "<alice@example.test>",
+            "<Alice@EXAMPLE.test>",
+            "<sales@example.test>",
+            "<>",
+        ] {
+            let line = format!("MAIL FROM:{sender}\r\n");
+            assert_eq!(h.send(line.as_bytes()), "250 2.1.0 Ok\r\n", "{sender}");
+            h.send(b"RSET\r\n");
+        }
+        // A quoted form of her own address is hers too.
+        assert_eq!(
+            h.send(b"MAIL FROM:<\"alice\"@example.test>\r\n"),
+            "250 2.1.0 Ok\r\n"
+        );
+    }
+
+    #[test]
+    fn authenticated_clients_may_relay_others_may_not() {
+        let remote = [
+            "user@remote.test",
+            "User@REMOTE.test",
+            "user@[192.0.2.1]",
+            "user@[IPv6:::1]",
+            "user@remote.test.",
+            "alice@example.test.",
+        ];
+        let mut h = tls_session(|_| {});
+        h.send(b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\n");
+        for address in remote {
+            let line = format!("RCPT TO:<{address}>\r\n");
+            assert_eq!(
+                h.send(line.as_bytes()),
+                format!("554 5.7.1 <{address}>: Relay access denied\r\n")
+            );
+        }
+        let mut h = logged_in(|l| l.recipients_max = 10);
+        h.send(b"MAIL FROM:<alice@example.test>\r\n");
+        for address in remote {
+            let line = format!("RCPT TO:<{address}>\r\n");
+            assert_eq!(h.send(line.as_bytes()), "250 2.1.5 Ok\r\n", "{address}");
+        }
+        // Local recipients still have to exist, whoever sends.
+        assert!(h
+            .send(b"RCPT TO:<nobody@example.test>\r\n")
+            .starts_with("550 5.1.1 <nobody@example.test>"));
+        assert_eq!(
+            h.send(b"RCPT TO:<Bob@example.test>\r\n"),
+            "250 2.1.5 Ok\r\n"
+        );
+        h.send(b"DATA\r\n.\r\n");
+        assert_eq!(
+            h.delivered[0].recipients,
+            [
+                "user@remote.test",
+                "user@[192.0.2.1]",
+                "user@[ipv6:::1]",
+                "user@remote.test.",
+                "alice@example.test.",
+                "bob@example.test"
+            ]
+        );
+    }
+
+    #[test]
+    fn received_protocol_names_tls_and_auth() {
+        let protocol = |h: &mut Harness, helo: &str, utf8: bool| -> String {
+            let parameter = if utf8 { " SMTPUTF8" } else { "" };
+            let from = if h.session.authenticated().is_some() {
+                "alice@example.test"
+            } else {
+                "a@remote.test"
+            };
+            h.send(format!("{helo} c\r\nMAIL FROM:<{from}>{parameter}\r\n").as_bytes());
+            h.send(b"RCPT TO:<bob@example.test>\r\nDATA\r\n.\r\n");
+            let message = String::from_utf8(h.delivered.pop().unwrap().message).unwrap();
+            let start = message.find(" with ").unwrap() + 6;
+            let end = message[start..].find(' ').unwrap() + start;
+            message[start..end].to_owned()
+        };
+        let mut h = ready();
+        assert_eq!(protocol(&mut h, "EHLO", false), "ESMTP");
+        assert_eq!(protocol(&mut h, "HELO", false), "SMTP");
+        let mut h = tls_session(|_| {});
+        assert_eq!(protocol(&mut h, "EHLO", false), "ESMTPS");
+        assert_eq!(protocol(&mut h, "HELO", false), "ESMTPS");
+        assert_eq!(protocol(&mut h, "EHLO", true), "UTF8SMTPS");
+        let mut h = logged_in(|_| {});
+        assert_eq!(protocol(&mut h, "EHLO", false), "ESMTPSA");
+        assert_eq!(protocol(&mut h, "EHLO", true), "UTF8SMTPSA");
+        let mut h = Harness::new(
+            limits_with(|l| l.allow_plaintext_auth = true),
+            localhost(),
+            65_536,
+        );
+        h.take_output();
+        h.send(b"EHLO c\r\n");
+        let line = format!(
+            "AUTH PLAIN {}\r\n",
+            plain("", "alice@example.test", ALICE_PASSWORD)
+        );
+        assert!(h.send(line.as_bytes()).starts_with("235 "));
+        assert_eq!(protocol(&mut h, "EHLO", false), "ESMTPA");
+        assert_eq!(protocol(&mut h, "HELO", false), "ESMTPA");
+    }
+
+    #[test]
+    fn debug_output_never_shows_credentials() {
+        let password = "Sup3r-Secret-Passw0rd";
+        let blob = plain("", "alice@example.test", password);
+        let secrets = [password.to_owned(), blob.clone(), b64(password)];
+        let check = |shown: &str, at: &str| {
+            for secret in &secrets {
+                assert!(!shown.contains(secret.as_str()), "{at}: {shown}");
+            }
+            let bytes = format!("{:?}", password.as_bytes());
+            assert!(!shown.contains(&bytes[1..bytes.len() - 1]), "{at}: {shown}");
+        };
+        let cx = Context {
+            now_unix: NOW_UNIX,
+            directory: &TestDirectory,
+        };
+        // PLAIN with an initial response, stopped while the check is pending.
+        let mut s = Session::new(limits(), localhost(), 1, true);
+        let mut out = Vec::new();
+        let input = format!("EHLO c\r\nAUTH PLAIN {blob}\r\n");
+        let (_, step) = s.advance(input.as_bytes(), &mut out, &cx);
+        assert_eq!(step, Step::Authenticate);
+        check(&format!("{s:?} {step:?}"), "PLAIN pending");
+        let credentials = s.take_credentials().unwrap();
+        assert_eq!(credentials.1.expose(), password);
+        check(&format!("{credentials:?}"), "credentials");
+        s.auth_result(Err(AuthFailure::Invalid), &mut out);
+        check(&format!("{s:?}"), "PLAIN failed");
+        // LOGIN, at each stage.
+        let (_, step) = s.advance(b"AUTH LOGIN\r\n", &mut out, &cx);
+        assert_eq!(step, Step::NeedInput);
+        let user = format!("{}\r\n", b64("alice@example.test"));
+        s.advance(user.as_bytes(), &mut out, &cx);
+        check(&format!("{s:?}"), "LOGIN user");
+        let pass = format!("{}\r\n", b64(password));
+        let (_, step) = s.advance(pass.as_bytes(), &mut out, &cx);
+        assert_eq!(step, Step::Authenticate);
+        check(&format!("{s:?}"), "LOGIN pending");
+        s.auth_result(Ok("alice@example.test".into()), &mut out);
+        check(&format!("{s:?}"), "LOGIN done");
+        // Nothing of it in the replies or the stored message either.
+        s.advance(
+            b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n.\r\n",
+            &mut out,
+            &cx,
+        );
+        let transaction = s.take_transaction();
+        check(&format!("{transaction:?}"), "transaction");
+        check(&String::from_utf8_lossy(&transaction.message), "message");
+        check(&String::from_utf8_lossy(&out), "replies");
+        let line = format!("AUTH PLAIN {blob}");
+        let command = command::parse(line.as_bytes());
+        check(&format!("{command:?}"), "command");
+    }
+
     // ---- Transcripts ----
 
     /// Runs a transcript; returns the delivered transactions. Panics with the
@@ -1585,7 +2648,9 @@ mod tests {
             Some("220 mx.example.test ESMTP ringmail"),
             "{name}: first line must be the greeting"
         );
-        let mut h = Harness::new(limits(), localhost(), buffer);
+        // The test server has a certificate: STARTTLS is offered on port 25, AUTH is not.
+        let limits = limits_with(|l| l.tls_available = true);
+        let mut h = Harness::new(limits, localhost(), buffer);
         for (index, block) in blocks.iter().enumerate() {
             assert!(
                 !h.closed || block.send.is_empty(),
@@ -1595,6 +2660,8 @@ mod tests {
             let context =
                 format!("{name} (chunks of {chunk_bytes}, buffer {buffer}), block {index}");
             block.check(&h.take_output(), h.closed, &context);
+            // The TCP runner cannot speak TLS: a transcript must not start it.
+            assert!(h.discarded_at_starttls.is_empty(), "{context}: STARTTLS");
         }
         h.delivered
     }
@@ -1722,7 +2789,7 @@ mod tests {
         }
     }
 
-    const REQUIRED_TRANSCRIPTS: [&str; 25] = [
+    const REQUIRED_TRANSCRIPTS: [&str; 34] = [
         "greeting_ehlo",
         "helo",
         "pipelining",
@@ -1732,6 +2799,15 @@ mod tests {
         "unknown_user",
         "relay_denied",
         "relay_tricks",
+        "relay_percent_hack",
+        "relay_source_route",
+        "relay_quoted_local_part",
+        "relay_bang_path",
+        "relay_address_literal",
+        "relay_trailing_dot",
+        "relay_mixed_case",
+        "starttls_sequence_and_syntax",
+        "auth_needs_tls",
         "too_many_recipients",
         "command_line_too_long",
         "data_line_too_long",

@@ -5,11 +5,11 @@
 //! File: `core-<ii>/checkpoint-<generation, 20 digits>.ckpt`, a segment header (kind
 //! checkpoint) followed by one framed record (CRC-checked) whose payload is a
 //! [`CheckpointData`] archive. The record type is the checkpoint format version:
-//! `CheckpointV2` (version 2: mailboxes with keywords, special-use and counters, accounts,
-//! deleted mailbox ids) is what this build writes; a version-1 file (`Checkpoint`, issue 2)
-//! is not used (recovery notes why and scans the meta logs from their start, which
-//! rebuilds everything), and a build that only knows version 1 rejects a version-2 file
-//! the same way. Written to a `.tmp` file, fsynced, renamed, directory fsynced.
+//! `CheckpointV3` (version 3: mailboxes with keywords, special-use and counters, accounts,
+//! deleted mailbox ids, and the outbound queue with its id counters) is what this build
+//! writes; a version-1 or version-2 file (`Checkpoint`, `CheckpointV2`, issues 2 and 3) is
+//! not used (recovery notes why and scans the meta logs from their start, which rebuilds
+//! everything), and an older build rejects a newer file the same way. Written to a `.tmp` file, fsynced, renamed, directory fsynced.
 //!
 //! Running counters (unseen, deleted, size) are stored and checked against a recount of
 //! the messages on load: a checkpoint whose counters disagree is not used.
@@ -39,6 +39,7 @@ use rkyv::with::InlineAsBox;
 use super::index::{
     counts, Account, ArchivedLogPosition, CoreIndex, LogPosition, Mailbox, MessageEntry,
 };
+use super::queue::{QueueEntry, QUEUE_RECIPIENTS_MAX};
 use super::record::{self, RecordType, RECORD_HEADER_BYTES};
 use super::segment::{self, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
 use super::StoreError;
@@ -63,6 +64,10 @@ pub struct CheckpointData<'a> {
     pub accounts: Vec<AccountSnapshot<'a>>,
     /// Ids of every deleted mailbox this core knows of, ascending.
     pub deleted_mailboxes: Vec<u64>,
+    /// The outbound queue entries this core owns, ascending by id (published state).
+    pub queue: Vec<QueueEntry>,
+    /// Highest queue-id sequence per creating core.
+    pub queue_seq_max: Vec<SeqMax>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
@@ -192,6 +197,14 @@ pub fn encode(
         .map(|(core, seq)| SeqMax { core, seq })
         .collect();
     mailbox_seq_max.sort_unstable_by_key(|m| m.core);
+    let mut queue_seq: HashMap<u16, u64> = index.queue.seq_max.iter().copied().collect();
+    let own = queue_seq.entry(index.core).or_default();
+    *own = (*own).max(index.queue.seq_next.saturating_sub(1));
+    let mut queue_seq_max: Vec<SeqMax> = queue_seq
+        .into_iter()
+        .map(|(core, seq)| SeqMax { core, seq })
+        .collect();
+    queue_seq_max.sort_unstable_by_key(|m| m.core);
     let data = CheckpointData {
         generation,
         core: index.core,
@@ -202,6 +215,8 @@ pub fn encode(
         mailboxes,
         accounts,
         deleted_mailboxes,
+        queue: index.queue.entries().cloned().collect(),
+        queue_seq_max,
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&data).map_err(|e| StoreError::Encode {
         what: "checkpoint",
@@ -215,7 +230,7 @@ pub fn encode(
     };
     let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload.len());
     out.extend_from_slice(&header.encode());
-    record::encode_record(&mut out, RecordType::CheckpointV2, &payload);
+    record::encode_record(&mut out, RecordType::CheckpointV3, &payload);
     Ok(out)
 }
 
@@ -278,6 +293,8 @@ struct Parsed {
     mailboxes: Vec<Mailbox>,
     accounts: Vec<(String, Account)>,
     deleted_mailboxes: Vec<u64>,
+    queue: Vec<QueueEntry>,
+    queue_seq_max: Vec<(u16, u64)>,
     bytes: u64,
 }
 
@@ -309,13 +326,18 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
     }
     let (rh, payload) =
         record::decode_record(&bytes[SEGMENT_HEADER_BYTES..]).map_err(|e| at(&e))?;
-    if rh.kind == RecordType::Checkpoint {
+    let old = match rh.kind {
+        RecordType::Checkpoint => Some(1),
+        RecordType::CheckpointV2 => Some(2),
+        _ => None,
+    };
+    if let Some(version) = old {
         return Err(at(&format_args!(
-            "checkpoint format version 1, this build uses version {}",
+            "checkpoint format version {version}, this build uses version {}",
             record::CHECKPOINT_VERSION
         )));
     }
-    if rh.kind != RecordType::CheckpointV2 || SEGMENT_HEADER_BYTES as u64 + rh.record_bytes() != len
+    if rh.kind != RecordType::CheckpointV3 || SEGMENT_HEADER_BYTES as u64 + rh.record_bytes() != len
     {
         return Err(at(&"not a single checkpoint record"));
     }
@@ -388,6 +410,17 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
             (a.user.as_ref().to_owned(), account)
         })
         .collect();
+    let queue = rkyv::deserialize::<Vec<QueueEntry>, rancor::Error>(&data.queue)
+        .map_err(|e| at(&format_args!("invalid queue: {e}")))?;
+    for e in &queue {
+        if e.recipients.is_empty() || e.recipients.len() > QUEUE_RECIPIENTS_MAX {
+            return Err(at(&format_args!(
+                "queue entry {:#x} has {} recipients",
+                e.id,
+                e.recipients.len()
+            )));
+        }
+    }
     Ok(Parsed {
         ncores: data.ncores.to_native(),
         seq_max: data
@@ -403,6 +436,12 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
             .deleted_mailboxes
             .iter()
             .map(|id| id.to_native())
+            .collect(),
+        queue,
+        queue_seq_max: data
+            .queue_seq_max
+            .iter()
+            .map(|m| (m.core.to_native(), m.seq.to_native()))
             .collect(),
         bytes: len,
     })
@@ -469,6 +508,10 @@ pub(crate) struct LoadedSet {
     pub(crate) uid_validity_last: u32,
     /// Where to start scanning each meta log (logs not listed: from the beginning).
     pub(crate) starts: HashMap<u16, LogPosition>,
+    /// Queue entries of every core (one per id).
+    pub(crate) queue: Vec<QueueEntry>,
+    /// Highest queue-id sequence per creating core.
+    pub(crate) queue_seq_max: HashMap<u16, u64>,
 }
 
 /// Finds the newest complete, valid generation. Returns it (or why none is usable) and
@@ -556,6 +599,8 @@ fn load_generation(
     let mut deleted_mailboxes: HashSet<u64> = HashSet::new();
     let mut mailbox_seq_max: HashMap<u16, u64> = HashMap::new();
     let mut uid_validity_last = 0;
+    let mut queue: HashMap<u64, QueueEntry> = HashMap::new();
+    let mut queue_seq_max: HashMap<u16, u64> = HashMap::new();
     for (_, p) in parsed {
         bytes += p.bytes;
         uid_validity_last = uid_validity_last.max(p.uid_validity_last);
@@ -588,6 +633,19 @@ fn load_generation(
             }
         }
         deleted_mailboxes.extend(p.deleted_mailboxes);
+        for (core, seq) in p.queue_seq_max {
+            let e = queue_seq_max.entry(core).or_default();
+            *e = (*e).max(seq);
+        }
+        for e in p.queue {
+            // Two files with one entry (an owner change): the newer updates win.
+            match queue.get(&e.id) {
+                Some(old) if old.seq_highest >= e.seq_highest => {}
+                _ => {
+                    queue.insert(e.id, e);
+                }
+            }
+        }
     }
     mailboxes.retain(|id, _| !deleted_mailboxes.contains(id));
     Ok(LoadedSet {
@@ -599,5 +657,7 @@ fn load_generation(
         mailbox_seq_max,
         uid_validity_last,
         starts,
+        queue: queue.into_values().collect(),
+        queue_seq_max,
     })
 }

@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::flags::{self, special_use};
+use super::queue::QueueIndex;
 use super::record::{MailboxCreate, MetaRecord};
 use super::BlobRef;
 
@@ -293,7 +294,10 @@ impl Mailbox {
         match rec {
             MetaRecord::MailboxCreate(_)
             | MetaRecord::AccountInit(_)
-            | MetaRecord::Subscription(_) => Applied::Ignored,
+            | MetaRecord::Subscription(_)
+            | MetaRecord::QueueAdd(_)
+            | MetaRecord::QueueUpdate(_)
+            | MetaRecord::QueueDone(_) => Applied::Ignored,
             MetaRecord::MessageAppend(a) => {
                 let Some(entry) =
                     MessageEntry::new(a.uid, a.flags, a.modseq, a.internal_date, a.blob)
@@ -576,6 +580,8 @@ pub struct CoreIndex {
     pub(crate) generation: u64,
     /// Checkpoint generation recovery loaded (0: none).
     pub(crate) checkpoint_used: u64,
+    /// The outbound queue entries this core owns (`store::queue`).
+    pub(crate) queue: QueueIndex,
 }
 
 /// Mailbox ids are `(creating core << 48) | sequence`.
@@ -737,6 +743,10 @@ impl CoreIndex {
                 };
                 None
             }
+            MetaRecord::QueueAdd(_) | MetaRecord::QueueUpdate(_) | MetaRecord::QueueDone(_) => {
+                self.queue.apply(rec);
+                None
+            }
             other => {
                 let id = other.mailbox_id()?;
                 let mb = self.mailboxes.get_mut(&id)?;
@@ -787,7 +797,7 @@ impl CoreIndex {
                     .map(|s| s.capacity() + 3 * std::mem::size_of::<usize>())
                     .sum::<usize>();
         }
-        total
+        total + self.queue.heap_bytes()
     }
 
     /// A canonical, comparable view: (user, mailbox) → (status, messages).

@@ -38,7 +38,12 @@
 //! 11 MailboxAttrs    mailbox_id, modseq, special_use                 (SPECIAL-USE bits)
 //! 12 AccountInit     user                                            (idempotent)
 //! 13 Subscription    user, seq, name, subscribed                     (per-user seq)
-//! 14 CheckpointV2    checkpoint file, format version 2
+//! 14 CheckpointV2    checkpoint file, format version 2 (read only to say it is old)
+//! 15 QueueAdd        id, blob, envelope (sender, recipients + NOTIFY/ORCPT, SMTPUTF8,
+//!                    8BITMIME, RET, ENVID), arrival, authenticated user   (outbound queue)
+//! 16 QueueUpdate     id, seq, at, per-recipient state/attempts/next try/flags/error
+//! 17 QueueDone       id, reason                                      (terminal)
+//! 18 CheckpointV3    checkpoint file, format version 3 (+ the outbound queue)
 //! ```
 //! Flags: bits 0..=4 are `\Seen \Answered \Flagged \Deleted \Draft`, bits 5..=31 are
 //! keywords numbered per mailbox ([`flags`]).
@@ -62,6 +67,9 @@
 //!   `deliver`, the per-user namespace lock, the change hook.
 //! - [`ops`]        the IMAP/POP3 operations: accounts, mailboxes, subscriptions,
 //!   keywords, append, flags (UNCHANGEDSINCE), expunge, copy/move.
+//! - [`queue`]      the outbound queue's durable entries (per core, in the meta log):
+//!   `enqueue`, `queue_update`, `queue_done`, `queue_entries`; recovered and
+//!   checkpointed with the mailboxes.
 //! - [`export`]     offline, read-only mboxrd export of one mailbox.
 //!
 //! # Ownership and ordering
@@ -120,7 +128,8 @@
 //! `deliver` does not acknowledge the message before both are durable.
 //!
 //! # Compaction (not implemented yet; the format allows it)
-//! Blobs are reachable only from `MessageAppend` records. A compactor running on core *i*
+//! Blobs are reachable from `MessageAppend` records and from outbound queue entries
+//! (`QueueAdd` until its `QueueDone`): a queued blob is live exactly like a message's. A compactor running on core *i*
 //! picks sealed blob segments of its own log whose live fraction is low (live = referenced
 //! by a message that is not expunged, known from the index of every core, asked over the
 //! mesh), copies the live blobs to the head of its blob log with the normal group commit,
@@ -130,7 +139,9 @@
 //! (highest modseq wins). Once every relocation is durable and a checkpoint no longer
 //! needs the old meta records, the old blob segment is deleted. Meta logs are compacted by
 //! writing a checkpoint and deleting the meta segments it fully covers in every core's
-//! checkpoint. Expunge records are the tombstones that let a compactor see a blob is dead.
+//! checkpoint. Expunge records are the tombstones that let a compactor see a blob is dead;
+//! `QueueDone` is the same for a queued blob (a queued blob is simplest left in place until
+//! its entry is done: queue entries live for minutes to days, unlike mailboxes).
 
 pub mod cache;
 pub mod checkpoint;
@@ -142,6 +153,9 @@ pub mod index;
 #[cfg(test)]
 mod mailbox_tests;
 pub mod ops;
+pub mod queue;
+#[cfg(test)]
+mod queue_tests;
 pub mod record;
 pub mod recover;
 pub mod segment;
@@ -158,6 +172,11 @@ pub use export::export_mboxrd;
 pub use flags::special_use;
 pub use index::{Account, CoreIndex, Mailbox, MailboxInfo, MailboxStatus, MessageEntry};
 pub use ops::{CopyOutcome, FlagChange, FlagMode, FlagOutcome, DEFAULT_MAILBOXES};
+pub use queue::{
+    format_queue_id, parse_queue_id, DoneReason, NewQueueEntry, QueueEntry, QueuedRecipient,
+    RecipientChange, RecipientState,
+};
+pub use record::QueueRecipient;
 pub use recover::{recover, recover_with, RecoverOptions, Recovered, RecoveryReport};
 
 /// Whether a batch is fdatasync'ed before its appenders are told it is durable.
@@ -364,6 +383,12 @@ pub enum StoreError {
     Encode { what: &'static str, reason: String },
     #[error("the commit task of {path} is gone")]
     Closed { path: PathBuf },
+    #[error("no queue entry {id} on this core")]
+    NoSuchQueueEntry { id: String },
+    #[error("invalid queue entry {id}: {reason}")]
+    InvalidQueueEntry { id: String, reason: String },
+    #[error("the outbound queue of this core holds its maximum of {max} entries")]
+    QueueFull { max: usize },
 }
 
 impl StoreError {

@@ -24,6 +24,12 @@
 //!    land there), append a durable `Expunge` tombstone to the meta log of the mailbox's
 //!    owner core, before any executor starts (see "Ownership and ordering" in `store`).
 //! 7. Split the mailboxes by `owner(user)` into one [`CoreIndex`] per core.
+//!
+//! Outbound queue entries (`store::queue`) go through the same steps: step 3 applies their
+//! adds, then their updates in per-entry sequence order, then their done records; step 5
+//! drops an entry whose blob is not valid, and step 6 writes a durable `QueueDone` (reason
+//! lost) for it when its blob position could be handed out again; step 7 gives each entry
+//! to [`queue_owner`](super::queue::queue_owner) of its id.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -35,6 +41,7 @@ use rkyv::util::AlignedVec;
 
 use super::checkpoint;
 use super::index::{Applied, CoreIndex, LogPosition, LogTail, Mailbox, MAILBOX_SEQ_BITS};
+use super::queue::{queue_owner, DoneReason, QueueEntry};
 use super::record::{self, MetaRecord, RecordType};
 use super::segment::{self, ScanItem, Scanner, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
 use super::{BlobRef, StoreError, SEGMENT_BYTES_LIMIT};
@@ -62,6 +69,10 @@ pub struct RecoveryReport {
     pub ignored_records: u64,
     /// Meta records read and validated.
     pub meta_records: u64,
+    /// Outbound queue entries in the recovered index (all cores).
+    pub queue_entries: u64,
+    /// Queue entries dropped because their blob is outside the valid part of a blob log.
+    pub dropped_queue_entries: u64,
     /// The checkpoint generation used, if any.
     pub checkpoint_generation: Option<u64>,
     /// Why no checkpoint was used (empty when one was).
@@ -124,12 +135,15 @@ pub fn recover_with(
         generation,
         started,
         reusable_drops,
+        reusable_queue_drops,
+        queue_seq_max,
     } = loaded;
     write_tombstones(
         data_dir,
         ncores,
         owner,
         &reusable_drops,
+        &reusable_queue_drops,
         &mut global,
         &mut tails,
         &mut covered,
@@ -138,6 +152,8 @@ pub fn recover_with(
 
     let mut seq_max_list: Vec<(u16, u64)> = mailbox_seq_max.iter().map(|(c, s)| (*c, *s)).collect();
     seq_max_list.sort_unstable();
+    let mut queue_seq_list: Vec<(u16, u64)> = queue_seq_max.iter().map(|(c, s)| (*c, *s)).collect();
+    queue_seq_list.sort_unstable();
     let mut cores: Vec<CoreIndex> = (0..ncores)
         .map(|i| {
             let core = i as u16;
@@ -157,6 +173,16 @@ pub fn recover_with(
             }
         })
         .collect();
+    for c in &mut cores {
+        c.queue.seq_next = queue_seq_max.get(&c.core).copied().unwrap_or(0) + 1;
+        c.queue.seq_max.clone_from(&queue_seq_list);
+    }
+    for (id, entry) in std::mem::take(&mut global.queue.entries) {
+        cores[queue_owner(id, ncores)]
+            .queue
+            .entries
+            .insert(id, entry);
+    }
     for (_, mb) in global.mailboxes {
         let core = owner(&mb.user);
         if core >= ncores {
@@ -191,6 +217,7 @@ fn write_tombstones(
     ncores: usize,
     owner: &dyn Fn(&str) -> usize,
     drops: &[(u64, u32)],
+    queue_drops: &[u64],
     global: &mut CoreIndex,
     tails: &mut HashMap<u16, (LogTail, LogTail)>,
     covered: &mut Vec<LogPosition>,
@@ -219,6 +246,18 @@ fn write_tombstones(
                 mailbox_id,
                 uid,
                 modseq,
+            }));
+    }
+    for &id in queue_drops {
+        if global.queue.entries.remove(&id).is_none() {
+            continue;
+        }
+        per_core
+            .entry(queue_owner(id, ncores) as u16)
+            .or_default()
+            .push(MetaRecord::QueueDone(record::QueueDone {
+                id,
+                reason: DoneReason::Lost as u8,
             }));
     }
     for (core, records) in per_core {
@@ -251,7 +290,7 @@ fn append_durably(
         let crc = r
             .encode(&mut buf, &mut scratch)
             .map_err(|reason| StoreError::Encode {
-                what: "Expunge",
+                what: r.type_name(),
                 reason,
             })?;
         last = Some((off, crc));
@@ -304,6 +343,11 @@ pub(crate) struct Loaded {
     /// Dropped messages whose blob position a writable log could hand out again:
     /// (mailbox id, UID), in mailbox then UID order.
     pub(crate) reusable_drops: Vec<(u64, u32)>,
+    /// Queue entries whose blob is not valid and whose position a writable log could
+    /// hand out again (still in `global.queue`: `recover` marks them done and removes them).
+    pub(crate) reusable_queue_drops: Vec<u64>,
+    /// Highest queue id sequence per creating core (done entries included).
+    pub(crate) queue_seq_max: HashMap<u16, u64>,
 }
 
 /// Scans and folds everything. Cores `< writable` get their torn tails truncated;
@@ -323,6 +367,7 @@ pub(crate) fn load(
     let mut checkpoint_modseq: HashMap<u64, u64> = HashMap::new();
     let mut checkpoint_user_seq: HashMap<String, u64> = HashMap::new();
     let mut checkpoint_seq_max: HashMap<u16, u64> = HashMap::new();
+    let mut queue_seq_max: HashMap<u16, u64> = HashMap::new();
     let (ckpt, generation_max) = if use_checkpoints {
         checkpoint::load_newest(&core_dirs)
     } else {
@@ -347,6 +392,10 @@ pub(crate) fn load(
                 global.accounts.insert(user, account);
             }
             global.deleted_mailboxes = set.deleted_mailboxes;
+            for e in set.queue {
+                global.queue.entries.insert(e.id, e);
+            }
+            queue_seq_max = set.queue_seq_max;
             starts = set.starts;
         }
         Err(note) => report.checkpoint_note = note,
@@ -357,6 +406,7 @@ pub(crate) fn load(
     let mut creates: Vec<record::MailboxCreate> = Vec::new();
     let mut ops: Vec<MetaRecord> = Vec::new();
     let mut user_ops: Vec<MetaRecord> = Vec::new();
+    let mut queue_ops: Vec<MetaRecord> = Vec::new();
     let mut tails: HashMap<u16, (LogTail, LogTail)> = HashMap::new();
     let mut covered = Vec::new();
     let mut aligned = AlignedVec::new();
@@ -373,6 +423,9 @@ pub(crate) fn load(
             &mut |rec| match rec {
                 MetaRecord::MailboxCreate(c) => creates.push(c),
                 MetaRecord::AccountInit(_) | MetaRecord::Subscription(_) => user_ops.push(rec),
+                MetaRecord::QueueAdd(_) | MetaRecord::QueueUpdate(_) | MetaRecord::QueueDone(_) => {
+                    queue_ops.push(rec)
+                }
                 other => ops.push(other),
             },
         )?;
@@ -466,6 +519,8 @@ pub(crate) fn load(
         account.reset_allocation();
     }
 
+    apply_queue(&mut global, queue_ops, &mut queue_seq_max, &mut report);
+
     // 4. Blob logs: sealed segments by length, the last one scanned.
     let mut valid_end: HashMap<(u16, u32), u64> = HashMap::new();
     for (core, dir) in &core_dirs {
@@ -512,9 +567,31 @@ pub(crate) fn load(
         mb.messages.shrink_to_fit();
         mb.reset_allocation();
     }
+    let queue_ids: Vec<u64> = global.queue.entries.keys().copied().collect();
+    let mut reusable_queue_drops = Vec::new();
+    for id in queue_ids {
+        let Some(b) = global.queue.entries.get(&id).map(|e| e.blob) else {
+            continue;
+        };
+        let valid = b.offset >= SEGMENT_HEADER_BYTES as u64
+            && valid_end
+                .get(&(b.core, b.segment))
+                .is_some_and(|&end| b.end() <= end);
+        if valid {
+            continue;
+        }
+        report.dropped_queue_entries += 1;
+        if reusable(&b) {
+            // Kept until `recover` has made the drop durable.
+            reusable_queue_drops.push(id);
+        } else {
+            global.queue.entries.remove(&id);
+        }
+    }
     report.ignored_records += global.rebuild_names();
     report.mailboxes = global.mailboxes.len() as u64;
     report.messages = global.message_count() as u64;
+    report.queue_entries = (global.queue.len() - reusable_queue_drops.len()) as u64;
     report.elapsed = started.elapsed();
     Ok(Loaded {
         global,
@@ -525,7 +602,58 @@ pub(crate) fn load(
         generation,
         started,
         reusable_drops,
+        reusable_queue_drops,
+        queue_seq_max,
     })
+}
+
+/// Step 3 for the outbound queue: adds, then updates in per-entry sequence order (those a
+/// checkpoint already holds are skipped by their sequence), then done records.
+fn apply_queue(
+    global: &mut CoreIndex,
+    mut ops: Vec<MetaRecord>,
+    seq_max: &mut HashMap<u16, u64>,
+    report: &mut RecoveryReport,
+) {
+    let seq_mask = (1u64 << MAILBOX_SEQ_BITS) - 1;
+    for e in global.queue.entries.values() {
+        let m = seq_max
+            .entry((e.id >> MAILBOX_SEQ_BITS) as u16)
+            .or_default();
+        *m = (*m).max(e.id & seq_mask);
+    }
+    let rank = |r: &MetaRecord| match r {
+        MetaRecord::QueueAdd(a) => (0u8, a.id, 0u64),
+        MetaRecord::QueueUpdate(u) => (1, u.id, u.seq),
+        MetaRecord::QueueDone(d) => (2, d.id, 0),
+        _ => (3, 0, 0),
+    };
+    ops.sort_by_key(rank);
+    for rec in &ops {
+        match rec {
+            MetaRecord::QueueAdd(a) => {
+                let m = seq_max
+                    .entry((a.id >> MAILBOX_SEQ_BITS) as u16)
+                    .or_default();
+                *m = (*m).max(a.id & seq_mask);
+                if global.queue.entries.contains_key(&a.id) {
+                    continue; // in the checkpoint already (or a duplicate)
+                }
+                global.queue.entries.insert(a.id, QueueEntry::from_add(a));
+            }
+            MetaRecord::QueueUpdate(u) => match global.queue.entries.get_mut(&u.id) {
+                // A stale sequence is one the checkpoint holds: not an error.
+                Some(e) => {
+                    e.apply_update(u);
+                }
+                None => report.ignored_records += 1,
+            },
+            MetaRecord::QueueDone(d) if global.queue.entries.remove(&d.id).is_none() => {
+                report.ignored_records += 1;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Where a log stops and why.

@@ -72,11 +72,18 @@ timeout_ms_drain = 3000
 listen = ["127.0.0.1:0"]
 max_message_bytes = 10000
 max_recipients = 3
+[submission]
+listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
 [imap]
 listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
 line_bytes_max = 8192
+allow_plaintext_auth = true
 [pop3]
 listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
+allow_plaintext_auth = true
 [auth]
 failure_delay_ms = 200
 [domains]
@@ -447,6 +454,8 @@ pub struct Server {
     port: u16,
     imap_port: u16,
     pop3_port: u16,
+    /// Every listener of the current run: (name as printed by serve, port).
+    listeners: Vec<(String, u16)>,
     /// How many times serve was started on this data dir.
     pub starts: usize,
 }
@@ -471,6 +480,7 @@ impl Server {
             port: 0,
             imap_port: 0,
             pop3_port: 0,
+            listeners: Vec::new(),
             starts: 0,
         };
         s.launch();
@@ -503,6 +513,20 @@ impl Server {
             "server is not running or has no POP3 listener"
         );
         self.pop3_port
+    }
+
+    /// The port of the first listener named `name` (`submission`, `submissions`, `imaps`,
+    /// `pop3s`, ... as serve prints them).
+    pub fn listener_port(&self, name: &str) -> u16 {
+        match self.listeners.iter().find(|(n, _)| n == name) {
+            Some((_, port)) => *port,
+            None => panic!("server is not running or has no {name} listener"),
+        }
+    }
+
+    /// The generated self-signed certificate (PEM) the TLS listeners serve by default.
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir.join("tls").join("self-signed-cert.pem")
     }
 
     pub fn config_str(&self) -> &str {
@@ -571,6 +595,15 @@ impl Server {
         };
         self.imap_port = other("imap");
         self.pop3_port = other("pop3");
+        self.listeners = p
+            .stdout()
+            .lines()
+            .filter_map(|l| {
+                let (name, addr) = l.split_once(" listening on ")?;
+                let port = addr.rsplit(':').next()?.trim().parse().ok()?;
+                Some((name.to_string(), port))
+            })
+            .collect();
         self.proc = Some(p);
     }
 
@@ -591,6 +624,7 @@ impl Server {
         self.port = 0;
         self.imap_port = 0;
         self.pop3_port = 0;
+        self.listeners.clear();
         p.signal(libc::SIGTERM);
         Self::wait_stopped(p)
     }
@@ -605,6 +639,7 @@ impl Server {
         self.port = 0;
         self.imap_port = 0;
         self.pop3_port = 0;
+        self.listeners.clear();
         Self::wait_stopped(p)
     }
 
@@ -631,6 +666,7 @@ impl Server {
         self.port = 0;
         self.imap_port = 0;
         self.pop3_port = 0;
+        self.listeners.clear();
         let status = p.kill9();
         assert_eq!(
             status.signal(),
