@@ -647,6 +647,62 @@ mod tests {
         assert_eq!(c.imap.timeout_ms_idle, 1_800_000);
         assert_eq!(c.pop3.timeout_ms_idle, 600_000);
         assert_eq!(c.auth.failures_max, 3);
+        let addr = |a: &str| vec![a.parse::<SocketAddr>().unwrap()];
+        assert_eq!(c.submission.listen, addr("127.0.0.1:2587"));
+        assert_eq!(c.submission.listen_tls, addr("127.0.0.1:2465"));
+        assert_eq!(c.imap.listen_tls, addr("127.0.0.1:2993"));
+        assert_eq!(c.pop3.listen_tls, addr("127.0.0.1:2995"));
+        // Passwords only over TLS unless the operator says otherwise.
+        assert!(!c.smtp.allow_plaintext_auth);
+        assert!(!c.submission.allow_plaintext_auth);
+        assert!(!c.imap.allow_plaintext_auth);
+        assert!(!c.pop3.allow_plaintext_auth);
+        assert_eq!(c.tls, TlsSettings::default());
+    }
+
+    #[test]
+    fn tls_and_submission_sections() {
+        let c = parse(
+            "[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [[tls.sni]]\nnames = [\"Mail.Example.org\", \"*.example.net\"]\n\
+             cert = \"b.pem\"\nkey = \"b.key\"\n\
+             [submission]\nlisten = []\nlisten_tls = [\"127.0.0.1:465\"]\n\
+             allow_plaintext_auth = true\n",
+        )
+        .unwrap();
+        let default = c.tls.default.unwrap();
+        assert_eq!(default.cert, PathBuf::from("a.pem"));
+        assert_eq!(default.key, PathBuf::from("a.key"));
+        assert_eq!(c.tls.sni.len(), 1);
+        assert_eq!(c.tls.sni[0].0, vec!["mail.example.org", "*.example.net"]);
+        assert_eq!(c.tls.sni[0].1.key, PathBuf::from("b.key"));
+        assert!(c.submission.listen.is_empty());
+        assert_eq!(c.submission.listen_tls.len(), 1);
+        assert!(c.submission.allow_plaintext_auth);
+    }
+
+    #[test]
+    fn tls_problems_are_reported_together() {
+        let e = parse(
+            "[tls]\ncert = \"a.pem\"\n\
+             [[tls.sni]]\nnames = []\ncert = \"b.pem\"\n\
+             [[tls.sni]]\nnames = [\"bad host\"]\ncert = \"c.pem\"\nkey = \"c.key\"\nextra = 1\n\
+             [imap]\nallow_plaintext_auth = \"yes\"\nlisten_tls = [\"nowhere\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "tls.cert is set but tls.key is not",
+            "tls.sni[0]: names is missing or empty",
+            "tls.sni[0]: needs both cert and key",
+            "tls.sni[1]: \"bad host\" is not a host name",
+            "tls.sni[1]: unknown key \"extra\"",
+            "tls.sni needs a default certificate",
+            "imap.allow_plaintext_auth: expected true or false",
+            "imap.listen_tls: \"nowhere\"",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
     }
 
     #[test]

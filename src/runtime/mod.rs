@@ -1,13 +1,14 @@
 //! Executors and their lifecycle: the only module that builds glommio executors.
 //!
 //! `serve` does, in order: lock the data dir, check the listen ports are free (and resolve
-//! port 0), raise RLIMIT_MEMLOCK, recover the store, then start one pinned executor per
-//! configured core. Each executor joins the mesh, opens its store, binds every listener with
-//! SO_REUSEPORT and accepts its own connections. A watcher thread per executor joins its
+//! port 0), load the TLS certificates (generating the self-signed one on a fresh install),
+//! raise RLIMIT_MEMLOCK, recover the store, then start one pinned executor per configured core.
+//! Each executor joins the mesh, opens its store, binds every listener with SO_REUSEPORT and
+//! accepts its own connections. A watcher thread per executor joins its
 //! handle, so an executor that fails to start or dies stops the process with its error.
 //! SIGTERM/SIGINT close every core's shutdown semaphore: listeners stop, idle sessions get
 //! `421`, sessions inside a transaction finish it (bounded by `timeout_ms_drain`), stores
-//! flush, and the process exits 0.
+//! flush, and the process exits 0. SIGHUP re-reads the TLS certificate files (`net::tls`).
 
 pub mod auth;
 pub mod core;
