@@ -27,6 +27,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, ServerConnection};
 use rustls::sign::CertifiedKey;
+use rustls::{ClientConnection, Connection};
 
 /// Ciphertext read from the socket per read call (one TLS record is at most ~16.6 KiB).
 pub const CIPHERTEXT_BUFFER_BYTES: usize = 17 * 1024;
@@ -263,6 +264,125 @@ impl TlsAcceptor {
     }
 }
 
+/// How an outbound delivery treats the remote's certificate after STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Opportunistic TLS (RFC 7435): encrypt, accept any certificate (most MX certificates
+    /// do not name the MX host a sender looked up).
+    None,
+    /// The chain must lead to a trusted root and name the host.
+    Verified,
+}
+
+/// Accepts any certificate but still checks the handshake signatures (opportunistic TLS).
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Client configs for outbound deliveries: one that accepts any certificate, and one that
+/// verifies against the roots in `ca_file` (PEM bundle; the system's by default).
+pub struct ClientConfigs {
+    pub opportunistic: Arc<rustls::ClientConfig>,
+    pub verified: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The system's CA bundle (Debian/Ubuntu path).
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl ClientConfigs {
+    /// `ca_file`: the trusted roots for verified deliveries; when it cannot be read, verified
+    /// deliveries are impossible (and fail as temporary errors) but opportunistic TLS works.
+    pub fn new(ca_file: &Path) -> Result<ClientConfigs, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = || {
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| TlsError::Config(e.to_string()))
+        };
+        let opportunistic = builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider.clone())))
+            .with_no_client_auth();
+        let verified = match read_pem(ca_file) {
+            Ok(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                    // Bundles carry a few certificates webpki cannot use: skip those.
+                    let _ = roots.add(cert);
+                }
+                (!roots.is_empty()).then(|| {
+                    builder()
+                        .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+                })
+            }
+            Err(_) => None,
+        }
+        .transpose()?;
+        Ok(ClientConfigs {
+            opportunistic: Arc::new(opportunistic),
+            verified,
+        })
+    }
+
+    /// A client connection to `host` (also the SNI name when it is a DNS name).
+    pub fn connection(&self, verify: Verify, host: &str) -> io::Result<ClientConnection> {
+        let config = match verify {
+            Verify::None => self.opportunistic.clone(),
+            Verify::Verified => self
+                .verified
+                .clone()
+                .ok_or_else(|| io::Error::other("no trusted root certificates to verify with"))?,
+        };
+        let name = rustls::pki_types::ServerName::try_from(host.trim_end_matches('.').to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        ClientConnection::new(config, name).map_err(io::Error::other)
+    }
+}
+
 /// Where the generated certificate lives.
 pub fn self_signed_files(data_dir: &Path) -> CertFiles {
     let dir = data_dir.join("tls");
@@ -323,10 +443,11 @@ fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// A server-side TLS connection over a glommio TCP stream.
+/// A TLS connection over a glommio TCP stream: the server side of every listener, or the
+/// client side of an outbound delivery (STARTTLS to a remote MX).
 pub struct TlsStream {
     tcp: TcpStream,
-    conn: ServerConnection,
+    conn: Connection,
     /// Ciphertext read from the socket and not yet given to rustls.
     rbuf: Box<[u8]>,
     rstart: usize,
@@ -336,7 +457,7 @@ pub struct TlsStream {
 
 /// What a TLS connection carries when it moves to another core.
 pub struct TlsParts {
-    pub conn: ServerConnection,
+    pub conn: Connection,
     /// Ciphertext read from the socket but not yet processed.
     pub ciphertext: Vec<u8>,
 }
@@ -352,7 +473,7 @@ impl std::fmt::Debug for TlsParts {
 }
 
 impl TlsStream {
-    fn with(tcp: TcpStream, conn: ServerConnection, ciphertext: &[u8]) -> TlsStream {
+    fn with(tcp: TcpStream, conn: Connection, ciphertext: &[u8]) -> TlsStream {
         let mut rbuf = vec![0u8; CIPHERTEXT_BUFFER_BYTES.max(ciphertext.len())].into_boxed_slice();
         rbuf[..ciphertext.len()].copy_from_slice(ciphertext);
         TlsStream {
@@ -368,6 +489,15 @@ impl TlsStream {
     /// Runs the server handshake on `tcp`. Bytes already in the socket are the client's
     /// ClientHello; nothing read before (plaintext) is ever given to rustls.
     pub async fn accept(tcp: TcpStream, conn: ServerConnection) -> io::Result<TlsStream> {
+        TlsStream::handshake(tcp, Connection::Server(conn)).await
+    }
+
+    /// Runs the client handshake on `tcp` (after the remote said yes to STARTTLS).
+    pub async fn connect(tcp: TcpStream, conn: ClientConnection) -> io::Result<TlsStream> {
+        TlsStream::handshake(tcp, Connection::Client(conn)).await
+    }
+
+    async fn handshake(tcp: TcpStream, conn: Connection) -> io::Result<TlsStream> {
         let mut s = TlsStream::with(tcp, conn, &[]);
         while s.conn.is_handshaking() {
             s.flush_tls().await?;
@@ -405,9 +535,20 @@ impl TlsStream {
         &self.tcp
     }
 
-    /// The SNI name the client asked for.
+    /// The SNI name the client asked for (server side).
     pub fn server_name(&self) -> Option<&str> {
-        self.conn.server_name()
+        match &self.conn {
+            Connection::Server(c) => c.server_name(),
+            Connection::Client(_) => None,
+        }
+    }
+
+    /// The negotiated protocol version and cipher suite, e.g. for a Received header.
+    pub fn negotiated(&self) -> Option<(rustls::ProtocolVersion, rustls::CipherSuite)> {
+        Some((
+            self.conn.protocol_version()?,
+            self.conn.negotiated_cipher_suite()?.suite(),
+        ))
     }
 
     /// Sends whatever rustls has queued (handshake messages, records, alerts).
@@ -477,6 +618,7 @@ impl TlsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     fn pair(dir: &Path, name: &str, sans: &[&str]) -> CertFiles {
         let g = rcgen::generate_simple_self_signed(
@@ -598,5 +740,71 @@ mod tests {
         let (g2, c2) = shared.snapshot();
         assert_eq!(g2, g1);
         assert_eq!(leaf(c2.for_name(None)), leaf(c1.for_name(None)));
+    }
+
+    /// A TLS exchange over loopback between our server side and our client side: any
+    /// certificate with opportunistic TLS; verified only against the right root and name.
+    #[test]
+    fn client_and_server_sides_talk_and_verification_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let server_files = pair(dir.path(), "srv", &["mx.example.test", "127.0.0.1"]);
+        let other = pair(dir.path(), "other", &["other.test"]);
+        let results = glommio::LocalExecutorBuilder::default()
+            .io_memory(512 << 10)
+            .spawn(move || async move {
+                let shared = Arc::new(
+                    TlsShared::load(TlsSettings {
+                        default: Some(server_files.clone()),
+                        sni: vec![],
+                    })
+                    .unwrap(),
+                );
+                let acceptor = Rc::new(TlsAcceptor::new(shared).unwrap());
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let server = glommio::spawn_local({
+                    let acceptor = acceptor.clone();
+                    async move {
+                        for _ in 0..3 {
+                            let tcp = listener.accept().await.unwrap();
+                            let conn = acceptor.connection().unwrap();
+                            if let Ok(mut s) = TlsStream::accept(tcp, conn).await {
+                                let mut buf = [0u8; 5];
+                                let n = s.read(&mut buf).await.unwrap();
+                                s.write_all(&buf[..n]).await.unwrap();
+                                s.close().await;
+                            }
+                        }
+                    }
+                });
+                let mut results = Vec::new();
+                for (ca, verify, host) in [
+                    (&other.cert, Verify::None, "anything.test"),
+                    (&server_files.cert, Verify::Verified, "mx.example.test"),
+                    (&other.cert, Verify::Verified, "mx.example.test"),
+                ] {
+                    let configs = ClientConfigs::new(ca).unwrap();
+                    let tcp = glommio::net::TcpStream::connect(addr).await.unwrap();
+                    let conn = configs.connection(verify, host).unwrap();
+                    let outcome = match TlsStream::connect(tcp, conn).await {
+                        Ok(mut s) => {
+                            s.write_all(b"hello").await.unwrap();
+                            let mut buf = [0u8; 5];
+                            let n = s.read(&mut buf).await.unwrap();
+                            let ok = &buf[..n] == b"hello" && s.negotiated().is_some();
+                            s.close().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    results.push(outcome);
+                }
+                server.await;
+                results
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(results, vec![true, true, false]);
     }
 }

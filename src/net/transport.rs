@@ -86,6 +86,20 @@ impl Transport {
         }
     }
 
+    /// The client side of STARTTLS (outbound delivery). A TLS transport is refused.
+    pub async fn connect_tls(self, conn: rustls::ClientConnection) -> io::Result<Transport> {
+        match self {
+            Transport::Plain(tcp) => {
+                tcp.set_read_timeout(Some(Duration::from_millis(TIMEOUT_MS_HANDSHAKE)))
+                    .map_err(io::Error::from)?;
+                Ok(Transport::Tls(Box::new(
+                    TlsStream::connect(tcp, conn).await?,
+                )))
+            }
+            Transport::Tls(_) => Err(io::Error::other("TLS is already active")),
+        }
+    }
+
     pub fn into_parts(self) -> (TcpStream, Option<TlsParts>) {
         match self {
             Transport::Plain(s) => (s, None),
