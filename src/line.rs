@@ -243,15 +243,19 @@ mod tests {
 /// Test support for the session tests of the line protocols (SMTP, POP3): the transcript
 /// format of `tests/transcripts/README` (`C:` text sent with CRLF, `C~:` exact bytes with
 /// the escapes `\r \n \t \\ \xNN`, `S:` one expected line where `{*}` matches any run of
-/// bytes other than CR and LF, `S! close`), parsed into blocks and checked.
+/// bytes other than CR and LF, `S! close`, `C! starttls`), parsed into blocks and checked.
+/// A block ends at `C! starttls`: the runner then checks that the session asked for TLS,
+/// drops what the driver had buffered and calls the session's `tls_started`.
 #[cfg(test)]
 pub(crate) mod transcript {
-    /// One block: bytes the client sends, then the lines the server answers.
+    /// One block: bytes the client sends, then the lines the server answers; then maybe
+    /// the server's close, or the client starting TLS (`C! starttls`).
     #[derive(Debug, Default)]
     pub(crate) struct Block {
         pub send: Vec<u8>,
         pub expect: Vec<String>,
         pub close: bool,
+        pub starttls: bool,
     }
 
     impl Block {
@@ -308,15 +312,24 @@ pub(crate) mod transcript {
             };
             if let Some(bytes) = client {
                 assert!(!current.close, "client sends after close");
-                if !current.expect.is_empty() {
+                if !current.expect.is_empty() || current.starttls {
                     blocks.push(Block::default());
                 }
                 blocks.last_mut().unwrap().send.extend_from_slice(&bytes);
             } else if line == "S:" || line.starts_with("S: ") {
                 assert!(!current.close, "server line after close");
+                if current.starttls {
+                    blocks.push(Block::default());
+                }
+                let current = blocks.last_mut().unwrap();
                 current.expect.push(line.get(3..).unwrap_or("").to_owned());
             } else if line == "S! close" {
+                assert!(!current.starttls, "S! close right after C! starttls");
                 current.close = true;
+            } else if line.trim_end() == "C! starttls" {
+                assert!(!current.close, "C! starttls after close");
+                assert!(!current.starttls, "C! starttls twice in a row");
+                current.starttls = true;
             } else {
                 panic!("bad transcript line {line:?}");
             }
@@ -337,6 +350,34 @@ pub(crate) mod transcript {
                     .any(|i| !rest[..i].contains(['\r', '\n']) && matches(tail, &rest[i..]))
             }
         }
+    }
+
+    #[test]
+    fn starttls_ends_a_block() {
+        let blocks = parse(
+            "S: 220 x\nC~: STARTTLS\\r\\nRSET\\r\\n\nS: 220 go\nC! starttls\n\
+             C: NOOP\nS: 250 ok\nC: STARTTLS\nC! starttls\nS: 250 late\nS! close\n",
+        );
+        let summary: Vec<(&[u8], usize, bool, bool)> = blocks
+            .iter()
+            .map(|b| (&b.send[..], b.expect.len(), b.starttls, b.close))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (&b""[..], 1, false, false),
+                (&b"STARTTLS\r\nRSET\r\n"[..], 1, true, false),
+                (&b"NOOP\r\n"[..], 1, false, false),
+                (&b"STARTTLS\r\n"[..], 0, true, false),
+                (&b""[..], 1, false, true),
+            ]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "C! starttls after close")]
+    fn starttls_after_close_is_refused() {
+        parse("S: 220 x\nS! close\nC! starttls\n");
     }
 
     /// Every `tests/transcripts/<protocol>/*.txt` as (name, text), sorted by name; asserts

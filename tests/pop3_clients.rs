@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::transcript::{
-    decode_escapes, line_matches, parse_lines, play_at, run_files, transcript_files_of, Line,
+    decode_escapes, line_matches, parse_lines, play_with_tls, run_files, transcript_files_of, Line,
 };
 use common::{assert_same_bytes, split_trace, Server, SmtpClient, ALICE, BOB, USERS};
 
@@ -218,7 +218,7 @@ fn run_transcript_file(path: &Path) -> Result<(), String> {
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
     let mut server = Server::start("");
     server.deliver(SENDER, ALICE, &transcript_messages());
-    play_at(&lines, pop3_addr(&server))?;
+    play_with_tls(&lines, pop3_addr(&server), &server.cert_path())?;
     let left = sent_bodies(&server, ALICE);
     let want: Vec<Vec<u8>> = expected_left(&name)
         .iter()

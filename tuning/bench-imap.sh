@@ -61,104 +61,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# gen_mbox FILE COUNT: a deterministic mbox of COUNT messages (median ~2 KiB; 70 % text/plain,
-# 20 % multipart/alternative, 10 % multipart/mixed with a base64 attachment).
-gen_mbox() {
-  python3 - "$2" >"$1" <<'PY'
-import base64, email.utils, random, sys, time
-rng = random.Random(1)
-words = ("mail server store index segment ring core queue flag search fetch body header "
-         "envelope mailbox literal append expunge select idle commit record log read write "
-         "quarterly report meeting agenda invoice travel lunch project review draft").split()
-def text(n):
-    lines, line, size = [], [], 0
-    while size < n:
-        w = rng.choice(words)
-        line.append(w)
-        size += len(w) + 1
-        if len(line) == 12:
-            lines.append(" ".join(line))
-            line = []
-    lines.append(" ".join(line))
-    return "\n".join(lines) + "\n"
-for i in range(1, int(sys.argv[1]) + 1):
-    t = 1767225600 + i * 3617
-    frm = f"user{rng.randrange(1, 40)}@sender{rng.randrange(1, 5)}.test"
-    subject = " ".join(rng.choice(words) for _ in range(rng.randrange(2, 7)))
-    hdr = (f"From: Sender {i} <{frm}>\nTo: <u{rng.randrange(1, 51)}@example.test>\n"
-           f"Subject: {subject}\nDate: {email.utils.formatdate(t)}\n"
-           f"Message-ID: <{i}@gen.example.test>\nMIME-Version: 1.0\n")
-    kind, size = rng.random(), int(rng.lognormvariate(7.6, 0.8))
-    if kind < 0.7:
-        msg = hdr + "Content-Type: text/plain; charset=us-ascii\n\n" + text(size)
-    elif kind < 0.9:
-        b = f"=_alt_{i}"
-        msg = (hdr + f'Content-Type: multipart/alternative; boundary="{b}"\n\n'
-               f"--{b}\nContent-Type: text/plain; charset=us-ascii\n\n{text(size // 2)}"
-               f"--{b}\nContent-Type: text/html; charset=us-ascii\n\n<p>{text(size // 2)}</p>\n"
-               f"--{b}--\n")
-    else:
-        b = f"=_mix_{i}"
-        blob = base64.encodebytes(bytes(rng.randrange(256) for _ in range(size * 2))).decode()
-        msg = (hdr + f'Content-Type: multipart/mixed; boundary="{b}"\n\n'
-               f"--{b}\nContent-Type: text/plain; charset=us-ascii\n\n{text(400)}"
-               f"--{b}\nContent-Type: application/octet-stream; name=\"a{i}.bin\"\n"
-               "Content-Transfer-Encoding: base64\n"
-               f"Content-Disposition: attachment; filename=\"a{i}.bin\"\n\n{blob}--{b}--\n")
-    body = "\n".join(">" + l if l.startswith("From ") else l for l in msg.split("\n"))
-    sys.stdout.write(f"From {frm} {time.asctime(time.gmtime(t))}\n{body}\n")
-PY
-}
-
-# write_dovecot_config FILE DIR IMAP_PORT POP3_PORT: a private Dovecot on 127.0.0.1 only, no TLS,
-# plaintext logins, users from DIR/passwd, Maildir under DIR/mail; apt's defaults otherwise
-# (high-security login processes, mail_fsync = optimized, no auth cache).
-write_dovecot_config() {
-  cat >"$1" <<CONF
-base_dir = $2/run
-state_dir = $2/state
-instance_name = ringmail-bench-dovecot
-protocols = imap pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-log_path = $2/dovecot.log
-mail_location = maildir:$2/mail/%u/Maildir
-mail_uid = 65534
-mail_gid = 65534
-first_valid_uid = 1
-# imaptest opens several sessions per user from one address; the default limit is 10.
-mail_max_userip_connections = 1000
-passdb {
-  driver = passwd-file
-  args = username_format=%u $2/passwd
-}
-userdb {
-  driver = static
-  args = uid=65534 gid=65534 home=$2/mail/%u
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $3
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = $4
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-CONF
-}
-
 # load LABEL PORT [imaptest args...]: one imaptest load run, output in $work/LABEL.txt.
 load() {
   local label=$1 port=$2
@@ -170,23 +72,8 @@ load() {
     >"$work/$label.txt" 2>&1 || echo "imaptest ($label) exited with status $?" >&2
 }
 
-# figures LABEL: "logins/s commands/s errors" from imaptest's Totals block.
-figures() {
-  python3 - "$work/$1.txt" "$secs" <<'PY'
-import sys
-lines = open(sys.argv[1], errors="replace").read().splitlines()
-secs = float(sys.argv[2])
-errors = sum(1 for l in lines if l.startswith(("Error:", "Panic:", "Fatal:")))
-if "Totals:" not in lines:
-    print("nan nan", errors)
-    sys.exit()
-rest = lines[lines.index("Totals:") + 1:]
-names = rest[0].split()
-counts = next(l.split() for l in rest[1:] if l.split() and all(t.isdigit() for t in l.split()))
-total = dict(zip(names, map(int, counts)))
-print(f"{total.get('Logi', 0) / secs:.0f} {sum(total.values()) / secs:.0f} {errors}")
-PY
-}
+# figures LABEL: "logins/s commands/s errors fetches/s" from imaptest's output in $work/LABEL.txt.
+figures() { imaptest_figures "$work/$1.txt" "$secs"; }
 
 mbox=${MBOX:-$work/bench.mbox}
 [ -n "${MBOX:-}" ] || gen_mbox "$mbox" 500
@@ -213,21 +100,12 @@ if [ "$only" != ringmail ]; then
   d=$work/dovecot
   mkdir -p "$d/mail"
   chown 65534:65534 "$d/mail"
-  if [ "$scheme" = argon2id ]; then # ringmail's users file: address<TAB>PHC string
-    awk -F'\t' '{ print $1 ":{ARGON2ID}" $2 "::::::" }' "$work/ringmail-data/users" >"$d/passwd"
-  else
-    for i in $(seq "$users"); do echo "u$i@example.test:{PLAIN}$pass::::::"; done >"$d/passwd"
-  fi
-  chmod 644 "$d/passwd"
+  dovecot_passwd "$d/passwd" "$scheme" "$users" "$pass" "$work/ringmail-data/users"
   dovecot_imap=$(free_port)
   write_dovecot_config "$work/dovecot.conf" "$d" "$dovecot_imap" "$(free_port)"
-  /usr/sbin/dovecot -F -c "$work/dovecot.conf" >"$work/dovecot-stdout.log" 2>&1 &
-  pids+=($!)
-  if ! imap_ready 127.0.0.1 "$dovecot_imap"; then
-    cat "$work/dovecot-stdout.log" "$d/dovecot.log" >&2 2>/dev/null
-    echo "Dovecot did not answer IMAP on 127.0.0.1:$dovecot_imap" >&2
-    exit 1
-  fi
+  start_dovecot "$work/dovecot.conf" "$work/dovecot-stdout.log" "$d/dovecot.log" "$dovecot_imap" ||
+    { pids+=("$dovecot_pid"); exit 1; }
+  pids+=("$dovecot_pid")
   echo "Dovecot $(/usr/sbin/dovecot --version) on 127.0.0.1:$dovecot_imap (passwords: $scheme)"
 fi
 
@@ -253,7 +131,7 @@ for mode in churn persistent; do
     port=$imap_port
     [ "$server" = dovecot ] && port=$dovecot_imap
     load "$server-$mode" "$port" "${extra[@]}"
-    read -r logins commands errors < <(figures "$server-$mode")
+    read -r logins commands errors _ < <(figures "$server-$mode")
     cmds[$server-$mode]=$commands
     printf '%-22s %10s %12s %7s\n' "$server $mode" "$logins" "$commands" "$errors"
     if [ "$errors" != 0 ]; then

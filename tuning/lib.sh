@@ -1,12 +1,15 @@
 # Shared by the tuning/ benchmark scripts (source it; it defines functions only).
+# shellcheck shell=bash disable=SC2034 # ringmail_pid, dovecot_pid: set for the caller
 
 # A free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# write_config FILE DATA_DIR PORT FSYNC [IMAP_PORT POP3_PORT]: a ringmail config for local
-# domain example.test, SMTP on 127.0.0.1:PORT (and IMAP and POP3 when their ports are given).
+# write_config FILE DATA_DIR PORT FSYNC [IMAP_PORT POP3_PORT [IMAPS_PORT CERT KEY]]: a ringmail
+# config for local domain example.test, SMTP on 127.0.0.1:PORT (and IMAP and POP3 when their
+# ports are given, with plaintext logins allowed, as the load tools log in without TLS; and
+# IMAPS on 127.0.0.1:IMAPS_PORT with [tls] cert and key when those are given). No other listeners.
 write_config() {
   cat >"$1" <<TOML
 [server]
@@ -18,13 +21,36 @@ listen = ["127.0.0.1:$3"]
 local = ["example.test"]
 [store]
 fsync = "$4"
+[submission]
+listen = []
+listen_tls = []
 TOML
   if [ $# -ge 6 ]; then
     cat >>"$1" <<TOML
 [imap]
 listen = ["127.0.0.1:$5"]
+listen_tls = [${7:+"\"127.0.0.1:$7\""}]
+allow_plaintext_auth = true
 [pop3]
 listen = ["127.0.0.1:$6"]
+listen_tls = []
+allow_plaintext_auth = true
+TOML
+    if [ $# -ge 9 ]; then
+      cat >>"$1" <<TOML
+[tls]
+cert = "$8"
+key = "$9"
+TOML
+    fi
+  else
+    cat >>"$1" <<TOML
+[imap]
+listen = []
+listen_tls = []
+[pop3]
+listen = []
+listen_tls = []
 TOML
   fi
 }
@@ -69,4 +95,216 @@ The exact steps are in tuning/imaptest.md (and the imaptest notes in PLATFORM.md
   $1
 TEXT
   exit 2
+}
+
+# gen_mbox FILE COUNT: a deterministic mbox of COUNT messages (median ~2 KiB; 70 % text/plain,
+# 20 % multipart/alternative, 10 % multipart/mixed with a base64 attachment).
+gen_mbox() {
+  python3 - "$2" >"$1" <<'PY'
+import base64, email.utils, random, sys, time
+rng = random.Random(1)
+words = ("mail server store index segment ring core queue flag search fetch body header "
+         "envelope mailbox literal append expunge select idle commit record log read write "
+         "quarterly report meeting agenda invoice travel lunch project review draft").split()
+def text(n):
+    lines, line, size = [], [], 0
+    while size < n:
+        w = rng.choice(words)
+        line.append(w)
+        size += len(w) + 1
+        if len(line) == 12:
+            lines.append(" ".join(line))
+            line = []
+    lines.append(" ".join(line))
+    return "\n".join(lines) + "\n"
+for i in range(1, int(sys.argv[1]) + 1):
+    t = 1767225600 + i * 3617
+    frm = f"user{rng.randrange(1, 40)}@sender{rng.randrange(1, 5)}.test"
+    subject = " ".join(rng.choice(words) for _ in range(rng.randrange(2, 7)))
+    hdr = (f"From: Sender {i} <{frm}>\nTo: <u{rng.randrange(1, 51)}@example.test>\n"
+           f"Subject: {subject}\nDate: {email.utils.formatdate(t)}\n"
+           f"Message-ID: <{i}@gen.example.test>\nMIME-Version: 1.0\n")
+    kind, size = rng.random(), int(rng.lognormvariate(7.6, 0.8))
+    if kind < 0.7:
+        msg = hdr + "Content-Type: text/plain; charset=us-ascii\n\n" + text(size)
+    elif kind < 0.9:
+        b = f"=_alt_{i}"
+        msg = (hdr + f'Content-Type: multipart/alternative; boundary="{b}"\n\n'
+               f"--{b}\nContent-Type: text/plain; charset=us-ascii\n\n{text(size // 2)}"
+               f"--{b}\nContent-Type: text/html; charset=us-ascii\n\n<p>{text(size // 2)}</p>\n"
+               f"--{b}--\n")
+    else:
+        b = f"=_mix_{i}"
+        blob = base64.encodebytes(bytes(rng.randrange(256) for _ in range(size * 2))).decode()
+        msg = (hdr + f'Content-Type: multipart/mixed; boundary="{b}"\n\n'
+               f"--{b}\nContent-Type: text/plain; charset=us-ascii\n\n{text(400)}"
+               f"--{b}\nContent-Type: application/octet-stream; name=\"a{i}.bin\"\n"
+               "Content-Transfer-Encoding: base64\n"
+               f"Content-Disposition: attachment; filename=\"a{i}.bin\"\n\n{blob}--{b}--\n")
+    body = "\n".join(">" + l if l.startswith("From ") else l for l in msg.split("\n"))
+    sys.stdout.write(f"From {frm} {time.asctime(time.gmtime(t))}\n{body}\n")
+PY
+}
+
+# write_dovecot_config FILE DIR IMAP_PORT POP3_PORT [IMAPS_PORT CERT KEY [LOGIN]]: a private
+# Dovecot on 127.0.0.1 only, plaintext logins, users from DIR/passwd, Maildir under DIR/mail;
+# apt's defaults otherwise (mail_fsync = optimized, no auth cache). No TLS, unless IMAPS_PORT,
+# CERT and KEY are given: then IMAPS on 127.0.0.1:IMAPS_PORT with that certificate (TLS 1.2
+# minimum, OpenSSL's default ciphers, as rustls' defaults in ringmail). LOGIN: security (apt's
+# default: one imap-login process per connection) | performance (service_count = 0: login
+# processes serve many connections, one kept per CPU, Dovecot's documented high-performance mode).
+write_dovecot_config() {
+  local imaps_port=${5:-0} ssl=no login=
+  [ $# -ge 7 ] && ssl=yes
+  [ "${8:-security}" = performance ] && login="service_count = 0
+  process_min_avail = $(nproc)"
+  cat >"$1" <<CONF
+base_dir = $2/run
+state_dir = $2/state
+instance_name = ringmail-bench-dovecot
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = $ssl
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+log_path = $2/dovecot.log
+mail_location = maildir:$2/mail/%u/Maildir
+mail_uid = 65534
+mail_gid = 65534
+first_valid_uid = 1
+# imaptest opens several sessions per user from one address; the default limit is 10.
+mail_max_userip_connections = 1000
+passdb {
+  driver = passwd-file
+  args = username_format=%u $2/passwd
+}
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=$2/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $3
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = $imaps_port
+  }
+  $login
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $4
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+CONF
+  if [ "$ssl" = yes ]; then
+    cat >>"$1" <<CONF
+ssl_cert = <$6
+ssl_key = <$7
+ssl_min_protocol = TLSv1.2
+CONF
+  fi
+}
+
+# dovecot_passwd FILE SCHEME USERS PASS [RINGMAIL_USERS]: Dovecot's passwd-file for u1..uUSERS
+# @example.test. SCHEME argon2id: the very PHC strings ringmail stores (RINGMAIL_USERS, its
+# data_dir/users file: address<TAB>PHC), so a LOGIN costs both servers the same; plain: {PLAIN}.
+dovecot_passwd() {
+  if [ "$2" = argon2id ]; then
+    awk -F'\t' '{ print $1 ":{ARGON2ID}" $2 "::::::" }' "$5" >"$1"
+  else
+    for i in $(seq "$3"); do echo "u$i@example.test:{PLAIN}$4::::::"; done >"$1"
+  fi
+  chmod 644 "$1"
+}
+
+# start_dovecot CONF STDOUT_LOG LOG IMAP_PORT: starts `dovecot -F -c CONF` in the background
+# (its output in STDOUT_LOG; LOG is the config's log_path), sets $dovecot_pid and waits (at most
+# 15 s) for its IMAP greeting on 127.0.0.1:IMAP_PORT; on failure shows both logs and returns 1.
+start_dovecot() {
+  /usr/sbin/dovecot -F -c "$1" >"$2" 2>&1 &
+  dovecot_pid=$!
+  imap_ready 127.0.0.1 "$4" && return 0
+  cat "$2" "$3" >&2 2>/dev/null
+  echo "Dovecot did not answer IMAP on 127.0.0.1:$4" >&2
+  return 1
+}
+
+# imaps_ready HOST PORT: waits (at most 15 s) for an IMAP greeting over implicit TLS on
+# HOST:PORT (the certificate is not checked).
+imaps_ready() {
+  python3 - "$1" "$2" <<'PY'
+import socket, ssl, sys, time
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+deadline = time.time() + 15
+while time.time() < deadline:
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as raw:
+            with ctx.wrap_socket(raw) as s:
+                if s.recv(512).startswith(b"* OK"):
+                    sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}
+
+# tree_cpu_seconds PID: CPU seconds (user + system) used so far by PID and all its live
+# descendants, plus the children they have already reaped (Dovecot's per-connection login
+# processes end up in the master's cutime/cstime). Take it before and after a load: the
+# difference is what the server spent on it.
+tree_cpu_seconds() {
+  python3 - "$1" <<'PY'
+import os, sys
+root, parent, times = int(sys.argv[1]), {}, {}
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    parent[int(d)] = int(f[1])
+    times[int(d)] = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+def in_tree(p):
+    for _ in range(64):
+        if p == root:
+            return True
+        p = parent.get(p, 0)
+        if p <= 1:
+            return False
+    return False
+print(f"{sum(t for p, t in times.items() if in_tree(p)) / os.sysconf('SC_CLK_TCK'):.2f}")
+PY
+}
+
+# imaptest_figures FILE SECS: "logins/s commands/s errors fetches/s" from an imaptest load
+# run's output: the Totals row (every command, LOGIN and LOGOUT included) divided by SECS;
+# errors = imaptest's Error:/Panic:/Fatal: lines (a run with errors is not a valid figure);
+# fetches = FETCH + FETCH2 + UID FETCH. "nan nan ERRORS nan" when there is no Totals block.
+imaptest_figures() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+secs = float(sys.argv[2])
+errors = sum(1 for l in lines if l.startswith(("Error:", "Panic:", "Fatal:")))
+if "Totals:" not in lines:
+    print("nan nan", errors, "nan")
+    sys.exit()
+rest = lines[lines.index("Totals:") + 1:]
+names = rest[0].split()
+counts = next(l.split() for l in rest[1:] if l.split() and all(t.isdigit() for t in l.split()))
+total = dict(zip(names, map(int, counts)))
+fetches = sum(total.get(k, 0) for k in ("Fetc", "Fet2", "UIDF"))
+print(f"{total.get('Logi', 0) / secs:.0f} {sum(total.values()) / secs:.0f} {errors} {fetches / secs:.0f}")
+PY
 }

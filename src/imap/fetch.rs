@@ -185,7 +185,7 @@ pub async fn run(
         };
         let view = sel.view[seq as usize - 1];
         let message = if body && !ranges_only {
-            match store.read_blob_shared(entry.blob()) {
+            match store.read_blob_settled(entry.blob()).await {
                 Ok(b) => Some(b),
                 Err(e) => {
                     eprintln!("ringmail: imap: reading message {u} of {}: {e}", sel.name);
@@ -235,7 +235,16 @@ pub async fn run(
                     ..
                 } if ranges_only => {
                     let (o, l) = (*origin as usize, *len as usize);
-                    match store.read_blob_range(entry.blob(), o..o.saturating_add(l)) {
+                    let range = o..o.saturating_add(l);
+                    let read = match store.read_blob_range(entry.blob(), range.clone()) {
+                        Err(e) if e.is_unwritten() => {
+                            // Published a moment before its blob: wait for the batch.
+                            let _ = store.read_blob_settled(entry.blob()).await;
+                            store.read_blob_range(entry.blob(), range)
+                        }
+                        other => other,
+                    };
+                    match read {
                         Ok(bytes) => {
                             put!(out, "BODY[]<{origin}> ");
                             literal(out, &bytes);

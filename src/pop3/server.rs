@@ -181,10 +181,10 @@ pub async fn serve_user(stream: Transport, core: Rc<Core>, handoff: Handoff) {
                 },
             },
             Step::Read { message } => {
-                let read = (message as usize)
-                    .checked_sub(1)
-                    .and_then(|i| blobs.get(i))
-                    .map(|blob| core.store.read_blob_shared(*blob));
+                let read = match (message as usize).checked_sub(1).and_then(|i| blobs.get(i)) {
+                    Some(blob) => Some(core.store.read_blob_settled(*blob).await),
+                    None => None,
+                };
                 match read {
                     Some(Ok(bytes)) => {
                         session.message_read(ReadOutcome::Read(&bytes), &mut conn.out)
@@ -259,7 +259,7 @@ async fn snapshot(core: &Core, user: &str) -> Result<(Maildrop, Vec<BlobRef>), S
     let mut blobs = Vec::with_capacity(entries.len());
     for entry in &entries {
         let blob = entry.blob();
-        let bytes = core.store.read_blob(blob)?;
+        let bytes = core.store.read_blob_settled(blob).await?;
         messages.push(MessageInfo {
             uid: entry.uid,
             size: served_size(&bytes),

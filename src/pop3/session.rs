@@ -850,6 +850,13 @@ mod tests {
         read_fails: bool,
         logins: usize,
         tls_handshakes: usize,
+        /// Transcripts: at Step::StartTls, stop and drop all input until the transcript's
+        /// `C! starttls` (instead of handshaking at once).
+        hold_tls: bool,
+        /// Step::StartTls was returned and `hold_tls` holds the handshake back.
+        tls_pending: bool,
+        /// With `hold_tls`: the plaintext dropped at each STLS (one entry per handshake).
+        discarded_at_stls: Vec<Vec<u8>>,
     }
 
     impl Harness {
@@ -880,6 +887,9 @@ mod tests {
                 read_fails: false,
                 logins: 0,
                 tls_handshakes: 0,
+                hold_tls: false,
+                tls_pending: false,
+                discarded_at_stls: Vec::new(),
             }
         }
 
@@ -918,6 +928,13 @@ mod tests {
                     return;
                 }
                 assert!(!self.closed, "client sends after close");
+                if self.tls_pending {
+                    // Plaintext sent before the handshake: the driver never reads it.
+                    if let Some(discarded) = self.discarded_at_stls.last_mut() {
+                        discarded.extend_from_slice(rest);
+                    }
+                    return;
+                }
                 let room = self.buffer_bytes_max - self.buffer.len();
                 assert!(room > 0, "the session stalled on a full buffer");
                 let take = rest.len().min(chunk_bytes).min(room);
@@ -936,6 +953,12 @@ mod tests {
                     Step::Close => {
                         self.closed = true;
                         self.buffer.clear();
+                        return;
+                    }
+                    Step::StartTls if self.hold_tls => {
+                        self.discarded_at_stls
+                            .push(std::mem::take(&mut self.buffer));
+                        self.tls_pending = true;
                         return;
                     }
                     Step::StartTls => {
@@ -1646,17 +1669,47 @@ mod tests {
             ..limits()
         };
         let mut h = Harness::new(transcript_limits, buffer);
-        assert!(
-            !text.contains("\nC: STLS\n"),
-            "{name}: a transcript cannot speak TLS"
-        );
+        h.hold_tls = true;
         for (index, block) in blocks.iter().enumerate() {
             h.send_chunked(&block.send, chunk_bytes);
             let context =
                 format!("{name} (chunks of {chunk_bytes}, buffer {buffer}), block {index}");
             block.check(&h.take_output(), h.closed, &context);
+            if !block.starttls {
+                assert!(!h.tls_pending, "{context}: STLS without C! starttls");
+                continue;
+            }
+            // `C! starttls`: what the driver does after Step::StartTls.
+            assert!(
+                h.tls_pending,
+                "{context}: C! starttls, but no Step::StartTls"
+            );
+            let mut out = Vec::new();
+            assert_eq!(
+                h.session.advance(b"NOOP\r\n", &mut out),
+                (0, Step::StartTls),
+                "{context}: the session must wait for the handshake"
+            );
+            assert!(out.is_empty(), "{context}: {out:?}");
+            h.buffer.clear();
+            h.session.tls_started();
+            h.tls_pending = false;
+            h.tls_handshakes += 1;
         }
+        assert_eq!(
+            h.discarded_at_stls,
+            expected_discarded_at_stls(name),
+            "{name} (chunks of {chunk_bytes}, buffer {buffer}): dropped at STLS"
+        );
         h.commits
+    }
+
+    /// The plaintext each STLS of a transcript must drop (one entry per handshake).
+    fn expected_discarded_at_stls(name: &str) -> Vec<&'static [u8]> {
+        match name {
+            "stls_injection" => vec![b"USER alice@example.test\r\n"],
+            _ => Vec::new(),
+        }
     }
 
     /// The UIDs each transcript must expunge (in its one QUIT); the rest expunge nothing.
@@ -1668,7 +1721,7 @@ mod tests {
         }
     }
 
-    const REQUIRED_TRANSCRIPTS: [&str; 12] = [
+    const REQUIRED_TRANSCRIPTS: [&str; 13] = [
         "greeting_capa_quit",
         "user_pass",
         "auth_plain",
@@ -1681,6 +1734,7 @@ mod tests {
         "line_too_long",
         "pipelining",
         "wrong_state",
+        "stls_injection",
     ];
 
     #[test]

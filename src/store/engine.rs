@@ -454,6 +454,26 @@ impl Store {
         Ok(bytes)
     }
 
+    /// [`Store::read_blob_shared`], waiting (up to [`BLOB_SETTLE_MS_MAX`]) for a blob whose
+    /// batch is still being written: a message is published in its mailbox when its index
+    /// record is durable, which may be a moment before its blob's batch is written.
+    pub async fn read_blob_settled(&self, r: BlobRef) -> Result<Rc<[u8]>, StoreError> {
+        let started = std::time::Instant::now();
+        let mut wait_us = 200u64;
+        loop {
+            match self.read_blob_shared(r) {
+                Err(e)
+                    if e.is_unwritten()
+                        && started.elapsed().as_millis() < u128::from(BLOB_SETTLE_MS_MAX) =>
+                {
+                    glommio::timer::sleep(std::time::Duration::from_micros(wait_us)).await;
+                    wait_us = (wait_us * 2).min(20_000);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// `range` of a blob (clamped to its length). Reads only that range when the blob was
     /// verified before and is no longer cached; otherwise reads (and verifies) it whole.
     pub fn read_blob_range(
@@ -728,6 +748,9 @@ pub(super) fn check_names(user: &str, mailbox: &str) -> Result<(), StoreError> {
 }
 
 /// Reads and verifies the blob record `r` from an open segment file.
+/// How long [`Store::read_blob_settled`] waits for a blob still being written.
+pub const BLOB_SETTLE_MS_MAX: u64 = 5000;
+
 pub fn read_blob_record(file: &File, path: &Path, r: BlobRef) -> Result<Vec<u8>, StoreError> {
     let mut body = vec![0u8; r.len as usize];
     read_blob_record_into(file, path, r, &mut body)?;
@@ -753,12 +776,14 @@ fn read_blob_record_into(
     let mut head = [0u8; RECORD_HEADER_BYTES];
     let n = segment::read_up_to_split(file, &mut head, body, r.offset)
         .map_err(|e| StoreError::io("read", path, e))?;
-    if n < total {
-        return Err(StoreError::corrupt(
-            path,
-            r.offset,
-            format!("blob record needs {total} bytes, the segment has {n} there"),
-        ));
+    // Segments are zero-filled ahead of the write position: a zero header (or a segment that
+    // ends before the record) is a blob whose batch is still in flight. Recovery removes
+    // references to blobs that never became durable, so at run time this only means "soon".
+    if n < total || head.iter().all(|&b| b == 0) {
+        return Err(StoreError::Unwritten {
+            segment: path.to_path_buf(),
+            offset: r.offset,
+        });
     }
     let corrupt = |e: record::RecordError| StoreError::corrupt(path, r.offset, e.to_string());
     let h = record::parse_header(&head, body.len() as u64).map_err(corrupt)?;

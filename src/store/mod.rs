@@ -326,6 +326,11 @@ pub enum StoreError {
         offset: u64,
         reason: String,
     },
+    /// A blob referenced by a published index record whose bytes are not in its segment yet:
+    /// its batch is still being written (the index and blob commits run concurrently).
+    /// [`Store::read_blob_settled`] waits for it.
+    #[error("blob in {segment} at offset {offset} is not written yet")]
+    Unwritten { segment: PathBuf, offset: u64 },
     #[error("{path} has format version {found}, this build reads version {expected}")]
     Version {
         path: PathBuf,
@@ -394,6 +399,11 @@ pub enum StoreError {
 impl StoreError {
     /// True for ENOSPC, EDQUOT and short writes: the operation can succeed once space
     /// returns, so callers answer with a temporary failure (SMTP 452) instead of 5xx.
+    /// See [`StoreError::Unwritten`].
+    pub fn is_unwritten(&self) -> bool {
+        matches!(self, StoreError::Unwritten { .. })
+    }
+
     pub fn is_disk_full(&self) -> bool {
         match self {
             StoreError::DiskFull { .. } => true,

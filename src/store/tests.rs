@@ -1814,3 +1814,28 @@ fn no_zero_fill_in_memory_or_without_fsync() {
         assert_eq!(stats.meta.zero_filled_bytes, 0, "{fsync:?} {stats:?}");
     }
 }
+
+/// A reader that comes before a staged blob's batch is written sees `Unwritten` (not
+/// corruption), and `read_blob_settled` waits for the batch and returns the bytes.
+#[test]
+fn a_blob_read_before_its_batch_is_written_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    run_local(move || async move {
+        let store = open_one(&data, cfg(&data, 0)).await;
+        let msg = b"Subject: soon\r\n\r\nwritten a moment after its index record\r\n";
+        let (r, ticket) = store.stage_blob(msg).await.unwrap();
+        let early = store.read_blob_shared(r);
+        assert!(
+            matches!(early, Err(ref e) if e.is_unwritten()),
+            "before the batch: {early:?}"
+        );
+        let reader = glommio::spawn_local({
+            let store = store.clone();
+            async move { store.read_blob_settled(r).await }
+        });
+        ticket.durable().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(&got[..], &msg[..]);
+    });
+}
