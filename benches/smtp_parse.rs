@@ -44,7 +44,7 @@ fn stuffed_message(bytes: usize) -> Vec<u8> {
     let mut wire = b"From: sender@remote.test\r\nSubject: benchmark\r\n\r\n".to_vec();
     let mut line = 0usize;
     while wire.len() < bytes {
-        if line % 10 == 0 {
+        if line.is_multiple_of(10) {
             wire.extend_from_slice(b"..");
         }
         let text = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen.";

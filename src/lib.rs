@@ -29,12 +29,17 @@
 //!   hand-over to the owner core after login.
 //! - [`mime`]     — MIME structure of stored messages (byte ranges, parsed once, cached per
 //!   core): ENVELOPE, BODYSTRUCTURE, sections, SEARCH text matching.
+//! - [`outbound`] — delivery to other domains: `client` (sans-IO SMTP client: EHLO/HELO,
+//!   STARTTLS, PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, per-recipient outcomes) and
+//!   `downgrade` (8-bit bodies re-encoded for a remote without 8BITMIME).
 //! - [`sasl`]     — base64 and the PLAIN and LOGIN mechanisms, shared by SMTP, IMAP, POP3.
 //! - [`line`]     — CRLF line framing with a hard limit, shared by SMTP and POP3 (sans-IO).
 //! - [`accounts`] — users and argon2id password hashes, written atomically.
 //! - [`aliases`]  — aliases and domain catch-alls, and how a recipient expands into local
 //!   mailboxes and remote addresses (bounded depth, loops refused).
 //! - [`time`]     — RFC 5322 dates without a calendar crate.
+//! - [`dns`]      — the outbound stub resolver: MX route (random among equal preferences,
+//!   implicit MX, null MX), A/AAAA, per-core TTL cache, glommio UDP with TCP fallback.
 //!
 //! # The path of one message
 //! 1. A client connects; the kernel hands the connection to one core's listener
@@ -65,10 +70,12 @@
 pub mod accounts;
 pub mod aliases;
 pub mod config;
+pub mod dns;
 pub mod imap;
 pub mod line;
 pub mod mime;
 pub mod net;
+pub mod outbound;
 pub mod pop3;
 pub mod runtime;
 pub mod sasl;

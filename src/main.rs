@@ -1,5 +1,5 @@
 //! The `ringmail` command: serve, check-config, user add/list/del, alias add/list/del, export,
-//! queue list.
+//! queue list, dns.
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
@@ -24,7 +24,12 @@ usage:
   ringmail alias del ALIAS [TARGET] [--config FILE]    one target, or the whole alias
   ringmail alias list [--config FILE]
   ringmail export ADDRESS [--mailbox INBOX] [--config FILE]   mailbox as mboxrd on stdout
-  ringmail queue list [--config FILE]            outbound queue: id, sender, recipients, attempts, next try, last error
+  ringmail queue list [--json] [--config FILE]   outbound queue: id, sender, recipients, attempts, next try, last error
+  ringmail queue flush [--config FILE]           retry every deferred message now (running server)
+  ringmail queue delete ID [--config FILE]       remove a message from the queue, telling nobody
+  ringmail queue bounce ID [--config FILE]       fail a message now and bounce it to its sender
+  ringmail dns DOMAIN [--config FILE]            MX route and addresses as the sender sees them
+                                                 (exit 0 ok, 1 temporary, 2 permanent failure)
   ringmail --version";
 
 /// Parsed command line: positional words and the few options ringmail knows.
@@ -33,6 +38,7 @@ struct Args {
     config: Option<PathBuf>,
     mailbox: Option<String>,
     password_stdin: bool,
+    json: bool,
 }
 
 fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -41,6 +47,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
         config: None,
         mailbox: None,
         password_stdin: false,
+        json: false,
     };
     let mut it = argv.peekable();
     while let Some(a) = it.next() {
@@ -50,6 +57,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--mailbox" => args.mailbox = Some(it.next().ok_or("--mailbox needs a name")?),
             "--password-stdin" => args.password_stdin = true,
+            "--json" => args.json = true,
             s if s.starts_with("--config=") => args.config = Some(s["--config=".len()..].into()),
             s if s.starts_with("--mailbox=") => args.mailbox = Some(s["--mailbox=".len()..].into()),
             s if s.starts_with('-')
@@ -217,12 +225,39 @@ fn run() -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
-            for e in &entries {
-                writeln!(out, "{}", ringmail::store::queue::list_line(e))
+            if args.json {
+                writeln!(out, "{}", ringmail::outbound::admin::list_json(&entries))
                     .map_err(|e| e.to_string())?;
+            } else {
+                for e in &entries {
+                    writeln!(out, "{}", ringmail::store::queue::list_line(e))
+                        .map_err(|e| e.to_string())?;
+                }
             }
             out.flush().map_err(|e| e.to_string())?;
             eprintln!("{} queued message(s)", entries.len());
+            Ok(())
+        }
+        ["queue", op @ ("flush" | "delete" | "bounce"), rest @ ..] => {
+            // Done by the running server (the owner core writes the queue records).
+            let config = load_config(&args.config)?;
+            let line = std::iter::once(*op)
+                .chain(rest.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let answer = ringmail::runtime::control::request(&config.server.data_dir, &line)
+                .map_err(|e| e.to_string())?;
+            println!("{answer}");
+            Ok(())
+        }
+        ["dns", domain] => {
+            let config = load_config(&args.config)?;
+            let report = ringmail::dns::cli::run(&config.dns, domain).map_err(|e| e.to_string())?;
+            print!("{}", report.text);
+            io::stdout().flush().map_err(|e| e.to_string())?;
+            if report.exit_code != 0 {
+                std::process::exit(i32::from(report.exit_code));
+            }
             Ok(())
         }
         ["--version"] | ["version"] => {

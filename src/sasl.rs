@@ -43,7 +43,7 @@ pub enum SaslError {
 
 /// Strict base64 decoding (padding required, no whitespace).
 fn base64_decode(input: &[u8]) -> Result<Vec<u8>, SaslError> {
-    if input.len() % 4 != 0 {
+    if !input.len().is_multiple_of(4) {
         return Err(SaslError::Base64 { at: input.len() });
     }
     let mut out = Vec::with_capacity(input.len() / 4 * 3);

@@ -136,6 +136,41 @@ pub struct Pop3Config {
     pub connections_per_core_max: usize,
 }
 
+/// Outbound delivery of queued mail (`[relay]`).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The port remote MX hosts are contacted on (25; tests point it at loopback sinks).
+    pub port: u16,
+    /// Send everything to this host (`host:port`) instead of looking up MX records.
+    pub smarthost: Option<(String, u16)>,
+    /// Delays between attempts, in ms; the last one repeats. Each gets ±10 % jitter.
+    pub retry_ms: Vec<u64>,
+    /// A message still undelivered this long after arrival bounces.
+    pub age_ms_max: u64,
+    /// After this long undelivered, the sender gets one delay notice (RFC 3461 DELAY).
+    pub delay_notice_ms: u64,
+    /// Simultaneous connections per destination domain per core.
+    pub connections_per_domain_max: usize,
+    /// Domains whose MX certificate must verify (else delivery is deferred); lowercase.
+    pub tls_verify_domains: Vec<String>,
+    /// Trusted roots for verified deliveries (PEM bundle).
+    pub tls_ca_file: PathBuf,
+}
+
+/// The outbound stub resolver (`[dns]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `None`: the `nameserver` lines of /etc/resolv.conf, read when the resolver starts
+    /// (`dns::Resolver::new`), so a machine without one only fails when mail goes out.
+    pub servers: Option<Vec<SocketAddr>>,
+    /// Per try, per server.
+    pub timeout_ms: u64,
+    /// Rounds over the server list.
+    pub attempts: u32,
+    /// Answers cached per core (0: no cache).
+    pub cache_entries_max: usize,
+}
+
 /// Logins (IMAP, POP3; SMTP AUTH later).
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -171,9 +206,11 @@ pub struct Config {
     pub pop3: Pop3Config,
     /// `[tls]`: with no `cert`, the self-signed certificate generated at first start.
     pub tls: TlsSettings,
+    pub relay: RelayConfig,
     pub auth: AuthConfig,
     pub domains: DomainsConfig,
     pub store: StoreSettings,
+    pub dns: DnsConfig,
     /// Keys that were present but unknown (`section.key`), for warnings.
     pub unknown_keys: Vec<String>,
 }
@@ -351,6 +388,8 @@ impl Config {
             &mut problems,
         );
         let tls = tls_settings(r.tls, &mut problems);
+        let dns = dns_config(r.dns, &mut problems);
+        let relay = relay_config(r.relay, &mut problems);
         let imap_timeout_ms_idle = r.imap.timeout_ms_idle.unwrap_or(30 * 60 * 1000);
         let pop3_listen = parse_listen(
             "pop3.listen",
@@ -484,6 +523,7 @@ impl Config {
                 connections_per_core_max: pop3_connections_max as usize,
             },
             tls,
+            relay,
             auth: AuthConfig {
                 failure_delay_ms,
                 failures_max: failures_max as usize,
@@ -496,6 +536,7 @@ impl Config {
                 batch_bytes_max: batch_bytes_max as usize,
                 checkpoint_interval_meta_bytes,
             },
+            dns,
             unknown_keys,
         })
     }
@@ -556,6 +597,153 @@ fn tls_settings(raw: raw::RawTls, problems: &mut Vec<String>) -> TlsSettings {
         problems.push("tls.sni needs a default certificate (tls.cert and tls.key)".into());
     }
     TlsSettings { default, sni }
+}
+
+/// A duration written with its unit: `250ms`, `30s`, `5m`, `4h`, `5d`.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// `[relay]`.
+fn relay_config(raw: raw::RawRelay, problems: &mut Vec<String>) -> RelayConfig {
+    let mut duration = |key: &str, v: Option<String>, default: u64| match v {
+        None => default,
+        Some(text) => match parse_duration_ms(&text) {
+            Some(ms) if ms > 0 => ms,
+            _ => {
+                problems.push(format!(
+                    "relay.{key} = {text:?}: expected a duration like \"30s\", \"5m\", \"4h\", \"5d\""
+                ));
+                default
+            }
+        },
+    };
+    let age_ms_max = duration("max_age", raw.max_age, 5 * 86_400_000);
+    let delay_notice_ms = duration("delay_notice", raw.delay_notice, 4 * 3_600_000);
+    let mut retry_ms = Vec::new();
+    let default_retry = ["5m", "10m", "30m", "1h", "2h", "4h"];
+    let retry = raw
+        .retry
+        .unwrap_or_else(|| default_retry.iter().map(|s| s.to_string()).collect());
+    if retry.is_empty() || retry.len() > 100 {
+        problems.push("relay.retry: between 1 and 100 delays".into());
+    }
+    for text in retry {
+        match parse_duration_ms(&text) {
+            Some(ms) if ms > 0 => retry_ms.push(ms),
+            _ => problems.push(format!(
+                "relay.retry: {text:?} is not a duration like \"5m\" or \"1h\""
+            )),
+        }
+    }
+    let port = raw.port.unwrap_or(25);
+    check_range(problems, "relay.port", port, 1, 65535);
+    let smarthost = raw.smarthost.and_then(|text| {
+        let parsed = text
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .filter(|(host, port)| *port > 0 && !host.is_empty());
+        match parsed {
+            Some((host, port)) => Some((host.trim_matches(['[', ']']).to_string(), port)),
+            None => {
+                problems.push(format!(
+                    "relay.smarthost = {text:?}: expected host:port, e.g. \"smtp.example.net:25\""
+                ));
+                None
+            }
+        }
+    });
+    let connections_per_domain_max = raw.connections_per_domain_max.unwrap_or(10);
+    check_range(
+        problems,
+        "relay.connections_per_domain_max",
+        connections_per_domain_max,
+        1,
+        1000,
+    );
+    let mut tls_verify_domains = Vec::new();
+    for d in raw.tls_verify_domains.unwrap_or_default() {
+        let d = d.to_ascii_lowercase();
+        if valid_hostname(&d) {
+            tls_verify_domains.push(d);
+        } else {
+            problems.push(format!(
+                "relay.tls_verify_domains: {d:?} is not a domain name"
+            ));
+        }
+    }
+    RelayConfig {
+        port: port as u16,
+        smarthost,
+        retry_ms,
+        age_ms_max,
+        delay_notice_ms,
+        connections_per_domain_max: connections_per_domain_max as usize,
+        tls_verify_domains,
+        tls_ca_file: raw
+            .tls_ca_file
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(crate::net::tls::SYSTEM_CA_FILE)),
+    }
+}
+
+/// `[dns]`: servers as `IP:port` or a bare `IP` (port 53), at most 8.
+fn dns_config(raw: raw::RawDns, problems: &mut Vec<String>) -> DnsConfig {
+    let servers = raw.servers.map(|list| {
+        let mut servers = Vec::new();
+        for text in &list {
+            let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+                let ip = text
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .ok()?;
+                Some(SocketAddr::new(ip, 53))
+            });
+            match parsed {
+                Some(sa) if sa.port() != 0 => servers.push(sa),
+                _ => problems.push(format!(
+                    "dns.servers: {text:?} is not an IP or IP:port (e.g. \"127.0.0.1:53\")"
+                )),
+            }
+        }
+        if list.is_empty() || list.len() > 8 {
+            problems.push(format!(
+                "dns.servers: {} server(s), expected 1 to 8 (leave it out for /etc/resolv.conf)",
+                list.len()
+            ));
+        }
+        servers
+    });
+    let timeout_ms = raw.timeout_ms.unwrap_or(2000);
+    check_range(problems, "dns.timeout_ms", timeout_ms, 10, 60_000);
+    let attempts = raw.attempts.unwrap_or(2);
+    check_range(problems, "dns.attempts", attempts, 1, 10);
+    let cache_entries_max = raw.cache_entries_max.unwrap_or(10_000);
+    check_range(
+        problems,
+        "dns.cache_entries_max",
+        cache_entries_max,
+        0,
+        1_000_000,
+    );
+    DnsConfig {
+        servers,
+        timeout_ms,
+        attempts: attempts as u32,
+        cache_entries_max: cache_entries_max as usize,
+    }
 }
 
 /// Notes `key = v: must be between lo and hi` unless `lo <= v <= hi`.
@@ -679,6 +867,93 @@ mod tests {
         assert!(c.submission.listen.is_empty());
         assert_eq!(c.submission.listen_tls.len(), 1);
         assert!(c.submission.allow_plaintext_auth);
+    }
+
+    #[test]
+    fn relay_section_and_durations() {
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms("30s"), Some(30_000));
+        assert_eq!(parse_duration_ms("5d"), Some(432_000_000));
+        for bad in ["", "5", "m", "5 m", "5w", "-5s", "99999999999999999999d"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+        let c = Config::defaults();
+        assert_eq!(c.relay.port, 25);
+        assert_eq!(c.relay.retry_ms[0], 300_000);
+        assert_eq!(c.relay.age_ms_max, 5 * 86_400_000);
+        assert_eq!(c.relay.delay_notice_ms, 4 * 3_600_000);
+        let c = parse(
+            "[relay]\nport = 2525\nsmarthost = \"[::1]:2526\"\nretry = [\"1s\", \"2s\"]\n\
+             max_age = \"10s\"\ndelay_notice = \"3s\"\ntls_verify_domains = [\"Bank.Test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.relay.port, 2525);
+        assert_eq!(c.relay.smarthost, Some(("::1".to_string(), 2526)));
+        assert_eq!(c.relay.retry_ms, vec![1000, 2000]);
+        assert_eq!(c.relay.age_ms_max, 10_000);
+        assert_eq!(c.relay.tls_verify_domains, vec!["bank.test"]);
+        let e = parse(
+            "[relay]\nport = 0\nsmarthost = \"nohost\"\nretry = [\"soon\"]\nmax_age = \"5\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "relay.port = 0",
+            "relay.smarthost = \"nohost\"",
+            "relay.retry: \"soon\"",
+            "relay.max_age = \"5\"",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn dns_section() {
+        let c = Config::defaults();
+        assert_eq!(
+            c.dns,
+            DnsConfig {
+                servers: None,
+                timeout_ms: 2000,
+                attempts: 2,
+                cache_entries_max: 10_000,
+            }
+        );
+        let c = parse(
+            "[dns]\nservers = [\"127.0.0.1:5353\", \"::1\", \"192.0.2.53\"]\n\
+             timeout_ms = 300\nattempts = 1\ncache_entries_max = 0\n",
+        )
+        .unwrap();
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            c.dns.servers,
+            Some(vec![
+                sa("127.0.0.1:5353"),
+                sa("[::1]:53"),
+                sa("192.0.2.53:53")
+            ])
+        );
+        assert_eq!((c.dns.timeout_ms, c.dns.attempts), (300, 1));
+        assert_eq!(c.dns.cache_entries_max, 0);
+        let e = parse(
+            "[dns]\nservers = [\"nowhere\", \"127.0.0.1:0\"]\ntimeout_ms = 0\nattempts = 50\n\
+             cache_entries_max = 2000000\n[smtp]\nmax_recipients = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "6 error(s)",
+            "dns.servers: \"nowhere\"",
+            "dns.servers: \"127.0.0.1:0\"",
+            "dns.timeout_ms = 0",
+            "dns.attempts = 50",
+            "dns.cache_entries_max = 2000000",
+            "smtp.max_recipients = 0",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+        let e = parse("[dns]\nservers = []\n").unwrap_err().to_string();
+        assert!(e.contains("dns.servers: 0 server(s)"), "{e}");
     }
 
     #[test]

@@ -59,6 +59,18 @@ pub struct RawPop3 {
     pub connections_per_core_max: Option<u64>,
 }
 
+#[derive(Debug, Default)]
+pub struct RawRelay {
+    pub port: Option<u64>,
+    pub smarthost: Option<String>,
+    pub retry: Option<Vec<String>>,
+    pub max_age: Option<String>,
+    pub delay_notice: Option<String>,
+    pub connections_per_domain_max: Option<u64>,
+    pub tls_verify_domains: Option<Vec<String>>,
+    pub tls_ca_file: Option<String>,
+}
+
 /// One `[[tls.sni]]` entry.
 #[derive(Debug, Default)]
 pub struct RawSni {
@@ -94,6 +106,15 @@ pub struct RawStore {
     pub checkpoint_interval_meta_bytes: Option<u64>,
 }
 
+/// `[dns]`: the outbound stub resolver.
+#[derive(Debug, Default)]
+pub struct RawDns {
+    pub servers: Option<Vec<String>>,
+    pub timeout_ms: Option<u64>,
+    pub attempts: Option<u64>,
+    pub cache_entries_max: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 pub struct Known {
     pub server: RawServer,
@@ -102,9 +123,11 @@ pub struct Known {
     pub imap: RawImap,
     pub pop3: RawPop3,
     pub tls: RawTls,
+    pub relay: RawRelay,
     pub auth: RawAuth,
     pub domains: RawDomains,
     pub store: RawStore,
+    pub dns: RawDns,
 }
 
 #[derive(Debug, Default)]
@@ -316,6 +339,16 @@ impl RawConfig {
                 key: s.string("key"),
                 sni: s.sni("sni"),
             }),
+            relay: doc.section("relay", |s| RawRelay {
+                port: s.uint("port"),
+                smarthost: s.string("smarthost"),
+                retry: s.strings("retry"),
+                max_age: s.string("max_age"),
+                delay_notice: s.string("delay_notice"),
+                connections_per_domain_max: s.uint("connections_per_domain_max"),
+                tls_verify_domains: s.strings("tls_verify_domains"),
+                tls_ca_file: s.string("tls_ca_file"),
+            }),
             auth: doc.section("auth", |s| RawAuth {
                 failure_delay_ms: s.uint("failure_delay_ms"),
                 failures_max: s.uint("failures_max"),
@@ -329,6 +362,12 @@ impl RawConfig {
                 meta_segment_bytes_max: s.uint("meta_segment_bytes_max"),
                 batch_bytes_max: s.uint("batch_bytes_max"),
                 checkpoint_interval_meta_bytes: s.uint("checkpoint_interval_meta_bytes"),
+            }),
+            dns: doc.section("dns", |s| RawDns {
+                servers: s.strings("servers"),
+                timeout_ms: s.uint("timeout_ms"),
+                attempts: s.uint("attempts"),
+                cache_entries_max: s.uint("cache_entries_max"),
             }),
         };
         let Doc {

@@ -21,8 +21,12 @@ pub use crate::runtime::directory::LocalDirectory;
 use crate::runtime::mesh::{DeliverFailure, Mesh};
 use crate::runtime::placement::owner_core;
 use crate::runtime::watch::MailboxWatch;
+use crate::smtp::command::{xtext_encode, Notify, Ret};
 use crate::smtp::{DeliveryResult, Limits, Transaction};
-use crate::store::queue::{clip, QUEUE_RECIPIENTS_MAX, SMTP_ID_BYTES_MAX};
+use crate::store::queue::{
+    clip, NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_NEVER, NOTIFY_SUCCESS, ORCPT_BYTES_MAX,
+    QUEUE_RECIPIENTS_MAX, RET_FULL, RET_HDRS, SMTP_ID_BYTES_MAX,
+};
 use crate::store::{BlobRef, Delivery, DoneReason, NewQueueEntry, QueueRecipient, Store};
 use crate::time::unix_now;
 
@@ -56,6 +60,9 @@ pub struct Core {
     pub directory: LocalDirectory,
     /// Closed (never acquired) when the process shuts down: a broadcast to every waiter.
     pub shutdown: Rc<Semaphore>,
+    /// Signalled when the outbound queue of this core grows or an operator asks for a flush:
+    /// wakes the sender (`outbound::sender::run`). Holds at most one permit.
+    pub outbound_wake: Rc<Semaphore>,
     shutting_down: Cell<bool>,
     /// Connections per protocol (indexed by `Protocol::index`); their sum is the core's total.
     protocol_connections: [Cell<usize>; 4],
@@ -107,6 +114,7 @@ impl Core {
             mesh,
             directory,
             shutdown: Rc::new(Semaphore::new(0)),
+            outbound_wake: Rc::new(Semaphore::new(0)),
             shutting_down: Cell::new(false),
             protocol_connections: Default::default(),
             next_session: Cell::new(0),
@@ -115,6 +123,13 @@ impl Core {
             maildrops: RefCell::new(HashSet::new()),
             watch: Rc::new(MailboxWatch::default()),
             recent_seen: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Wakes the outbound sender (one pending wake-up is enough).
+    pub fn wake_outbound(&self) {
+        if self.outbound_wake.available() == 0 {
+            self.outbound_wake.signal(1);
         }
     }
 
@@ -214,8 +229,13 @@ impl Core {
     /// harmless).
     pub async fn deliver(&self, txn: &Transaction) -> DeliveryResult {
         let mut dests = Vec::new();
-        for rcpt in &txn.recipients {
-            if let Err(e) = self.directory.expand(rcpt, &mut dests) {
+        // The RCPT (index into `txn.recipients`) each destination came from, for its DSN
+        // parameters.
+        let mut origins = Vec::new();
+        for (index, rcpt) in txn.recipients.iter().enumerate() {
+            let expanded = self.directory.expand(rcpt, &mut dests);
+            origins.resize(dests.len(), index);
+            if let Err(e) = expanded {
                 eprintln!(
                     "ringmail: core {}: {}: recipient <{rcpt}>: {e}{}",
                     self.index,
@@ -224,7 +244,7 @@ impl Core {
                 );
             }
         }
-        let (locals, remotes) = split_destinations(dests);
+        let (locals, remotes) = split_destinations(dests, &origins);
         if locals.is_empty() && remotes.is_empty() {
             return DeliveryResult::TempFail;
         }
@@ -270,6 +290,7 @@ impl Core {
             for entry in entries {
                 let id = self.store.enqueue(entry).await?;
                 queued.borrow_mut().push(id);
+                self.wake_outbound();
             }
             Ok::<(), crate::store::StoreError>(())
         };
@@ -326,21 +347,59 @@ impl Core {
     }
 }
 
-/// Local users and remote addresses of an expansion, each once, in first-seen order.
-fn split_destinations(dests: Vec<Destination>) -> (Vec<String>, Vec<String>) {
+/// Local users and remote addresses of an expansion, each once, in first-seen order; a
+/// remote address with the index of the RCPT it came from (`origins[i]` for `dests[i]`).
+fn split_destinations(
+    dests: Vec<Destination>,
+    origins: &[usize],
+) -> (Vec<String>, Vec<(String, usize)>) {
     let mut seen = HashSet::with_capacity(dests.len());
     let mut locals = Vec::new();
     let mut remotes = Vec::new();
-    for d in dests {
+    for (i, d) in dests.into_iter().enumerate() {
         if !seen.insert(d.clone()) {
             continue;
         }
         match d {
             Destination::Local(user) => locals.push(user),
-            Destination::Remote(address) => remotes.push(address),
+            Destination::Remote(address) => {
+                remotes.push((address, origins.get(i).copied().unwrap_or(usize::MAX)))
+            }
         }
     }
     (locals, remotes)
+}
+
+// The NOTIFY bits of the SMTP parser are those the queue stores.
+const _: () = assert!(
+    Notify::NEVER == NOTIFY_NEVER
+        && Notify::SUCCESS == NOTIFY_SUCCESS
+        && Notify::FAILURE == NOTIFY_FAILURE
+        && Notify::DELAY == NOTIFY_DELAY
+);
+
+/// A remote destination with the RFC 3461 NOTIFY and ORCPT of the RCPT it came from
+/// (`origin`, an index into `txn.recipients`). Without an ORCPT from the client, one naming
+/// that RCPT's address is added when an alias changed the address (RFC 3461 §4.2 lets a
+/// relay add it, "the recipient address from the RCPT command"), so a DSN tells the sender
+/// the address they used; not for a non-ASCII address (that would need RFC 6533's utf-8
+/// type) or one whose xtext exceeds [`ORCPT_BYTES_MAX`].
+fn queue_recipient(txn: &Transaction, address: String, origin: usize) -> QueueRecipient {
+    let dsn = txn.recipient_dsn.get(origin);
+    let orcpt = dsn.and_then(|d| d.orcpt.clone()).or_else(|| {
+        let original = txn
+            .recipients
+            .get(origin)
+            .filter(|o| **o != address && o.is_ascii())?;
+        let mut orcpt = String::from("rfc822;");
+        xtext_encode(original.as_bytes(), &mut orcpt);
+        (orcpt.len() <= ORCPT_BYTES_MAX).then_some(orcpt)
+    });
+    QueueRecipient {
+        address,
+        notify: dsn.and_then(|d| d.notify).map(Notify::bits),
+        orcpt,
+    }
 }
 
 /// The outbound queue entries for a transaction's remote addresses (none if there are
@@ -349,7 +408,7 @@ fn queue_entries(
     txn: &Transaction,
     blob: BlobRef,
     arrival: i64,
-    remotes: Vec<String>,
+    remotes: Vec<(String, usize)>,
 ) -> Vec<NewQueueEntry> {
     remotes
         .chunks(QUEUE_RECIPIENTS_MAX)
@@ -359,18 +418,17 @@ fn queue_entries(
             sender: txn.mail_from.clone(),
             recipients: chunk
                 .iter()
-                .map(|address| QueueRecipient {
-                    address: address.clone(),
-                    notify: None,
-                    orcpt: None,
-                })
+                .map(|(address, origin)| queue_recipient(txn, address.clone(), *origin))
                 .collect(),
             smtputf8: txn.smtputf8,
             body_8bitmime: txn.body_8bitmime,
             arrival,
             authenticated: txn.authenticated.clone(),
-            ret: None,
-            envid: None,
+            ret: txn.ret.map(|ret| match ret {
+                Ret::Full => RET_FULL,
+                Ret::Hdrs => RET_HDRS,
+            }),
+            envid: txn.envid.clone(),
         })
         .collect()
 }
@@ -430,6 +488,7 @@ mod tests {
             authenticated: None,
             tls: false,
             message: format!("Subject: t\r\n\r\n{body}\r\n").into_bytes(),
+            ..Default::default()
         }
     }
 
@@ -620,6 +679,80 @@ mod tests {
                 assert_eq!(q[0].recipients[0].address, "ext@remote.test");
                 assert_eq!(q[0].sender, "carol@remote.test");
                 assert_eq!(q[0].authenticated, None);
+            })
+        });
+    }
+
+    #[test]
+    fn dsn_parameters_follow_each_remote_recipient_into_the_queue() {
+        use crate::smtp::session::RecipientDsn;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        users(&data);
+        let domains = vec!["example.test".to_string()];
+        Aliases::add(
+            &data,
+            "team@example.test",
+            &[BOB, "ext@remote.test"],
+            &domains,
+        )
+        .unwrap();
+        run(data.clone(), |core| {
+            Box::pin(async move {
+                let notify = |bits| Notify::from_bits(bits);
+                let t = Transaction {
+                    recipients: vec![
+                        "team@example.test".into(),
+                        "direct@remote.test".into(),
+                        "noted@remote.test".into(),
+                    ],
+                    recipient_dsn: vec![
+                        RecipientDsn {
+                            notify: notify(Notify::FAILURE | Notify::DELAY),
+                            orcpt: None,
+                        },
+                        RecipientDsn {
+                            notify: notify(Notify::SUCCESS),
+                            orcpt: None,
+                        },
+                        RecipientDsn {
+                            notify: notify(Notify::NEVER),
+                            orcpt: Some("rfc822;Noted+40Remote.test".into()),
+                        },
+                    ],
+                    ret: Some(Ret::Hdrs),
+                    envid: Some("E+2B1".into()),
+                    ..txn("dsn")
+                };
+                assert_eq!(core.deliver(&t).await, DeliveryResult::Stored);
+                let q = core.store.queue_entries();
+                assert_eq!(q.len(), 1);
+                assert_eq!(
+                    (q[0].ret, q[0].envid.as_deref()),
+                    (Some(RET_HDRS), Some("E+2B1"))
+                );
+                let got: Vec<_> = q[0]
+                    .recipients
+                    .iter()
+                    .map(|r| (r.address.as_str(), r.notify, r.orcpt.as_deref()))
+                    .collect();
+                assert_eq!(
+                    got,
+                    [
+                        // Through the alias: ORCPT added, naming the RCPT address.
+                        (
+                            "ext@remote.test",
+                            Some(NOTIFY_FAILURE | NOTIFY_DELAY),
+                            Some("rfc822;team@example.test")
+                        ),
+                        ("direct@remote.test", Some(NOTIFY_SUCCESS), None),
+                        (
+                            "noted@remote.test",
+                            Some(NOTIFY_NEVER),
+                            Some("rfc822;Noted+40Remote.test")
+                        ),
+                    ]
+                );
             })
         });
     }

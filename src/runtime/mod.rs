@@ -11,6 +11,7 @@
 //! flush, and the process exits 0. SIGHUP re-reads the TLS certificate files (`net::tls`).
 
 pub mod auth;
+pub mod control;
 pub mod core;
 pub mod directory;
 pub mod file;
@@ -67,6 +68,8 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     #[error("signal setup: {0}")]
     Signals(std::io::Error),
 }
@@ -182,6 +185,16 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
     let mesh_builder = (ncores > 1).then(|| mesh::builder(ncores));
     let listen = Arc::new(listen);
 
+    // The operator's control socket: one channel per core, served by this thread.
+    let mut control_rx = Vec::with_capacity(ncores);
+    let mut control_tx = Vec::with_capacity(ncores);
+    for _ in 0..ncores {
+        let (tx, rx) = mpsc::channel::<control::ControlRequest>();
+        control_tx.push(tx);
+        control_rx.push(Some(rx));
+    }
+    let control_server = control::ControlServer::bind(&data_dir, control_tx)?;
+
     let mut indexes: Vec<Option<CoreIndex>> = recovered.cores.into_iter().map(Some).collect();
     for (core, &cpu) in cpus.iter().enumerate() {
         let index = indexes
@@ -198,6 +211,9 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         let listen = listen.clone();
         let accounts = accounts.clone();
         let tls = tls.clone();
+        let control = control_rx[core]
+            .take()
+            .ok_or_else(|| RuntimeError::Cores(format!("no control channel for core {core}")))?;
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("ringmail-core{core}"))
             .io_memory(config.server.io_memory_bytes);
@@ -215,6 +231,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
                 &listen,
                 accounts,
                 tls,
+                control,
                 Shutdown { stop, drained },
                 &tx,
             )
@@ -258,6 +275,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
             break;
         }
         // Signals: a short sigtimedwait, then the core events.
+        control_server.poll();
         let signal = if stop.load(Ordering::Relaxed) {
             None
         } else {
@@ -379,6 +397,7 @@ async fn core_main(
     listen: &[(Listener, SocketAddr)],
     accounts: Accounts,
     tls: Arc<TlsShared>,
+    control: mpsc::Receiver<control::ControlRequest>,
     shutdown: Shutdown,
     events: &mpsc::Sender<CoreEvent>,
 ) -> Result<(), String> {
@@ -442,6 +461,35 @@ async fn core_main(
         )));
     }
     glommio::spawn_local(handoff::adoption_loop(core_ctx.clone())).detach();
+    // Outbound delivery of this core's queue. Without a resolver (no [dns] servers and no
+    // usable /etc/resolv.conf) mail still queues; the sender starts only with a smarthost.
+    let resolver = match crate::dns::Resolver::new(&config.dns) {
+        Ok(r) => Some(Rc::new(r)),
+        Err(e) if config.relay.smarthost.is_some() => {
+            eprintln!("ringmail: core {core}: {e}; delivering through the smarthost only");
+            Some(Rc::new(crate::dns::Resolver::with_servers(
+                Vec::new(),
+                &config.dns,
+            )))
+        }
+        Err(e) => {
+            eprintln!("ringmail: core {core}: {e}; outbound mail stays queued");
+            None
+        }
+    };
+    let sender_task = match resolver {
+        Some(resolver) => {
+            let client_tls = crate::net::tls::ClientConfigs::new(&config.relay.tls_ca_file)
+                .map_err(|e| e.to_string())?;
+            Some(glommio::spawn_local(crate::outbound::sender::run(
+                core_ctx.clone(),
+                resolver,
+                client_tls,
+                control,
+            )))
+        }
+        None => None,
+    };
     let watch = core_ctx.watch.clone();
     store.set_change_hook(Box::new(move |ids: &[u64]| watch.notify(ids)));
     let _ = events.send(CoreEvent::Ready);
@@ -459,6 +507,9 @@ async fn core_main(
     }
     core_ctx.begin_shutdown();
     for t in accept_tasks {
+        t.await;
+    }
+    if let Some(t) = sender_task {
         t.await;
     }
     // Drain: sessions in a transaction finish it; bounded by timeout_ms_drain.

@@ -1,6 +1,6 @@
 //! SMTP command types and their zero-copy parser (RFC 5321 4.1, RFC 1870 SIZE,
 //! RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 3207 STARTTLS,
-//! RFC 4954 AUTH).
+//! RFC 4954 AUTH, RFC 3461 DSN parameters and their xtext encoding).
 //!
 //! [`parse`] takes one command line without its terminator and returns a
 //! [`Command`] whose arguments borrow from that line; it never allocates. It
@@ -12,6 +12,16 @@
 //! domain is then simply not local). Source routes (`<@a,@b:user@dom>`) are
 //! parsed and dropped (RFC 5321 4.1.1.3). Bytes >= 0x80 are allowed where RFC
 //! 6531 allows UTF-8, and the path must then be valid UTF-8.
+//!
+//! DSN parameters (RFC 3461 §4) are checked here and kept as xtext, exactly as
+//! received (that is what the queue stores and what is relayed): `RET=FULL|HDRS`
+//! and `ENVID=` on MAIL, `NOTIFY=` and `ORCPT=` on RCPT. A parameter given twice is
+//! refused like a malformed one (Postfix). The length limits apply to the value as
+//! sent (RFC 3461: "the ENVID MAY be up to 100 characters", "the entire ORCPT
+//! parameter MAY be up to 500"), so the decoded text is never longer. Leniencies
+//! (Postfix's): lowercase hex digits after `+` are accepted. Strictness: a decoded
+//! ENVID must be printable ASCII (Postfix), a decoded ORCPT address must be non-empty
+//! and free of control characters (it ends up in a DSN header).
 
 use std::fmt;
 
@@ -21,6 +31,10 @@ use thiserror::Error;
 pub const DOMAIN_BYTES_MAX: usize = 255;
 /// Most decimal digits accepted in a SIZE or BDAT number (u64::MAX has 20).
 const NUMBER_DIGITS_MAX: usize = 20;
+/// RFC 3461 §4.4: the ENVID value (xtext, as sent) is at most 100 characters.
+pub const ENVID_BYTES_MAX: usize = 100;
+/// RFC 3461 §4.2: the ORCPT value (`addr-type;xtext`, as sent) is at most 500 characters.
+pub const ORCPT_BYTES_MAX: usize = 500;
 
 /// One parsed command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +124,59 @@ pub enum Body {
     EightBitMime,
 }
 
-/// `MAIL FROM:<reverse-path> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]`.
+/// RET= parameter of MAIL (RFC 3461 §4.3): what a failure DSN returns of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    /// The whole message.
+    Full,
+    /// Its header only.
+    Hdrs,
+}
+
+/// NOTIFY= parameter of RCPT (RFC 3461 §4.1) as bits: [`Notify::NEVER`] alone, or any
+/// non-empty set of [`Notify::SUCCESS`], [`Notify::FAILURE`] and [`Notify::DELAY`]. The
+/// bit values are those of the queue's `NOTIFY_*` constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notify(u8);
+
+impl Notify {
+    pub const NEVER: u8 = 1;
+    pub const SUCCESS: u8 = 2;
+    pub const FAILURE: u8 = 4;
+    pub const DELAY: u8 = 8;
+
+    /// A valid set of bits (NEVER alone, or a non-empty set of the others).
+    pub fn from_bits(bits: u8) -> Option<Notify> {
+        let valid = bits == Notify::NEVER
+            || (bits != 0 && bits & !(Notify::SUCCESS | Notify::FAILURE | Notify::DELAY) == 0);
+        valid.then_some(Notify(bits))
+    }
+
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// `NEVER,`-free comma list of SUCCESS, FAILURE, DELAY, or `NEVER` alone
+    /// (case-insensitive; a keyword repeated is harmless).
+    pub fn parse(value: &[u8]) -> Option<Notify> {
+        let mut bits = 0;
+        for word in value.split(|&b| b == b',') {
+            bits |= [
+                ("NEVER", Notify::NEVER),
+                ("SUCCESS", Notify::SUCCESS),
+                ("FAILURE", Notify::FAILURE),
+                ("DELAY", Notify::DELAY),
+            ]
+            .iter()
+            .find(|(name, _)| word.eq_ignore_ascii_case(name.as_bytes()))?
+            .1;
+        }
+        Notify::from_bits(bits)
+    }
+}
+
+/// `MAIL FROM:<reverse-path> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [RET=FULL|HDRS]
+/// [ENVID=xtext]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MailFrom<'a> {
     /// `None` for the null reverse-path `<>`.
@@ -119,12 +185,19 @@ pub struct MailFrom<'a> {
     pub size: Option<u64>,
     pub body: Option<Body>,
     pub smtputf8: bool,
+    pub ret: Option<Ret>,
+    /// ENVID as sent (valid xtext, at most [`ENVID_BYTES_MAX`], decodes to printable
+    /// ASCII).
+    pub envid: Option<&'a str>,
 }
 
-/// `RCPT TO:<forward-path>` (no parameters are supported yet).
+/// `RCPT TO:<forward-path> [NOTIFY=...] [ORCPT=addr-type;xtext]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RcptTo<'a> {
     pub recipient: Mailbox<'a>,
+    pub notify: Option<Notify>,
+    /// ORCPT as sent (`addr-type;xtext`, at most [`ORCPT_BYTES_MAX`]).
+    pub orcpt: Option<&'a str>,
 }
 
 /// Why a command line was not understood. Each maps to one reply code.
@@ -145,6 +218,18 @@ pub enum CommandError<'a> {
     /// SIZE= is not a decimal number (501).
     #[error("bad message size syntax")]
     BadSize,
+    /// RET= is not FULL or HDRS, or is repeated (501).
+    #[error("bad RET parameter syntax")]
+    BadRet,
+    /// ENVID= is not valid xtext of printable ASCII, too long, or repeated (501).
+    #[error("bad ENVID parameter syntax")]
+    BadEnvid,
+    /// NOTIFY= is not NEVER or a list of SUCCESS/FAILURE/DELAY, or is repeated (501).
+    #[error("bad NOTIFY parameter syntax")]
+    BadNotify,
+    /// ORCPT= is not `addr-type;xtext`, too long, or repeated (501).
+    #[error("bad ORCPT parameter syntax")]
+    BadOrcpt,
     /// A MAIL/RCPT parameter this server does not implement (555).
     #[error("unsupported option: {}", String::from_utf8_lossy(.parameter))]
     UnsupportedParameter { parameter: &'a [u8] },
@@ -294,6 +379,8 @@ pub fn parse_mail(args: &[u8]) -> Result<MailFrom<'_>, CommandError<'_>> {
         size: None,
         body: None,
         smtputf8: false,
+        ret: None,
+        envid: None,
     };
     for param in Params::new(params).ok_or(CommandError::BadSender)? {
         let (key, value) = match param.iter().position(|&b| b == b'=') {
@@ -314,11 +401,104 @@ pub fn parse_mail(args: &[u8]) -> Result<MailFrom<'_>, CommandError<'_>> {
             }
         } else if key.eq_ignore_ascii_case(b"SMTPUTF8") && value.is_none() {
             mail.smtputf8 = true;
+        } else if key.eq_ignore_ascii_case(b"RET") {
+            let value = value.unwrap_or(b"");
+            let ret = if value.eq_ignore_ascii_case(b"FULL") {
+                Ret::Full
+            } else if value.eq_ignore_ascii_case(b"HDRS") {
+                Ret::Hdrs
+            } else {
+                return Err(CommandError::BadRet);
+            };
+            if mail.ret.replace(ret).is_some() {
+                return Err(CommandError::BadRet);
+            }
+        } else if key.eq_ignore_ascii_case(b"ENVID") {
+            let envid = value
+                .filter(|v| !v.is_empty() && v.len() <= ENVID_BYTES_MAX)
+                .filter(|v| xtext_each(v, |b| (0x20..=0x7E).contains(&b)))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .ok_or(CommandError::BadEnvid)?;
+            if mail.envid.replace(envid).is_some() {
+                return Err(CommandError::BadEnvid);
+            }
         } else {
             return Err(unsupported);
         }
     }
     Ok(mail)
+}
+
+/// Checks an ORCPT value: `addr-type ";" xtext`, the type an atom, the decoded address
+/// non-empty and without control characters, at most [`ORCPT_BYTES_MAX`] in all.
+fn parse_orcpt(value: &[u8]) -> Option<&str> {
+    if value.len() > ORCPT_BYTES_MAX {
+        return None;
+    }
+    let semicolon = value.iter().position(|&b| b == b';')?;
+    let (addr_type, xtext) = (&value[..semicolon], &value[semicolon + 1..]);
+    let valid = !addr_type.is_empty()
+        && addr_type.iter().all(|&b| b.is_ascii() && is_atext(b))
+        && !xtext.is_empty()
+        && xtext_each(xtext, |b| b >= 0x20 && b != 0x7F);
+    valid.then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
+/// Calls `accept` with each byte `xtext` stands for (RFC 3461 §4: `xchar`s, `!`..`~`
+/// except `+` and `=`, stand for themselves; `+XX` for the byte 0xXX). False when the
+/// xtext is malformed or `accept` refuses a byte.
+fn xtext_each(xtext: &[u8], mut accept: impl FnMut(u8) -> bool) -> bool {
+    let mut at = 0;
+    while let Some(&b) = xtext.get(at) {
+        let byte = match b {
+            b'+' => {
+                let hex = |i: usize| xtext.get(i).and_then(|&h| (h as char).to_digit(16));
+                match (hex(at + 1), hex(at + 2)) {
+                    // Two hex digits: at most 0xFF.
+                    (Some(high), Some(low)) => {
+                        at += 3;
+                        (high * 16 + low) as u8
+                    }
+                    _ => return false,
+                }
+            }
+            b'=' => return false,
+            b'!'..=b'~' => {
+                at += 1;
+                b
+            }
+            _ => return false,
+        };
+        if !accept(byte) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Decodes xtext (RFC 3461 §4); `None` when malformed.
+pub fn xtext_decode(xtext: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(xtext.len());
+    xtext_each(xtext, |b| {
+        out.push(b);
+        true
+    })
+    .then_some(out)
+}
+
+/// Appends the xtext form of `bytes` to `out` (RFC 3461 §4: `+`, `=`, and bytes outside
+/// `!`..`~` become `+XX`, uppercase hex).
+pub fn xtext_encode(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if matches!(b, b'!'..=b'~') && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push('+');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
 }
 
 /// Arguments of RCPT (after the verb).
@@ -329,13 +509,33 @@ pub fn parse_rcpt(args: &[u8]) -> Result<RcptTo<'_>, CommandError<'_>> {
     }
     let (recipient, params) = parse_path(rest, false).ok_or(CommandError::BadRecipient)?;
     let recipient = recipient.ok_or(CommandError::BadRecipient)?;
-    if let Some(param) = Params::new(params)
-        .ok_or(CommandError::BadRecipient)?
-        .next()
-    {
-        return Err(CommandError::UnsupportedParameter { parameter: param });
+    let mut rcpt = RcptTo {
+        recipient,
+        notify: None,
+        orcpt: None,
+    };
+    for param in Params::new(params).ok_or(CommandError::BadRecipient)? {
+        let (key, value) = match param.iter().position(|&b| b == b'=') {
+            Some(eq) => (&param[..eq], Some(&param[eq + 1..])),
+            None => (param, None),
+        };
+        if key.eq_ignore_ascii_case(b"NOTIFY") {
+            let notify = value
+                .and_then(Notify::parse)
+                .ok_or(CommandError::BadNotify)?;
+            if rcpt.notify.replace(notify).is_some() {
+                return Err(CommandError::BadNotify);
+            }
+        } else if key.eq_ignore_ascii_case(b"ORCPT") {
+            let orcpt = value.and_then(parse_orcpt).ok_or(CommandError::BadOrcpt)?;
+            if rcpt.orcpt.replace(orcpt).is_some() {
+                return Err(CommandError::BadOrcpt);
+            }
+        } else {
+            return Err(CommandError::UnsupportedParameter { parameter: param });
+        }
     }
-    Ok(RcptTo { recipient })
+    Ok(rcpt)
 }
 
 /// Arguments of BDAT: (chunk size, LAST).
@@ -775,8 +975,8 @@ mod tests {
         for param in [
             "BODY=BINARYMIME",
             "BODY=",
-            "RET=HDRS",
             "SMTPUTF8=yes",
+            "NOTIFY=NEVER",
             "AUTH=<>",
         ] {
             let line = format!("MAIL FROM:<a@b> {param}");
@@ -791,14 +991,179 @@ mod tests {
     }
 
     #[test]
-    fn rcpt_parameters_are_unsupported() {
-        assert_eq!(
-            rcpt("RCPT TO:<a@b> NOTIFY=NEVER"),
-            Err(CommandError::UnsupportedParameter {
-                parameter: b"NOTIFY=NEVER"
-            })
-        );
+    fn unknown_rcpt_parameters_are_unsupported() {
+        for param in ["RET=FULL", "X=1", "NOTIFYX=NEVER", "SIZE=1"] {
+            let line = format!("RCPT TO:<a@b> {param}");
+            assert_eq!(
+                rcpt(&line),
+                Err(CommandError::UnsupportedParameter {
+                    parameter: param.as_bytes()
+                }),
+                "{line}"
+            );
+        }
         assert_eq!(rcpt("RCPT TO: <a@b>  ").unwrap().address, "a@b");
+    }
+
+    fn rcpt_to(line: &str) -> Result<RcptTo<'_>, CommandError<'_>> {
+        match parse(line.as_bytes())? {
+            Command::Rcpt(rcpt) => Ok(rcpt),
+            other => panic!("not RCPT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dsn_mail_parameters() {
+        let m = mail("MAIL FROM:<a@b> RET=FULL ENVID=QQ314159").unwrap();
+        assert_eq!((m.ret, m.envid), (Some(Ret::Full), Some("QQ314159")));
+        let m = mail("MAIL FROM:<> ret=hdrs envid=a+2Bb+3Dc+20d SIZE=10").unwrap();
+        assert_eq!(m.ret, Some(Ret::Hdrs));
+        // Kept as sent (xtext), lowercase hex accepted.
+        assert_eq!(m.envid, Some("a+2Bb+3Dc+20d"));
+        assert_eq!(m.size, Some(10));
+        assert_eq!(
+            mail("MAIL FROM:<a@b> EnVid=x+2b").unwrap().envid,
+            Some("x+2b")
+        );
+        let m = mail("MAIL FROM:<a@b>").unwrap();
+        assert_eq!((m.ret, m.envid), (None, None));
+        let longest = format!("MAIL FROM:<a@b> ENVID={}", "e".repeat(ENVID_BYTES_MAX));
+        assert_eq!(mail(&longest).unwrap().envid.map(str::len), Some(100));
+    }
+
+    #[test]
+    fn bad_dsn_mail_parameters() {
+        for line in [
+            "MAIL FROM:<a@b> RET=",
+            "MAIL FROM:<a@b> RET",
+            "MAIL FROM:<a@b> RET=ALL",
+            "MAIL FROM:<a@b> RET=FULLX",
+            "MAIL FROM:<a@b> RET=FULL RET=FULL",
+            "MAIL FROM:<a@b> RET=HDRS RET=FULL",
+        ] {
+            assert_eq!(mail(line), Err(CommandError::BadRet), "{line}");
+        }
+        let too_long = format!("MAIL FROM:<a@b> ENVID={}", "e".repeat(ENVID_BYTES_MAX + 1));
+        // Short decoded, long as sent: the limit is on the value as sent.
+        let too_long_encoded = format!("MAIL FROM:<a@b> ENVID={}", "+41".repeat(34));
+        for line in [
+            "MAIL FROM:<a@b> ENVID",
+            "MAIL FROM:<a@b> ENVID=",
+            "MAIL FROM:<a@b> ENVID=a+",
+            "MAIL FROM:<a@b> ENVID=a+4",
+            "MAIL FROM:<a@b> ENVID=a+4G",
+            "MAIL FROM:<a@b> ENVID=a+G4",
+            "MAIL FROM:<a@b> ENVID=a=b",
+            "MAIL FROM:<a@b> ENVID=a+0Db",
+            "MAIL FROM:<a@b> ENVID=a+0A",
+            "MAIL FROM:<a@b> ENVID=+00",
+            "MAIL FROM:<a@b> ENVID=+7F",
+            "MAIL FROM:<a@b> ENVID=+C3+A9",
+            "MAIL FROM:<a@b> ENVID=\x7f",
+            "MAIL FROM:<a@b> ENVID=1 ENVID=1",
+            &too_long,
+            &too_long_encoded,
+        ] {
+            assert_eq!(mail(line), Err(CommandError::BadEnvid), "{line}");
+        }
+        // Raw bytes outside xchar are refused.
+        assert_eq!(
+            parse(b"MAIL FROM:<a@b> ENVID=\xc3\xa9"),
+            Err(CommandError::BadEnvid)
+        );
+    }
+
+    #[test]
+    fn dsn_rcpt_parameters() {
+        let r = rcpt_to("RCPT TO:<a@b> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;A+40b").unwrap();
+        assert_eq!(r.recipient.address, "a@b");
+        assert_eq!(
+            r.notify.map(Notify::bits),
+            Some(Notify::SUCCESS | Notify::FAILURE)
+        );
+        assert_eq!(r.orcpt, Some("rfc822;A+40b"));
+        let r = rcpt_to("rcpt to:<a@b> orcpt=utf-8;x notify=never").unwrap();
+        assert_eq!(r.notify.map(Notify::bits), Some(Notify::NEVER));
+        assert_eq!(r.orcpt, Some("utf-8;x"));
+        let r = rcpt_to("RCPT TO:<a@b> NOTIFY=delay,Failure,SUCCESS,DELAY").unwrap();
+        assert_eq!(r.notify.map(Notify::bits), Some(14));
+        let r = rcpt_to("RCPT TO:<a@b>").unwrap();
+        assert_eq!((r.notify, r.orcpt), (None, None));
+        // A decoded ORCPT may hold UTF-8 (not control characters).
+        assert!(rcpt_to("RCPT TO:<a@b> ORCPT=rfc822;j+C3+B6rg@x").is_ok());
+        let longest = format!(
+            "RCPT TO:<a@b> ORCPT=rfc822;{}",
+            "o".repeat(ORCPT_BYTES_MAX - 7)
+        );
+        assert_eq!(rcpt_to(&longest).unwrap().orcpt.map(str::len), Some(500));
+    }
+
+    #[test]
+    fn bad_dsn_rcpt_parameters() {
+        for line in [
+            "RCPT TO:<a@b> NOTIFY",
+            "RCPT TO:<a@b> NOTIFY=",
+            "RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS",
+            "RCPT TO:<a@b> NOTIFY=FAILURE,NEVER",
+            "RCPT TO:<a@b> NOTIFY=SUCCESS,",
+            "RCPT TO:<a@b> NOTIFY=,SUCCESS",
+            "RCPT TO:<a@b> NOTIFY=SUCCESS,,DELAY",
+            "RCPT TO:<a@b> NOTIFY=ALWAYS",
+            "RCPT TO:<a@b> NOTIFY=SUCCESS NOTIFY=SUCCESS",
+        ] {
+            assert_eq!(rcpt_to(line), Err(CommandError::BadNotify), "{line}");
+        }
+        let too_long = format!(
+            "RCPT TO:<a@b> ORCPT=rfc822;{}",
+            "o".repeat(ORCPT_BYTES_MAX - 6)
+        );
+        for line in [
+            "RCPT TO:<a@b> ORCPT",
+            "RCPT TO:<a@b> ORCPT=",
+            "RCPT TO:<a@b> ORCPT=rfc822",
+            "RCPT TO:<a@b> ORCPT=;a@b",
+            "RCPT TO:<a@b> ORCPT=rfc822;",
+            "RCPT TO:<a@b> ORCPT=rfc(822);a@b",
+            "RCPT TO:<a@b> ORCPT=rfc822;a+0Db",
+            "RCPT TO:<a@b> ORCPT=rfc822;a+7F",
+            "RCPT TO:<a@b> ORCPT=rfc822;a+",
+            "RCPT TO:<a@b> ORCPT=rfc822;a=b",
+            "RCPT TO:<a@b> ORCPT=rfc822;a@b ORCPT=rfc822;a@b",
+            &too_long,
+        ] {
+            assert_eq!(rcpt_to(line), Err(CommandError::BadOrcpt), "{line}");
+        }
+    }
+
+    #[test]
+    fn notify_bits() {
+        assert_eq!(Notify::from_bits(0), None);
+        assert_eq!(Notify::from_bits(Notify::NEVER | Notify::DELAY), None);
+        assert_eq!(Notify::from_bits(16), None);
+        for bits in 2..16u8 {
+            let others = bits & !Notify::NEVER;
+            assert_eq!(Notify::from_bits(others).is_some(), others != 0);
+        }
+        assert_eq!(Notify::from_bits(Notify::NEVER).map(Notify::bits), Some(1));
+    }
+
+    #[test]
+    fn xtext_round_trip() {
+        let mut encoded = String::new();
+        let all: Vec<u8> = (0..=255).collect();
+        xtext_encode(&all, &mut encoded);
+        assert!(encoded
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && b != b'='));
+        assert_eq!(xtext_decode(encoded.as_bytes()), Some(all));
+        encoded.clear();
+        xtext_encode(b"a+b=c d@x", &mut encoded);
+        assert_eq!(encoded, "a+2Bb+3Dc+20d@x");
+        assert_eq!(xtext_decode(b"A+2b"), Some(b"A+".to_vec()));
+        assert_eq!(xtext_decode(b""), Some(Vec::new()));
+        for bad in [&b"+"[..], b"+2", b"a=b", b"a b", b"+ZZ", b"\xff"] {
+            assert_eq!(xtext_decode(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

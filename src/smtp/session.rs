@@ -1,6 +1,7 @@
 //! The sans-IO SMTP receiver state machine: RFC 5321 for an MX on port 25, RFC 6409
-//! submission (AUTH before MAIL, senders the user owns), RFC 3207 STARTTLS and RFC 4954
-//! AUTH PLAIN/LOGIN. Bytes in, reply bytes and requests out. No sockets, files, clocks,
+//! submission (AUTH before MAIL, senders the user owns), RFC 3207 STARTTLS, RFC 4954
+//! AUTH PLAIN/LOGIN and RFC 3461 DSN (RET/ENVID on MAIL, NOTIFY/ORCPT on RCPT, carried in
+//! the [`Transaction`]). Bytes in, reply bytes and requests out. No sockets, files, clocks,
 //! TLS or password checks: the driver (`smtp::server`) owns the connection, reads into a
 //! bounded buffer, calls [`Session::advance`], writes what it appended to `out`, and does
 //! what the [`Step`] asks: store a message ([`Step::Deliver`]), run the TLS handshake
@@ -33,7 +34,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use super::command::{self, Body, CommandError, Mechanism, Verb};
+use super::command::{self, Body, CommandError, Mechanism, Notify, Ret, Verb};
 use super::data::{DataDecoder, DataError, DataProgress};
 use crate::accounts::Secret;
 use crate::line::{Frame, LineReader};
@@ -157,6 +158,15 @@ pub struct Transaction {
     pub mail_from: String,
     /// Normalized addresses (lowercase), in RCPT order, deduplicated.
     pub recipients: Vec<String>,
+    /// RFC 3461 NOTIFY/ORCPT of each recipient, parallel to `recipients` (a recipient
+    /// given twice keeps the parameters of its first RCPT). May be shorter when a
+    /// transaction is built by hand: a missing entry means no parameters.
+    pub recipient_dsn: Vec<RecipientDsn>,
+    /// RFC 3461 RET of MAIL.
+    pub ret: Option<Ret>,
+    /// RFC 3461 ENVID of MAIL, xtext as received (decode with
+    /// [`command::xtext_decode`]).
+    pub envid: Option<String>,
     pub smtputf8: bool,
     pub body_8bitmime: bool,
     /// The AUTH user (normalized) when the client authenticated.
@@ -168,6 +178,14 @@ pub struct Transaction {
     pub message: Vec<u8>,
 }
 
+/// The RFC 3461 parameters of one RCPT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecipientDsn {
+    pub notify: Option<Notify>,
+    /// ORCPT as received: `addr-type;xtext`.
+    pub orcpt: Option<String>,
+}
+
 /// The storage outcome the driver reports through [`Session::delivered`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryResult {
@@ -177,9 +195,9 @@ pub enum DeliveryResult {
     TempFail,
 }
 
-/// Service extensions, advertised in EHLO in this order (STARTTLS and AUTH where
-/// Postfix puts them). SIZE carries `message_bytes_max`, AUTH its mechanisms. (DSN comes
-/// later: add a variant and a condition in [`Session::extensions`].)
+/// Service extensions, advertised in EHLO in this order (STARTTLS, AUTH and DSN where
+/// Postfix puts them: DSN after 8BITMIME and ENHANCEDSTATUSCODES, before SMTPUTF8).
+/// SIZE carries `message_bytes_max`, AUTH its mechanisms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extension {
     Pipelining,
@@ -190,6 +208,8 @@ pub enum Extension {
     Auth,
     EightBitMime,
     EnhancedStatusCodes,
+    /// RFC 3461 delivery status notifications.
+    Dsn,
     SmtpUtf8,
     Chunking,
 }
@@ -203,19 +223,21 @@ impl Extension {
             Extension::Auth => "AUTH",
             Extension::EightBitMime => "8BITMIME",
             Extension::EnhancedStatusCodes => "ENHANCEDSTATUSCODES",
+            Extension::Dsn => "DSN",
             Extension::SmtpUtf8 => "SMTPUTF8",
             Extension::Chunking => "CHUNKING",
         }
     }
 }
 
-const EXTENSIONS: [Extension; 8] = [
+const EXTENSIONS: [Extension; 9] = [
     Extension::Pipelining,
     Extension::Size,
     Extension::StartTls,
     Extension::Auth,
     Extension::EightBitMime,
     Extension::EnhancedStatusCodes,
+    Extension::Dsn,
     Extension::SmtpUtf8,
     Extension::Chunking,
 ];
@@ -304,6 +326,11 @@ pub struct Session {
     in_mail: bool,
     mail_from: String,
     recipients: Vec<String>,
+    /// NOTIFY/ORCPT per entry of `recipients`.
+    recipient_dsn: Vec<RecipientDsn>,
+    /// RET and ENVID of MAIL.
+    ret: Option<Ret>,
+    envid: Option<String>,
     /// Accepted RCPT commands, duplicates included (Postfix
     /// `smtpd_recipient_limit` counts the same way).
     rcpt_count: usize,
@@ -341,6 +368,9 @@ impl Session {
             in_mail: false,
             mail_from: String::new(),
             recipients: Vec::new(),
+            recipient_dsn: Vec::new(),
+            ret: None,
+            envid: None,
             rcpt_count: 0,
             smtputf8: false,
             body_8bitmime: false,
@@ -462,6 +492,9 @@ impl Session {
             queue_id: self.queue_id().to_string(),
             mail_from: std::mem::take(&mut self.mail_from),
             recipients: std::mem::take(&mut self.recipients),
+            recipient_dsn: std::mem::take(&mut self.recipient_dsn),
+            ret: self.ret,
+            envid: self.envid.take(),
             smtputf8: self.smtputf8,
             body_8bitmime: self.body_8bitmime,
             authenticated: self.authenticated.clone(),
@@ -830,6 +863,8 @@ impl Session {
         }
         self.smtputf8 = mail.smtputf8;
         self.body_8bitmime = mail.body == Some(Body::EightBitMime);
+        self.ret = mail.ret;
+        self.envid = mail.envid.map(str::to_owned);
         self.reply(out, &["250 2.1.0 Ok"]);
     }
 
@@ -840,8 +875,8 @@ impl Session {
         if self.bdat_started {
             return self.reject(out, "503 5.5.1 Error: RCPT after BDAT");
         }
-        let recipient = match command::parse_rcpt(args) {
-            Ok(rcpt) => rcpt.recipient,
+        let (recipient, dsn) = match command::parse_rcpt(args) {
+            Ok(rcpt) => (rcpt.recipient, (rcpt.notify, rcpt.orcpt)),
             Err(error) => return self.reject_command_error(error, out),
         };
         if !recipient.is_ascii() && !self.smtputf8 {
@@ -873,6 +908,10 @@ impl Session {
         self.rcpt_count += 1;
         if !self.recipients.contains(&self.scratch) {
             self.recipients.push(self.scratch.clone());
+            self.recipient_dsn.push(RecipientDsn {
+                notify: dsn.0,
+                orcpt: dsn.1.map(str::to_owned),
+            });
         }
         self.reply(out, &["250 2.1.5 Ok"]);
     }
@@ -1011,6 +1050,9 @@ impl Session {
         self.in_mail = false;
         self.mail_from.clear();
         self.recipients.clear();
+        self.recipient_dsn.clear();
+        self.ret = None;
+        self.envid = None;
         self.rcpt_count = 0;
         self.smtputf8 = false;
         self.body_8bitmime = false;
@@ -1059,6 +1101,15 @@ impl Session {
                 self.reject(out, "501 5.1.3 Bad recipient address syntax")
             }
             CommandError::BadSize => self.reject(out, "501 5.5.4 Bad message size syntax"),
+            // Postfix's wording, "Error: " on the RCPT ones only.
+            CommandError::BadRet => self.reject(out, "501 5.5.4 Bad RET parameter syntax"),
+            CommandError::BadEnvid => self.reject(out, "501 5.5.4 Bad ENVID parameter syntax"),
+            CommandError::BadNotify => {
+                self.reject(out, "501 5.5.4 Error: Bad NOTIFY parameter syntax")
+            }
+            CommandError::BadOrcpt => {
+                self.reject(out, "501 5.5.4 Error: Bad ORCPT parameter syntax")
+            }
             CommandError::UnsupportedParameter { parameter } => {
                 self.errors += 1;
                 out.extend_from_slice(b"555 5.5.4 Unsupported option: ");
@@ -1159,6 +1210,11 @@ mod tests {
         auth_checks: Vec<String>,
         /// Bytes dropped at each STARTTLS (one entry per handshake).
         discarded_at_starttls: Vec<Vec<u8>>,
+        /// Transcripts: at Step::StartTls, stop and drop all input until the transcript's
+        /// `C! starttls` (instead of handshaking at once).
+        hold_tls: bool,
+        /// Step::StartTls was returned and `hold_tls` holds the handshake back.
+        tls_pending: bool,
     }
 
     impl Harness {
@@ -1185,6 +1241,8 @@ mod tests {
                 result: DeliveryResult::Stored,
                 auth_checks: Vec::new(),
                 discarded_at_starttls: Vec::new(),
+                hold_tls: false,
+                tls_pending: false,
             }
         }
 
@@ -1200,6 +1258,13 @@ mod tests {
             for piece in bytes.chunks(chunk_bytes.max(1)) {
                 let mut piece = piece;
                 while !piece.is_empty() && !self.closed {
+                    if self.tls_pending {
+                        // Plaintext sent before the handshake: the driver never reads it.
+                        if let Some(discarded) = self.discarded_at_starttls.last_mut() {
+                            discarded.extend_from_slice(piece);
+                        }
+                        break;
+                    }
                     let room = self.buffer_bytes_max - self.buffer.len();
                     assert!(
                         room > 0,
@@ -1219,7 +1284,7 @@ mod tests {
                 now_unix: NOW_UNIX,
                 directory: &TestDirectory,
             };
-            while !self.closed {
+            while !self.closed && !self.tls_pending {
                 let (consumed, step) = self.session.advance(&self.buffer, &mut self.out, &cx);
                 assert!(consumed <= self.buffer.len());
                 self.buffer.drain(..consumed);
@@ -1248,7 +1313,11 @@ mod tests {
                         // Flush, drop everything buffered, handshake.
                         self.discarded_at_starttls
                             .push(std::mem::take(&mut self.buffer));
-                        self.session.tls_started();
+                        if self.hold_tls {
+                            self.tls_pending = true;
+                        } else {
+                            self.session.tls_started();
+                        }
                     }
                     Step::Deliver => {
                         let mut transaction = self.session.take_transaction();
@@ -1275,7 +1344,7 @@ mod tests {
     }
 
     const EHLO_REPLY: &str = "250-mx.example.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n\
-        250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+        250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
 
     fn ready() -> Harness {
         let mut h = Harness::standard();
@@ -1391,8 +1460,97 @@ mod tests {
             "501 5.5.4 Syntax: RCPT TO:<address>\r\n"
         );
         assert_eq!(
-            h.send(b"RCPT TO:<alice@example.test> ORCPT=rfc822;x@y\r\n"),
-            "555 5.5.4 Unsupported option: ORCPT=rfc822;x@y\r\n"
+            h.send(b"RCPT TO:<alice@example.test> ORCPT=rfc822;x@y X=1\r\n"),
+            "555 5.5.4 Unsupported option: X=1\r\n"
+        );
+    }
+
+    #[test]
+    fn dsn_parameters_reach_the_transaction() {
+        let mut h = ready();
+        assert_eq!(
+            h.send(b"MAIL FROM:<s@remote.test> RET=HDRS ENVID=QQ+2B314\r\n"),
+            "250 2.1.0 Ok\r\n"
+        );
+        for line in [
+            &b"RCPT TO:<alice@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Alice+40example.test\r\n"[..],
+            b"RCPT TO:<bob@example.test>\r\n",
+            // A duplicate keeps the parameters of its first RCPT.
+            b"RCPT TO:<ALICE@example.test> NOTIFY=NEVER\r\n",
+        ] {
+            assert_eq!(h.send(line), "250 2.1.5 Ok\r\n");
+        }
+        h.send(b"DATA\r\n");
+        assert!(h
+            .send(b"x\r\n.\r\n")
+            .starts_with("250 2.0.0 Ok: queued as "));
+        let t = h.delivered.pop().unwrap();
+        assert_eq!(t.recipients, ["alice@example.test", "bob@example.test"]);
+        assert_eq!(t.ret, Some(Ret::Hdrs));
+        assert_eq!(t.envid.as_deref(), Some("QQ+2B314"));
+        let alice = RecipientDsn {
+            notify: Notify::from_bits(Notify::SUCCESS | Notify::DELAY),
+            orcpt: Some("rfc822;Alice+40example.test".into()),
+        };
+        assert_eq!(t.recipient_dsn, [alice, RecipientDsn::default()]);
+        // The next transaction starts without them.
+        h.send(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n.\r\n");
+        let t = h.delivered.pop().unwrap();
+        assert_eq!((t.ret, t.envid), (None, None));
+        assert_eq!(t.recipient_dsn, [RecipientDsn::default()]);
+        // So does a transaction after RSET.
+        h.send(b"MAIL FROM:<s@remote.test> RET=FULL ENVID=1\r\nRSET\r\n");
+        h.send(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<bob@example.test> NOTIFY=NEVER\r\n");
+        h.send(b"DATA\r\n.\r\n");
+        let t = h.delivered.pop().unwrap();
+        assert_eq!((t.ret, t.envid), (None, None));
+        assert_eq!(t.recipient_dsn[0].notify, Notify::from_bits(Notify::NEVER));
+    }
+
+    #[test]
+    fn bad_dsn_parameters_get_postfix_replies() {
+        let mut h = ready();
+        for (line, reply) in [
+            (
+                &b"MAIL FROM:<a@b> RET=NONE\r\n"[..],
+                "501 5.5.4 Bad RET parameter syntax\r\n",
+            ),
+            (
+                b"MAIL FROM:<a@b> RET=FULL RET=FULL\r\n",
+                "501 5.5.4 Bad RET parameter syntax\r\n",
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a+0D+0A\r\n",
+                "501 5.5.4 Bad ENVID parameter syntax\r\n",
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a ENVID=b\r\n",
+                "501 5.5.4 Bad ENVID parameter syntax\r\n",
+            ),
+        ] {
+            assert_eq!(h.send(line), reply);
+        }
+        h.send(b"MAIL FROM:<a@b>\r\n");
+        for (line, reply) in [
+            (
+                &b"RCPT TO:<bob@example.test> NOTIFY=NEVER,DELAY\r\n"[..],
+                "501 5.5.4 Error: Bad NOTIFY parameter syntax\r\n",
+            ),
+            (
+                b"RCPT TO:<bob@example.test> NOTIFY=DELAY NOTIFY=DELAY\r\n",
+                "501 5.5.4 Error: Bad NOTIFY parameter syntax\r\n",
+            ),
+            (
+                b"RCPT TO:<bob@example.test> ORCPT=bob@example.test\r\n",
+                "501 5.5.4 Error: Bad ORCPT parameter syntax\r\n",
+            ),
+        ] {
+            assert_eq!(h.send(line), reply);
+        }
+        // Refused recipients were not added: DATA needs one.
+        assert_eq!(
+            h.send(b"DATA\r\n"),
+            "503 5.5.1 Error: need RCPT command\r\n"
         );
     }
 
@@ -1976,6 +2134,7 @@ mod tests {
         lines.extend_from_slice(&[
             "250-8BITMIME",
             "250-ENHANCEDSTATUSCODES",
+            "250-DSN",
             "250-SMTPUTF8",
             "250 CHUNKING",
         ]);
@@ -2634,23 +2793,30 @@ mod tests {
 
     // ---- Transcripts ----
 
-    /// Runs a transcript; returns the delivered transactions. Panics with the
-    /// transcript name, the way of splitting and the block on any mismatch.
-    fn run_transcript(
-        name: &str,
-        text: &str,
-        chunk_bytes: usize,
-        buffer: usize,
-    ) -> Vec<Transaction> {
+    /// What a transcript run produced: the delivered transactions and, per `C! starttls`,
+    /// the plaintext bytes the driver dropped (those buffered behind the STARTTLS line and
+    /// the rest of that client block).
+    struct TranscriptRun {
+        delivered: Vec<Transaction>,
+        discarded_at_starttls: Vec<Vec<u8>>,
+    }
+
+    /// Runs a transcript. Panics with the transcript name, the way of splitting and the
+    /// block on any mismatch. `C! starttls` does what the driver does after Step::StartTls:
+    /// the session must be waiting for the handshake there; every byte the client sent
+    /// before (still buffered, or later in the same block) is dropped; `tls_started`.
+    fn run_transcript(name: &str, text: &str, chunk_bytes: usize, buffer: usize) -> TranscriptRun {
         let blocks = transcript::parse(text);
         assert_eq!(
             blocks[0].expect.first().map(String::as_str),
             Some("220 mx.example.test ESMTP ringmail"),
             "{name}: first line must be the greeting"
         );
-        // The test server has a certificate: STARTTLS is offered on port 25, AUTH is not.
+        // The test server has a certificate: STARTTLS is offered on port 25, AUTH is not
+        // (it is after `C! starttls`).
         let limits = limits_with(|l| l.tls_available = true);
         let mut h = Harness::new(limits, localhost(), buffer);
+        h.hold_tls = true;
         for (index, block) in blocks.iter().enumerate() {
             assert!(
                 !h.closed || block.send.is_empty(),
@@ -2660,10 +2826,43 @@ mod tests {
             let context =
                 format!("{name} (chunks of {chunk_bytes}, buffer {buffer}), block {index}");
             block.check(&h.take_output(), h.closed, &context);
-            // The TCP runner cannot speak TLS: a transcript must not start it.
-            assert!(h.discarded_at_starttls.is_empty(), "{context}: STARTTLS");
+            if !block.starttls {
+                assert!(!h.tls_pending, "{context}: STARTTLS without C! starttls");
+                continue;
+            }
+            assert!(
+                h.tls_pending,
+                "{context}: C! starttls, but no Step::StartTls"
+            );
+            let mut out = Vec::new();
+            let cx = Context {
+                now_unix: NOW_UNIX,
+                directory: &TestDirectory,
+            };
+            assert_eq!(
+                h.session.advance(b"NOOP\r\n", &mut out, &cx),
+                (0, Step::StartTls),
+                "{context}: the session must wait for the handshake"
+            );
+            assert!(out.is_empty(), "{context}: {out:?}");
+            h.buffer.clear();
+            h.session.tls_started();
+            h.tls_pending = false;
+            assert!(h.session.tls_active(), "{context}");
         }
-        h.delivered
+        TranscriptRun {
+            delivered: h.delivered,
+            discarded_at_starttls: h.discarded_at_starttls,
+        }
+    }
+
+    /// The plaintext each STARTTLS of a transcript must drop (one entry per handshake).
+    fn expected_discarded_at_starttls(name: &str) -> Vec<&'static [u8]> {
+        match name {
+            "starttls_injection" => vec![b"RSET\r\nMAIL FROM:<evil@attacker.test>\r\n"],
+            "starttls_auth_plain" => vec![b""],
+            _ => Vec::new(),
+        }
     }
 
     struct Delivery<'a> {
@@ -2745,6 +2944,12 @@ mod tests {
             ],
             "data_before_rcpt" => vec![delivery(S, ALICE, "ESMTP", b"")],
             "empty_message" => vec![delivery("", BOB, "ESMTP", b"")],
+            "dsn_parameters" => vec![delivery(
+                "",
+                ALICE,
+                "ESMTP",
+                b"Subject: dsn\r\n\r\nwith parameters\r\n",
+            )],
             "smtputf8" => vec![delivery(
                 "jörg@bücher.test",
                 ALICE,
@@ -2752,6 +2957,18 @@ mod tests {
                 "Subject: grüße\r\n\r\n你好\r\n".as_bytes(),
             )],
             "bare_lf_commands" => vec![delivery(S, ALICE, "ESMTP", b"bare\n.\nstill data\r\n")],
+            "starttls_injection" => vec![delivery(
+                S,
+                ALICE,
+                "ESMTPS",
+                b"Subject: after STARTTLS\r\n\r\nencrypted\r\n",
+            )],
+            "starttls_auth_plain" => vec![delivery(
+                "alice@example.test",
+                BOB,
+                "ESMTPSA",
+                b"Subject: authenticated\r\n\r\nhi bob\r\n",
+            )],
             _ => Vec::new(),
         }
     }
@@ -2789,7 +3006,7 @@ mod tests {
         }
     }
 
-    const REQUIRED_TRANSCRIPTS: [&str; 34] = [
+    const REQUIRED_TRANSCRIPTS: [&str; 38] = [
         "greeting_ehlo",
         "helo",
         "pipelining",
@@ -2807,6 +3024,8 @@ mod tests {
         "relay_trailing_dot",
         "relay_mixed_case",
         "starttls_sequence_and_syntax",
+        "starttls_injection",
+        "starttls_auth_plain",
         "auth_needs_tls",
         "too_many_recipients",
         "command_line_too_long",
@@ -2824,6 +3043,8 @@ mod tests {
         "too_many_errors",
         "empty_message",
         "smtputf8",
+        "dsn_parameters",
+        "dsn_parameters_refused",
     ];
 
     #[test]
@@ -2843,8 +3064,13 @@ mod tests {
         ];
         for (name, text) in &names {
             for (chunk_bytes, buffer) in ways {
-                let delivered = run_transcript(name, text, chunk_bytes, buffer);
-                check_deliveries(name, &delivered);
+                let run = run_transcript(name, text, chunk_bytes, buffer);
+                check_deliveries(name, &run.delivered);
+                assert_eq!(
+                    run.discarded_at_starttls,
+                    expected_discarded_at_starttls(name),
+                    "{name} (chunks of {chunk_bytes}, buffer {buffer}): dropped at STARTTLS"
+                );
             }
         }
     }
