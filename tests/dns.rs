@@ -9,14 +9,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use common::unbound::{free_port, Unbound};
+
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const UNBOUND: &str = "/usr/sbin/unbound";
-/// How long unbound may take to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A-records of `big.test`: far over unbound's `max-udp-size: 512`, so only TCP carries them.
 const BIG_RECORDS: usize = 100;
 
@@ -51,122 +50,6 @@ fn zone() -> String {
         ));
     }
     z
-}
-
-/// A port on 127.0.0.1 with nothing on it (UDP and TCP), for now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// A running unbound; killed (by its pid, as our own child) on drop.
-struct Unbound {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Unbound {
-    /// `None` when unbound is not installed.
-    fn start() -> Option<Unbound> {
-        if !Path::new(UNBOUND).exists() {
-            eprintln!("SKIPPED: {UNBOUND} is not installed (apt package `unbound`, see .ci/run)");
-            return None;
-        }
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Unbound::try_start() {
-                Ok(u) => return Some(u),
-                Err(e) => last = e,
-            }
-        }
-        panic!("unbound did not start: {last}");
-    }
-
-    fn try_start() -> Result<Unbound, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        // SERVFAIL quickly: fail.test is forwarded to a port where nothing answers, and unbound
-        // is told not to retry for long.
-        let dead = free_port();
-        let conf = format!(
-            r#"server:
-  interface: 127.0.0.1
-  port: {port}
-  do-ip4: yes
-  do-ip6: no
-  do-udp: yes
-  do-tcp: yes
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{dir}"
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 1
-  access-control: 127.0.0.0/8 allow
-  module-config: "iterator"
-  do-not-query-localhost: no
-  outbound-msg-retry: 0
-  infra-cache-max-rtt: 100
-  infra-keep-probing: no
-  max-udp-size: 512
-{zone}
-forward-zone:
-  name: "fail.test."
-  forward-addr: 127.0.0.1@{dead}
-remote-control:
-  control-enable: no
-"#,
-            dir = dir.path().display(),
-            zone = zone(),
-        );
-        let conf_path = dir.path().join("unbound.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("unbound.log")).unwrap();
-        let child = Command::new(UNBOUND)
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("spawn {UNBOUND}: {e}"))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut u = Unbound { child, addr, dir };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = u.child.try_wait() {
-                return Err(format!("exited {status}: {}", u.log()));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return Ok(u);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!(
-            "not listening after {START_TIMEOUT:?}: {}",
-            u.log()
-        ))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("unbound.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `ringmail dns DOMAIN` with `[dns] servers = [servers...]`: (exit code, stdout).
@@ -204,7 +87,9 @@ fn lines(out: &str) -> Vec<&str> {
 
 #[test]
 fn equal_preferences_come_in_random_order_before_the_higher_one() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (mut first_mx1, mut first_mx2) = (false, false);
     // P(one order never shows in 40 fair runs) = 2^-39.
     for _ in 0..40 {
@@ -233,14 +118,18 @@ fn equal_preferences_come_in_random_order_before_the_higher_one() {
 
 #[test]
 fn no_mx_means_the_domain_itself() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (code, out) = dns(u.dir.path(), &[u.addr], 2000, "NoMX.test.");
     assert_eq!((code, out.as_str()), (0, "0 nomx.test 192.0.2.20\n"));
 }
 
 #[test]
 fn null_mx_fails_permanently() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (code, out) = dns(u.dir.path(), &[u.addr], 2000, "null.test");
     assert_eq!(code, 2, "{out}");
     assert_eq!(
@@ -251,7 +140,9 @@ fn null_mx_fails_permanently() {
 
 #[test]
 fn nxdomain_fails_permanently() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (code, out) = dns(u.dir.path(), &[u.addr], 2000, "gone.test");
     assert_eq!(code, 2, "{out}");
     assert_eq!(out, "permanent: gone.test: no such domain (NXDOMAIN)\n");
@@ -259,14 +150,18 @@ fn nxdomain_fails_permanently() {
 
 #[test]
 fn a_cnamed_mx_host_is_followed() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (code, out) = dns(u.dir.path(), &[u.addr], 2000, "cname.test");
     assert_eq!((code, out.as_str()), (0, "10 mail.cname.test 192.0.2.30\n"));
 }
 
 #[test]
 fn an_mx_host_without_address_is_a_permanent_failure_for_that_host() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (code, out) = dns(u.dir.path(), &[u.addr], 2000, "unreach.test");
     assert_eq!(code, 2, "{out}");
     assert_eq!(
@@ -277,7 +172,9 @@ fn an_mx_host_without_address_is_a_permanent_failure_for_that_host() {
 
 #[test]
 fn servfail_is_temporary() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let started = Instant::now();
     let (code, out) = dns(u.dir.path(), &[u.addr], 3000, "x.fail.test");
     assert_eq!(code, 1, "{out}");
@@ -288,7 +185,9 @@ fn servfail_is_temporary() {
 
 #[test]
 fn refused_is_temporary() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (code, out) = dns(u.dir.path(), &[u.addr], 2000, "refused.test");
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -299,7 +198,9 @@ fn refused_is_temporary() {
 
 #[test]
 fn a_truncated_answer_is_fetched_again_over_tcp() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let (code, out) = dns(u.dir.path(), &[u.addr], 2000, "big.test");
     assert_eq!(code, 0, "{out}");
     let l = lines(&out);
@@ -319,7 +220,9 @@ fn a_truncated_answer_is_fetched_again_over_tcp() {
 
 #[test]
 fn the_next_server_answers_when_the_first_is_unreachable() {
-    let Some(u) = Unbound::start() else { return };
+    let Some(u) = Unbound::start(&zone()) else {
+        return;
+    };
     let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let (code, out) = dns(u.dir.path(), &[closed, u.addr], 2000, "nomx.test");
     assert_eq!((code, out.as_str()), (0, "0 nomx.test 192.0.2.20\n"));

@@ -248,6 +248,82 @@ fn a_crash_mid_delivery_is_delivered_after_the_restart() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// MX lookups against a real DNS server (unbound on loopback)
+
+/// remote.test's MX is 127.0.0.1 (where B listens, on `[relay] port`); null.test has a null
+/// MX; anything else under test. does not exist.
+const ZONE: &str = r#"
+  local-zone: "test." static
+  local-data: "test. 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 300"
+  local-data: "remote.test. 300 IN MX 10 mx.remote.test."
+  local-data: "mx.remote.test. 300 IN A 127.0.0.1"
+  local-data: "null.test. 300 IN MX 0 ."
+"#;
+
+#[test]
+fn mx_from_dns_delivers_and_null_mx_and_nxdomain_bounce_at_once() {
+    let Some(dns) = common::unbound::Unbound::start(ZONE) else {
+        return;
+    };
+    let mut b = remote_b();
+    let mut a = Server::start(&format!(
+        "[submission]\nallow_plaintext_auth = true\n\
+         [dns]\nservers = [\"{}\"]\n\
+         [relay]\nport = {}\nretry = [\"1h\"]\n",
+        dns.addr,
+        b.port()
+    ));
+    let code = submit(
+        &a,
+        &[DAVE, "nobody@null.test", "ghost@nxdomain.test"],
+        &message("via-mx", "found through DNS"),
+    );
+    assert_eq!(code, 250);
+    wait_for(
+        "the message on B, found by MX lookup",
+        || inbox_with(&b, DAVE, "Subject: via-mx"),
+        || {
+            format!(
+                "A:\n{}\nB:\n{}\nunbound:\n{}",
+                a.output(),
+                b.output(),
+                dns.log()
+            )
+        },
+    );
+    // Both permanent routing failures bounce on the first attempt (retry is an hour).
+    let bounces = wait_for(
+        "bounces for the null MX and the missing domain",
+        || {
+            let texts: Vec<String> = a
+                .export(ALICE)
+                .into_iter()
+                .map(|m| String::from_utf8_lossy(&m).into_owned())
+                .filter(|m| m.contains("Undelivered Mail Returned to Sender"))
+                .collect();
+            let all = texts.join("\n");
+            (all.contains("rfc822; nobody@null.test")
+                && all.contains("rfc822; ghost@nxdomain.test"))
+            .then_some(all)
+        },
+        || format!("{}\n{}", a.output(), queue_lines(&a).join("\n")),
+    );
+    assert!(
+        bounces.contains("Status: 5.1.10"),
+        "null MX (RFC 7505):\n{bounces}"
+    );
+    assert!(bounces.contains("Status: 5.1.2"), "NXDOMAIN:\n{bounces}");
+    assert!(!bounces.contains(&format!("rfc822; {DAVE}")), "{bounces}");
+    wait_for(
+        "an empty queue",
+        || queue_lines(&a).is_empty().then_some(()),
+        || queue_lines(&a).join("\n"),
+    );
+    a.stop();
+    b.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Postfix's smtp-sink as the remote
 
 struct Sink {

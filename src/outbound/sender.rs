@@ -256,7 +256,13 @@ impl Sender {
         let route = match self.route(domain).await {
             Ok(route) => route,
             Err(e) => {
-                let status = if e.is_permanent() { "5.1.2" } else { "4.4.3" };
+                // RFC 3463 / RFC 7505 status of each routing failure.
+                let status = match e {
+                    RouteError::NullMx(_) => "5.1.10",
+                    RouteError::NoSuchDomain(_) | RouteError::BadName(_) => "5.1.2",
+                    RouteError::NoAddresses(_) => "5.4.4",
+                    RouteError::Temporary(_) => "4.4.3",
+                };
                 let reason = format!("{e}");
                 loop {
                     // Not `while let`: the borrow would live across the awaits below.

@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod transcript;
+pub mod unbound;
 
 /// Host name every test server announces.
 pub const HOSTNAME: &str = "mx.example.test";
