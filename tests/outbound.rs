@@ -258,6 +258,8 @@ const ZONE: &str = r#"
   local-data: "remote.test. 300 IN MX 10 mx.remote.test."
   local-data: "mx.remote.test. 300 IN A 127.0.0.1"
   local-data: "null.test. 300 IN MX 0 ."
+  local-data: "dead.test. 300 IN MX 10 mx.dead.test."
+  local-data: "mx.dead.test. 300 IN A 127.0.0.3"
 "#;
 
 #[test]
@@ -267,7 +269,7 @@ fn mx_from_dns_delivers_and_null_mx_and_nxdomain_bounce_at_once() {
     };
     let mut b = remote_b();
     let mut a = Server::start(&format!(
-        "[submission]\nallow_plaintext_auth = true\n\
+        "[submission]\nallow_plaintext_auth = true\n[smtp]\nmax_recipients = 10\n\
          [dns]\nservers = [\"{}\"]\n\
          [relay]\nport = {}\nretry = [\"1h\"]\n",
         dns.addr,
@@ -275,7 +277,12 @@ fn mx_from_dns_delivers_and_null_mx_and_nxdomain_bounce_at_once() {
     ));
     let code = submit(
         &a,
-        &[DAVE, "nobody@null.test", "ghost@nxdomain.test"],
+        &[
+            DAVE,
+            "nobody@null.test",
+            "ghost@nxdomain.test",
+            "zed@dead.test",
+        ],
         &message("via-mx", "found through DNS"),
     );
     assert_eq!(code, 250);
@@ -314,11 +321,113 @@ fn mx_from_dns_delivers_and_null_mx_and_nxdomain_bounce_at_once() {
     );
     assert!(bounces.contains("Status: 5.1.2"), "NXDOMAIN:\n{bounces}");
     assert!(!bounces.contains(&format!("rfc822; {DAVE}")), "{bounces}");
-    wait_for(
-        "an empty queue",
-        || queue_lines(&a).is_empty().then_some(()),
+    // The unreachable MX (nothing listens on 127.0.0.3) is deferred, not bounced: what is
+    // left in the queue is that recipient alone.
+    let left = wait_for(
+        "only the unreachable recipient left, deferred",
+        || {
+            let lines = queue_lines(&a);
+            (lines.len() == 1
+                && lines[0].contains("zed@dead.test(deferred)")
+                && !lines[0].contains("nobody@null.test(deferred)"))
+            .then(|| lines[0].clone())
+        },
         || queue_lines(&a).join("\n"),
     );
+    let r = ringmail(
+        &["queue", "list", "--json", "--config", a.config_str()],
+        b"",
+    );
+    r.assert_ok("queue list --json");
+    let zed = common::run(
+        Command::new("python3").args([
+            "-c",
+            "import json,sys; e=json.load(sys.stdin)[0]; \
+             print([r['error'] for r in e['recipients'] if r['address']=='zed@dead.test'][0])",
+        ]),
+        &r.stdout,
+    );
+    zed.assert_ok("json");
+    assert!(
+        zed.stdout_text().contains("127.0.0.3"),
+        "{left}\n{}",
+        zed.stdout_text()
+    );
+    assert!(!bounces.contains("zed@dead.test"), "{bounces}");
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn tls_to_the_remote_is_verified_where_configured() {
+    let mut b = remote_b();
+    // B's certificate (self-signed, names 127.0.0.1) as the trusted root: verified delivery.
+    let mut a = sender_a(
+        &format!("127.0.0.1:{}", b.port()),
+        &format!(
+            "tls_verify_domains = [\"remote.test\"]\ntls_ca_file = {:?}\n",
+            b.cert_path()
+        ),
+    );
+    assert_eq!(
+        submit(&a, &[DAVE], &message("verified", "over verified TLS")),
+        250
+    );
+    let got = wait_for(
+        "the message on B",
+        || inbox_with(&b, DAVE, "Subject: verified"),
+        || format!("A:\n{}\nB:\n{}", a.output(), b.output()),
+    );
+    assert!(
+        got.contains("with ESMTPS id"),
+        "not received over TLS:\n{got}"
+    );
+    a.stop();
+    // Another root: the certificate does not verify and the message waits.
+    let other = remote_b();
+    let mut a2 = sender_a(
+        &format!("127.0.0.1:{}", b.port()),
+        &format!(
+            "tls_verify_domains = [\"remote.test\"]\ntls_ca_file = {:?}\n",
+            other.cert_path()
+        ),
+    );
+    assert_eq!(
+        submit(&a2, &[DAVE], &message("unverified", "must not go")),
+        250
+    );
+    let line = wait_for(
+        "a deferred attempt",
+        || {
+            queue_lines(&a2)
+                .into_iter()
+                .find(|l| l.contains("(deferred)"))
+        },
+        || a2.output(),
+    );
+    assert!(
+        inbox_with(&b, DAVE, "Subject: unverified").is_none(),
+        "{line}"
+    );
+    a2.stop();
+    b.stop();
+    drop(other);
+}
+
+#[test]
+fn opportunistic_tls_is_used_when_offered() {
+    let mut b = remote_b();
+    let mut a = sender_a(&format!("127.0.0.1:{}", b.port()), "");
+    assert_eq!(
+        submit(&a, &[DAVE], &message("opportunistic", "encrypted anyway")),
+        250
+    );
+    let got = wait_for(
+        "the message on B",
+        || inbox_with(&b, DAVE, "Subject: opportunistic"),
+        || format!("A:\n{}\nB:\n{}", a.output(), b.output()),
+    );
+    assert!(got.contains("with ESMTPS id"), "STARTTLS not used:\n{got}");
     a.stop();
     b.stop();
 }

@@ -308,3 +308,90 @@ fetches = sum(total.get(k, 0) for k in ("Fetc", "Fet2", "UIDF"))
 print(f"{total.get('Logi', 0) / secs:.0f} {sum(total.values()) / secs:.0f} {errors} {fetches / secs:.0f}")
 PY
 }
+
+# write_postfix_config DIR SMTPD_PORT RELAYHOST: a private Postfix instance in DIR (main.cf,
+# master.cf, its own queue, data and log directories under DIR) with smtpd on
+# 127.0.0.1:SMTPD_PORT only, relaying everything for 127.0.0.0/8 (mynetworks, no AUTH) to
+# RELAYHOST (e.g. "[127.0.0.1]:2526"). No local delivery, no chroot, no pickup of the
+# system's maildrop, no DNS (the relay host is an address literal). Postfix's defaults otherwise:
+# queue files fsync'd before the 250, default_destination_concurrency_limit = 20, the
+# destination concurrency slow start (initial 5), the SMTP connection cache on demand.
+write_postfix_config() {
+  mkdir -p "$1/queue" "$1/data" "$1/log"
+  chown postfix:postfix "$1/data"
+  cat >"$1/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $1/queue
+data_directory = $1/data
+maillog_file = $1/log/postfix.log
+maillog_file_prefixes = $1/log
+syslog_name = postfix-bench
+myhostname = postfix.bench.test
+mydomain = bench.test
+mydestination =
+local_recipient_maps =
+local_transport = error:local delivery is disabled
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = $3
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+alias_maps =
+alias_database =
+biff = no
+CONF
+  # The system's master.cf with smtpd moved to the benchmark port, every chroot off and the
+  # pickup service removed (it would read nothing, but keep this instance self-contained).
+  awk -v port="$2" '
+    /^pickup[ \t]/ { next }
+    /^[a-z]/ && NF >= 8 && $5 != "n" { $5 = "n" }
+    /^smtp[ \t]+inet/ { $1 = "127.0.0.1:" port }
+    { print }' /etc/postfix/master.cf >"$1/master.cf"
+}
+
+# start_postfix DIR SMTPD_PORT: `postfix -c DIR start`, waits (at most 30 s) for the SMTP
+# greeting on 127.0.0.1:SMTPD_PORT and sets $postfix_pid to its master's pid (from
+# DIR/queue/pid/master.pid); on failure shows its log and returns 1. Stop it with
+# stop_postfix DIR (postfix -c DIR stop, then the master's pid if it is still there).
+start_postfix() {
+  postfix -c "$1" start >"$1/log/start.out" 2>&1 || { cat "$1/log/start.out" "$1/log/postfix.log" >&2 2>/dev/null; return 1; }
+  smtp_ready 127.0.0.1 "$2" || { cat "$1/log/start.out" "$1/log/postfix.log" >&2 2>/dev/null; return 1; }
+  postfix_pid=$(tr -d ' ' <"$1/queue/pid/master.pid")
+}
+stop_postfix() {
+  local pid
+  pid=$(tr -d ' ' <"$1/queue/pid/master.pid" 2>/dev/null) || return 0
+  postfix -c "$1" stop >/dev/null 2>&1 || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill "$pid" 2>/dev/null || true
+}
+
+# smtp_ready HOST PORT: waits (at most 30 s) for a 220 greeting on HOST:PORT.
+smtp_ready() {
+  python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as s:
+            if s.recv(512).startswith(b"220"):
+                s.sendall(b"QUIT\r\n")
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}
+
+# sink_count FILE: the last `mesg=` counter in the output of `smtp-sink -c` (0 when none yet):
+# how many messages (end of DATA) the sink has received.
+sink_count() {
+  local n
+  n=$(tail -c 200 "$1" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1 | cut -d= -f2)
+  echo "${n:-0}"
+}

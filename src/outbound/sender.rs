@@ -473,7 +473,8 @@ impl Sender {
             };
             let attempts = r.attempts.saturating_add(1);
             let (state, next_try, error) = match result {
-                Attempt::Delivered(reply, _) => (RecipientState::Delivered, now, reply.clone()),
+                // The error text stays empty: `queue list` shows the last *error*.
+                Attempt::Delivered(_, _) => (RecipientState::Delivered, now, String::new()),
                 Attempt::Permanent(_, reason, _) => (RecipientState::Failed, now, reason.clone()),
                 Attempt::Temporary(reason) => (
                     RecipientState::Deferred,
