@@ -9,7 +9,7 @@
 # (a) ringmail, `store.fsync = "always"`, submission listener with plaintext AUTH allowed
 #     (loopback), `[relay] smarthost` = the sink: the client AUTHs (PLAIN) once per connection
 #     as alice@example.test and sends from her address, as a submission client would.
-# (b) a private Postfix (`postfix -c DIR`, own queue), `relayhost = [127.0.0.1]:sink`,
+# (b) a private Postfix (`postfix -c DIR/etc`, own queue), `relayhost = [127.0.0.1]:sink`,
 #     `mynetworks = 127.0.0.0/8`: the same client, without AUTH (Postfix relays for loopback).
 # Every message has one recipient at the remote domain relay.test (REMOTE_DOMAINS=K spreads
 # them round-robin over K domains d1.relay.test ... dK.relay.test: ringmail's connection limit
@@ -56,7 +56,7 @@ cleanup() {
   if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
     cp -r "$work"/*.toml "$work"/*.log "$work"/*.json "$work"/queue-* "$OUT"/ 2>/dev/null || true
-    cp -r "$work/postfix/main.cf" "$work/postfix/master.cf" "$work/postfix/log" "$OUT"/ 2>/dev/null || true
+    cp -r "$work/postfix/etc/main.cf" "$work/postfix/etc/master.cf" "$work/postfix/log" "$OUT"/ 2>/dev/null || true
   fi
   rm -rf "$work"
 }

@@ -309,17 +309,17 @@ print(f"{total.get('Logi', 0) / secs:.0f} {sum(total.values()) / secs:.0f} {erro
 PY
 }
 
-# write_postfix_config DIR SMTPD_PORT RELAYHOST: a private Postfix instance in DIR (main.cf,
-# master.cf, its own queue, data and log directories under DIR) with smtpd on
+# write_postfix_config DIR SMTPD_PORT RELAYHOST: a private Postfix instance in DIR (main.cf and
+# master.cf in DIR/etc; its own queue, data and log directories under DIR) with smtpd on
 # 127.0.0.1:SMTPD_PORT only, relaying everything for 127.0.0.0/8 (mynetworks, no AUTH) to
 # RELAYHOST (e.g. "[127.0.0.1]:2526"). No local delivery, no chroot, no pickup of the
 # system's maildrop, no DNS (the relay host is an address literal). Postfix's defaults otherwise:
 # queue files fsync'd before the 250, default_destination_concurrency_limit = 20, the
 # destination concurrency slow start (initial 5), the SMTP connection cache on demand.
 write_postfix_config() {
-  mkdir -p "$1/queue" "$1/data" "$1/log"
+  mkdir -p "$1/etc" "$1/queue" "$1/data" "$1/log"
   chown postfix:postfix "$1/data"
-  cat >"$1/main.cf" <<CONF
+  cat >"$1/etc/main.cf" <<CONF
 compatibility_level = 3.6
 queue_directory = $1/queue
 data_directory = $1/data
@@ -350,22 +350,22 @@ CONF
     /^pickup[ \t]/ { next }
     /^[a-z]/ && NF >= 8 && $5 != "n" { $5 = "n" }
     /^smtp[ \t]+inet/ { $1 = "127.0.0.1:" port }
-    { print }' /etc/postfix/master.cf >"$1/master.cf"
+    { print }' /etc/postfix/master.cf >"$1/etc/master.cf"
 }
 
-# start_postfix DIR SMTPD_PORT: `postfix -c DIR start`, waits (at most 30 s) for the SMTP
+# start_postfix DIR SMTPD_PORT: `postfix -c DIR/etc start`, waits (at most 30 s) for the SMTP
 # greeting on 127.0.0.1:SMTPD_PORT and sets $postfix_pid to its master's pid (from
 # DIR/queue/pid/master.pid); on failure shows its log and returns 1. Stop it with
-# stop_postfix DIR (postfix -c DIR stop, then the master's pid if it is still there).
+# stop_postfix DIR (postfix -c DIR/etc stop, then the master's pid if it is still there).
 start_postfix() {
-  postfix -c "$1" start >"$1/log/start.out" 2>&1 || { cat "$1/log/start.out" "$1/log/postfix.log" >&2 2>/dev/null; return 1; }
+  postfix -c "$1/etc" start >"$1/log/start.out" 2>&1 || { cat "$1/log/start.out" "$1/log/postfix.log" >&2 2>/dev/null; return 1; }
   smtp_ready 127.0.0.1 "$2" || { cat "$1/log/start.out" "$1/log/postfix.log" >&2 2>/dev/null; return 1; }
   postfix_pid=$(tr -d ' ' <"$1/queue/pid/master.pid")
 }
 stop_postfix() {
   local pid
   pid=$(tr -d ' ' <"$1/queue/pid/master.pid" 2>/dev/null) || return 0
-  postfix -c "$1" stop >/dev/null 2>&1 || true
+  postfix -c "$1/etc" stop >/dev/null 2>&1 || true
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   kill "$pid" 2>/dev/null || true
 }

@@ -305,7 +305,9 @@ impl Sender {
             };
             let _ = tcp.set_nodelay(true);
             match self.session(tcp, &host, verify, list).await {
-                Ok(()) => return,
+                // A connection that ended early (421, lost) may leave work: the next address
+                // takes it, and what no address takes is deferred below.
+                Ok(()) => last_error = format!("{host}[{}]: connection ended", addr.ip()),
                 Err(e) => last_error = format!("{host}[{}]: {e}", addr.ip()),
             }
         }
