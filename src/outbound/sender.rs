@@ -51,6 +51,11 @@ pub const TIMEOUT_MS_CONNECT: u64 = 30_000;
 pub const HOSTS_PER_ATTEMPT_MAX: usize = 5;
 /// Addresses tried per attempt, over all hosts.
 pub const ADDRESSES_PER_ATTEMPT_MAX: usize = 10;
+/// Connections one worker opens before it leaves the rest of its list to the next pass.
+pub const CONNECTIONS_PER_WORKER_MAX: usize = 100;
+/// How long a connection with nothing to send waits for more work before QUIT.
+pub const IDLE_MS_REUSE: u64 = 200;
+const IDLE_MS_STEP: u64 = 5;
 /// Read buffer of one outbound connection.
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -72,6 +77,8 @@ pub struct Sender {
     busy: RefCell<HashSet<(u64, usize)>>,
     /// Open connections (workers) per domain, and their shared work lists.
     domains: RefCell<HashMap<String, DomainState>>,
+    /// Entries whose `QueueDone` is being written.
+    retiring: RefCell<HashSet<u64>>,
 }
 
 #[derive(Default)]
@@ -101,6 +108,7 @@ impl Sender {
             policy,
             busy: RefCell::new(HashSet::new()),
             domains: RefCell::new(HashMap::new()),
+            retiring: RefCell::new(HashSet::new()),
         }
     }
 
@@ -287,29 +295,36 @@ impl Sender {
             .iter()
             .any(|d| d == domain);
         let mut last_error = String::from("no address to connect to");
-        for (host, addr) in route {
-            if list.borrow().is_empty() {
-                return;
-            }
-            let tcp = match glommio::net::TcpStream::connect_timeout(
-                addr,
-                Duration::from_millis(TIMEOUT_MS_CONNECT),
-            )
-            .await
-            {
-                Ok(tcp) => tcp,
-                Err(e) => {
-                    last_error = format!("connect to {host}[{}]: {e}", addr.ip());
-                    continue;
+        // A connection that delivered something and then ended (QUIT after an idle moment,
+        // a 421) leaves the list to a new connection, from the first address again; one that
+        // delivered nothing passes the work to the next address. Bounded either way.
+        let mut connections = 0;
+        'route: while connections < CONNECTIONS_PER_WORKER_MAX {
+            for (host, addr) in &route {
+                if list.borrow().is_empty() {
+                    return;
                 }
-            };
-            let _ = tcp.set_nodelay(true);
-            match self.session(tcp, &host, verify, list).await {
-                // A connection that ended early (421, lost) may leave work: the next address
-                // takes it, and what no address takes is deferred below.
-                Ok(()) => last_error = format!("{host}[{}]: connection ended", addr.ip()),
-                Err(e) => last_error = format!("{host}[{}]: {e}", addr.ip()),
+                connections += 1;
+                let tcp = match glommio::net::TcpStream::connect_timeout(
+                    *addr,
+                    Duration::from_millis(TIMEOUT_MS_CONNECT),
+                )
+                .await
+                {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        last_error = format!("connect to {host}[{}]: {e}", addr.ip());
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                match self.session(tcp, host, verify, list).await {
+                    Ok(true) => continue 'route,
+                    Ok(false) => last_error = format!("{host}[{}]: connection ended", addr.ip()),
+                    Err(e) => last_error = format!("{host}[{}]: {e}", addr.ip()),
+                }
             }
+            break;
         }
         // Every address failed: what is left waits for the next try.
         loop {
@@ -324,16 +339,18 @@ impl Sender {
         }
     }
 
-    /// One connection: as many work items as the list holds. Err when the connection failed
-    /// before any transaction (the caller tries the next address); a failure in the middle of
-    /// a transaction is recorded as that transaction's outcome.
+    /// One connection: as many work items as the list holds, waiting up to
+    /// [`IDLE_MS_REUSE`] for more before QUIT (connection reuse under a steady stream).
+    /// Ok(true) when at least one transaction ran; Err when the connection failed before any
+    /// (the caller tries the next address). A failure in the middle of a transaction is
+    /// recorded as that transaction's outcome.
     async fn session(
         self: &Rc<Self>,
         tcp: glommio::net::TcpStream,
         host: &str,
         verify: bool,
         list: &Rc<RefCell<VecDeque<Work>>>,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let config = if verify {
             self.required.clone()
         } else {
@@ -357,7 +374,13 @@ impl Sender {
         loop {
             match step {
                 Step::Ready | Step::TransactionDone => {
-                    let next = list.borrow_mut().pop_front();
+                    let mut next = list.borrow_mut().pop_front();
+                    let mut idle_ms = 0;
+                    while next.is_none() && idle_ms < IDLE_MS_REUSE {
+                        glommio::timer::sleep(Duration::from_millis(IDLE_MS_STEP)).await;
+                        idle_ms += IDLE_MS_STEP;
+                        next = list.borrow_mut().pop_front();
+                    }
                     let Some(work) = next else {
                         let _ = client.quit();
                         step = conn.drive(&mut client, &self.tls, tls_verify, host).await;
@@ -447,7 +470,7 @@ impl Sender {
                     conn.close().await;
                     return match (sent_any, error) {
                         (false, Some(e)) => Err(io::Error::other(e)),
-                        _ => Ok(()),
+                        (sent_any, _) => Ok(sent_any),
                     };
                 }
                 // `drive` returns only the steps above.
@@ -671,9 +694,17 @@ impl Sender {
         }
     }
 
+    /// Writes an entry's `QueueDone` once: a pass and a worker's `record` can both find it
+    /// complete.
     async fn retire(&self, id: u64) {
-        if let Err(e) = self.core.store.queue_done(id, DoneReason::Finished).await {
-            eprintln!("ringmail: core {}: queue done {id}: {e}", self.core.index);
+        if !self.retiring.borrow_mut().insert(id) {
+            return;
+        }
+        let done = self.core.store.queue_done(id, DoneReason::Finished).await;
+        self.retiring.borrow_mut().remove(&id);
+        match done {
+            Ok(()) | Err(crate::store::StoreError::NoSuchQueueEntry { .. }) => {}
+            Err(e) => eprintln!("ringmail: core {}: queue done {id}: {e}", self.core.index),
         }
     }
 
