@@ -1,5 +1,5 @@
 # Shared by the tuning/ benchmark scripts (source it; it defines functions only).
-# shellcheck shell=bash disable=SC2034 # ringmail_pid, dovecot_pid: set for the caller
+# shellcheck shell=bash disable=SC2034 # ringmail_pid, dovecot_pid, postfix_pid: set for the caller
 
 # A free TCP port on 127.0.0.1.
 free_port() {
