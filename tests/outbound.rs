@@ -19,27 +19,6 @@ const DAVE: &str = "dave@remote.test";
 const DAVE_PW: &str = "dave-Pa55word-0b1d";
 const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 /// Ringmail A: relays through `smarthost`, retries every second.
 fn sender_a(smarthost: &str, extra: &str) -> Server {
     Server::start(&format!(
@@ -64,7 +43,7 @@ fn submit(a: &Server, to: &[&str], message: &[u8]) -> u16 {
     assert_eq!(c.read_reply().unwrap().code, 220);
     c.expect("EHLO client.test", 250);
     let password = USERS.iter().find(|(u, _)| *u == ALICE).unwrap().1;
-    let token = base64(format!("\0{ALICE}\0{password}").as_bytes());
+    let token = common::base64(format!("\0{ALICE}\0{password}").as_bytes());
     c.expect(&format!("AUTH PLAIN {token}"), 235);
     let r = c.send_mail(ALICE, to, message).unwrap();
     c.quit();

@@ -10,28 +10,6 @@ use common::{make_message, ringmail, strip_trace, Server, SmtpClient, ALICE, BOB
 
 const REMOTES: [&str; 2] = ["dave@remote.test", "erin@other.test"];
 
-/// Standard base64 (RFC 4648) of `bytes`, for AUTH PLAIN.
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Remote delivery goes to a smarthost port where nothing listens: every attempt is
 /// deferred (connection refused) and retried an hour later, so the entry stays queued.
 fn submission_server() -> Server {
@@ -48,7 +26,7 @@ fn submit(server: &Server, message: &[u8]) {
     assert_eq!(c.read_reply().unwrap().code, 220);
     c.expect("EHLO client.test", 250);
     let password = USERS.iter().find(|(u, _)| *u == ALICE).unwrap().1;
-    let token = base64(format!("\0{ALICE}\0{password}").as_bytes());
+    let token = common::base64(format!("\0{ALICE}\0{password}").as_bytes());
     c.expect(&format!("AUTH PLAIN {token}"), 235);
     let mut to = vec![BOB];
     to.extend(REMOTES);

@@ -406,6 +406,28 @@ pub fn run(cmd: &mut Command, stdin: &[u8]) -> Run {
     }
 }
 
+/// Standard base64 (RFC 4648) of `bytes`, for AUTH PLAIN tokens.
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 /// `ringmail ARGS...` run to completion.
 pub fn ringmail(args: &[&str], stdin: &[u8]) -> Run {
     run(Command::new(bin()).args(args), stdin)
@@ -1076,6 +1098,21 @@ pub fn message_id(message: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod self_tests {
     use super::*;
+
+    #[test]
+    fn base64_rfc4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+    }
 
     #[test]
     fn mboxrd_round_trip_of_quoted_lines() {
