@@ -45,6 +45,9 @@ fn bind_error(addr: SocketAddr, source: io::Error) -> NetError {
     NetError::Bind { addr, source, hint }
 }
 
+/// Ephemeral ports tried for one port-0 listener whose lock another process holds.
+const PORT_ZERO_TRIES_MAX: usize = 20;
+
 /// Held for the life of the process: one flock per listening port, so a second ringmail on the
 /// same machine cannot silently join our SO_REUSEPORT group.
 pub struct PortLocks {
@@ -66,17 +69,28 @@ pub fn precheck(addrs: &[SocketAddr]) -> Result<(Vec<SocketAddr>, PortLocks), Ne
     // IMAP and POP3 all on port 0), whose lock would then collide with our own.
     let mut probes = Vec::new();
     for &addr in addrs {
-        let concrete = if addr.port() == 0 {
-            // A fresh ephemeral port: nothing can be in TIME_WAIT on it.
+        if addr.port() != 0 {
+            test_bind_reuseport(addr).map_err(|e| bind_error(addr, e))?;
+            files.push(lock_port(addr)?);
+            out.push(addr);
+            continue;
+        }
+        // A fresh ephemeral port: nothing can be in TIME_WAIT on it. It can still be one that
+        // another ringmail starting at this moment has just resolved and locked but not bound
+        // yet (its probe released, its cores not started): port 0 means any port, so a port
+        // whose lock is taken is skipped (its probe kept bound so the kernel moves on).
+        let mut tries = 0;
+        let (concrete, lock) = loop {
             let l = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
             let local = l.local_addr().map_err(|e| bind_error(addr, e))?;
             probes.push(l);
-            local
-        } else {
-            test_bind_reuseport(addr).map_err(|e| bind_error(addr, e))?;
-            addr
+            match lock_port(local) {
+                Ok(lock) => break (local, lock),
+                Err(e) if tries >= PORT_ZERO_TRIES_MAX => return Err(e),
+                Err(_) => tries += 1,
+            }
         };
-        files.push(lock_port(concrete)?);
+        files.push(lock);
         out.push(concrete);
     }
     drop(probes);
