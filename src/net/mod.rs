@@ -78,14 +78,17 @@ pub fn precheck(addrs: &[SocketAddr]) -> Result<(Vec<SocketAddr>, PortLocks), Ne
         // A fresh ephemeral port: nothing can be in TIME_WAIT on it. It can still be one that
         // another ringmail starting at this moment has just resolved and locked but not bound
         // yet (its probe released, its cores not started): port 0 means any port, so a port
-        // whose lock is taken is skipped (its probe kept bound so the kernel moves on).
+        // whose lock is taken is skipped, and its probe released at once: the other ringmail's
+        // cores are about to bind that port.
         let mut tries = 0;
         let (concrete, lock) = loop {
             let l = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
             let local = l.local_addr().map_err(|e| bind_error(addr, e))?;
-            probes.push(l);
             match lock_port(local) {
-                Ok(lock) => break (local, lock),
+                Ok(lock) => {
+                    probes.push(l);
+                    break (local, lock);
+                }
                 Err(e) if tries >= PORT_ZERO_TRIES_MAX => return Err(e),
                 Err(_) => tries += 1,
             }
