@@ -240,11 +240,37 @@ impl Accounts {
 /// fsync the directory. The caller holds the [`DirLock`]. Shared by every table the
 /// `ringmail` command edits (users, aliases).
 pub(crate) fn replace_file(data_dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AccountsError> {
-    let path = data_dir.join(name);
-    let tmp = data_dir.join(format!("{name}.tmp"));
+    replace_file_mode(data_dir, name, bytes, 0o666).map_err(|e| AccountsError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })
+}
+
+/// Why [`replace_file_mode`] failed: the step, its path, the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub(crate) struct ReplaceError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new file, never a
+/// mix: a temp file created with `mode` (before the umask), written, fsync'd, renamed over
+/// the old one, then the directory fsync'd. Users, aliases and the generated TLS key use it.
+pub(crate) fn replace_file_mode(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), ReplaceError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let io = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| AccountsError::Io {
+        move |source| ReplaceError {
             op,
             path: p,
             source,
@@ -254,15 +280,16 @@ pub(crate) fn replace_file(data_dir: &Path, name: &str, bytes: &[u8]) -> Result<
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(mode)
         .open(&tmp)
         .map_err(io("create", &tmp))?;
     f.write_all(bytes).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     drop(f);
     fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-    File::open(data_dir)
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io("fsync", data_dir))?;
+        .map_err(io("fsync", dir))?;
     Ok(())
 }
 

@@ -364,8 +364,11 @@ async fn authenticate(
     let mut responses = Vec::with_capacity(2);
     let challenges: &[&str] = match mechanism {
         "PLAIN" => &[""],
-        // RFC draft-murchison-sasl-login: "Username:" and "Password:".
-        "LOGIN" => &["VXNlcm5hbWU6", "UGFzc3dvcmQ6"],
+        // draft-murchison-sasl-login: "Username:" and "Password:".
+        "LOGIN" => &[
+            crate::sasl::LOGIN_USERNAME_CHALLENGE,
+            crate::sasl::LOGIN_PASSWORD_CHALLENGE,
+        ],
         _ => {
             put!(
                 conn.out,

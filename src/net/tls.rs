@@ -413,34 +413,21 @@ pub fn ensure_self_signed(data_dir: &Path, hostname: &str) -> Result<(CertFiles,
         source,
     })?;
     // The key first: a certificate without its key would be taken as complete next time.
-    write_private(
-        &files.key,
-        generated.signing_key.serialize_pem().as_bytes(),
-        0o600,
-    )?;
-    write_private(&files.cert, generated.cert.pem().as_bytes(), 0o644)?;
-    Ok((files, true))
-}
-
-/// Writes a file atomically (temp file, fsync, rename) with `mode`.
-fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let err = |source| TlsError::Write {
-        path: path.to_path_buf(),
-        source,
+    let write = |path: &Path, text: String, mode: u32| {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        crate::accounts::replace_file_mode(dir, name, text.as_bytes(), mode).map_err(|e| {
+            TlsError::Write {
+                path: e.path,
+                source: e.source,
+            }
+        })
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
+    write(&files.key, generated.signing_key.serialize_pem(), 0o600)?;
+    write(&files.cert, generated.cert.pem(), 0o644)?;
+    Ok((files, true))
 }
 
 /// A TLS connection over a glommio TCP stream: the server side of every listener, or the

@@ -4,16 +4,7 @@
 use simd_json::prelude::*;
 use simd_json::{json, OwnedValue};
 
-use crate::store::{QueueEntry, RecipientState};
-
-fn state_name(s: RecipientState) -> &'static str {
-    match s {
-        RecipientState::Pending => "pending",
-        RecipientState::Deferred => "deferred",
-        RecipientState::Delivered => "delivered",
-        RecipientState::Failed => "failed",
-    }
-}
+use crate::store::QueueEntry;
 
 /// One JSON array of the entries: id, sender, arrival, attempts, next_try (null when every
 /// recipient is final), last_error, and per recipient its address, state, attempts, next try
@@ -28,7 +19,7 @@ pub fn list_json(entries: &[QueueEntry]) -> String {
                 .map(|r| {
                     json!({
                         "address": r.address.clone(),
-                        "state": state_name(r.state),
+                        "state": r.state.name(),
                         "attempts": r.attempts,
                         "next_try": r.next_try,
                         "error": r.error.clone(),
@@ -53,7 +44,7 @@ pub fn list_json(entries: &[QueueEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlobRef, QueuedRecipient};
+    use crate::store::{BlobRef, QueuedRecipient, RecipientState};
 
     #[test]
     fn json_lists_entries_and_parses_back() {

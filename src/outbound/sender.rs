@@ -594,9 +594,10 @@ impl Sender {
         retry_until: Option<i64>,
         now: i64,
     ) {
-        let message = match self.core.store.read_blob_settled(entry.blob).await {
-            Ok(m) => m.to_vec(),
-            Err(_) => Vec::new(),
+        // The notice quotes the original (its header at least); unreadable: none.
+        let message: std::rc::Rc<[u8]> = match self.core.store.read_blob_settled(entry.blob).await {
+            Ok(m) => m,
+            Err(_) => std::rc::Rc::from(&[][..]),
         };
         let report = Report {
             queue_id: &entry.id_text(),

@@ -9,7 +9,7 @@
 //! channel in its housekeeping loop and answers from its own task, so the queue is only ever
 //! written by its owner core.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,8 @@ use crate::store::queue::queue_owner;
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Longest request line.
 pub const REQUEST_BYTES_MAX: usize = 256;
+/// Longest answer the CLI reads.
+const ANSWER_BYTES_MAX: u64 = 64 * 1024;
 /// How long a request may wait for the cores' answers.
 pub const TIMEOUT_MS_REPLY: u64 = 10_000;
 /// Control connections served at once; more are answered "busy".
@@ -148,7 +150,7 @@ fn serve_one(stream: UnixStream, cores: &[mpsc::Sender<ControlRequest>]) -> io::
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
-    BufReader::new((&stream).take_bytes(REQUEST_BYTES_MAX)).read_line(&mut line)?;
+    BufReader::new((&stream).take(REQUEST_BYTES_MAX as u64)).read_line(&mut line)?;
     let answer = match parse_request(line.trim()) {
         Err(e) => Err(e),
         Ok(op) => dispatch(op, cores),
@@ -157,19 +159,6 @@ fn serve_one(stream: UnixStream, cores: &[mpsc::Sender<ControlRequest>]) -> io::
     match answer {
         Ok(text) => writeln!(out, "ok {}", text.replace('\n', " ")),
         Err(text) => writeln!(out, "error {}", text.replace('\n', " ")),
-    }
-}
-
-/// `Read::take` on a reference, named for readability above.
-trait TakeBytes {
-    fn take_bytes(self, n: usize) -> io::Take<Self>
-    where
-        Self: Sized;
-}
-
-impl<R: io::Read> TakeBytes for R {
-    fn take_bytes(self, n: usize) -> io::Take<Self> {
-        self.take(n as u64)
     }
 }
 
@@ -217,7 +206,7 @@ pub fn request(data_dir: &Path, line: &str) -> Result<String, ControlError> {
     out.write_all(line.as_bytes())?;
     out.write_all(b"\n")?;
     let mut answer = String::new();
-    BufReader::new((&stream).take_bytes(64 * 1024)).read_line(&mut answer)?;
+    BufReader::new((&stream).take(ANSWER_BYTES_MAX)).read_line(&mut answer)?;
     let answer = answer.trim_end();
     match answer.split_once(' ') {
         Some(("ok", text)) => Ok(text.to_string()),
