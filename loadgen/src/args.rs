@@ -362,7 +362,7 @@ fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option
 
 /// Parses an optional decimal option within `min..=max`, recording a problem
 /// (and returning the default) when it is not.
-fn number(
+pub(crate) fn number(
     value: &Option<String>,
     name: &str,
     default: u64,
@@ -403,7 +403,7 @@ fn check_address(address: &str, name: &str, problems: &mut Vec<String>) {
 
 /// `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`; anything else only with
 /// `--allow-remote` (resolved once, here). Loopback means 127.0.0.0/8 or ::1.
-fn resolve_target(text: &str, allow_remote: bool) -> Result<SocketAddr, String> {
+pub(crate) fn resolve_target(text: &str, allow_remote: bool) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         if allow_remote || is_loopback(addr.ip()) {
             return Ok(addr);
@@ -433,7 +433,7 @@ fn resolve_target(text: &str, allow_remote: bool) -> Result<SocketAddr, String> 
     }
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {
