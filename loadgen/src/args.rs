@@ -1,39 +1,90 @@
-//! Command line: raw option strings first, then a validated [`SmtpConfig`] with
-//! every problem reported at once. No argument crate: the grammar is
-//! `ringmail-loadgen smtp --name value|--name=value|--flag ...`.
+//! Command line of `ringmail-loadgen smtp`: raw option strings first, then a
+//! validated [`SmtpConfig`] with every problem reported at once. No argument
+//! crate: the grammar is `ringmail-loadgen smtp --name value|--name=value|--flag ...`.
+//! Settings are grouped: target and load shape, messages ([`SizeSpec`]),
+//! [`TlsSettings`], [`AuthSettings`], open-loop rate, [`OutputOptions`].
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::message::{MessageTemplate, SEQUENCE_MAX};
+use crate::corpus::EmlCorpus;
+use crate::message::{MessageTemplate, SizeSpec, SEQUENCE_MAX, SIZE_CHOICES_MAX, SIZE_WEIGHT_MAX};
+use crate::output::{OutputOptions, OUTPUT_USAGE};
+use crate::rate::RATE_PER_SEC_MAX;
+use crate::tls::{check_server_name, load_ca_file, TlsMode, TlsSettings};
 
-pub const USAGE: &str = "\
+const USAGE_HEAD: &str = "\
 usage: ringmail-loadgen smtp --target HOST:PORT [options]
 
-  --target HOST:PORT        server to load (loopback only unless --allow-remote)
-  --connections N           concurrent SMTP sessions (default 20)
-  --messages N              messages in total (default 20000)
-  --per-connection N        messages per session before QUIT + reconnect
-                            (default: unlimited, one session per connection)
-  --size BYTES              message size before dot-stuffing (default 2048)
-  --recipients N            RCPT TO per message (default 1)
-  --from ADDR               envelope and header sender (default sender@load.test)
-  --to ADDR                 recipient, repeatable, used round-robin
-                            (default rcpt@example.test)
-  --pipelining              always pipeline MAIL+RCPT+DATA in one write
-  --no-pipelining           never pipeline
-                            (default: pipeline if the server offers PIPELINING)
-  --duration-secs N         hard stop (default 300)
-  --threads N               worker threads, one per core (default: CPUs)
-  --io epoll|blocking       epoll: each thread drives its connections from one
-                            event loop (default); blocking: one thread per connection
-  --json FILE               also write the results as JSON
-  --helo NAME               EHLO name and Message-ID domain (default loadgen.test)
-  --allow-remote            allow a non-loopback target
-  -h, --help                this text
+  --target HOST:PORT     server to load (loopback only unless --allow-remote)
+  --connections N        concurrent SMTP sessions (default 20, max 10000)
+  --messages N           messages in total (default 20000)
+  --per-connection N     messages per session before QUIT + reconnect
+                         (default: unlimited, one session per connection)
+  --size BYTES           message size before dot-stuffing (default 2048)
+  --size MIN-MAX         sizes uniform in MIN..=MAX, fixed per message number
+  --size-dist S:W,...    sizes S with weights W, e.g. 1024:50,4096:30,65536:20
+  --eml-dir DIR          send the DIR/*.eml files instead (cycled; CRLF and
+                         dot-stuffing applied once at load; 512 MiB at most)
+  --recipients N         RCPT TO per message (default 1, max 100)
+  --from ADDR            envelope and header sender (default sender@load.test)
+  --to ADDR              recipient, repeatable, used round-robin (default rcpt@example.test)
+  --pipelining           always send MAIL+RCPT+DATA in one write
+  --no-pipelining        never pipeline
+                         (default: pipeline if the EHLO reply lists PIPELINING)
+  --starttls             EHLO, STARTTLS, TLS handshake, EHLO again
+  --tls                  TLS from the first byte (port 465 style)
+  --tls-ca FILE          verify the server's certificate against these PEM roots
+                         (default: accept any certificate, still encrypted)
+  --tls-name NAME        SNI and certificate name (default: the --target host)
+  --auth PLAIN|LOGIN     authenticate each session (after TLS, if any)
+  --auth-user USER:PASS  credentials, repeatable, used round-robin over the
+                         connections (--auth defaults to PLAIN when only this is given)
+  --rate N               open loop: N messages/s in total, spread over the threads
+                         (default: closed loop, each connection as fast as replies come)
+  --duration-secs N      hard stop (default 300)
+  --threads N            worker threads, one pinned per core (default: CPUs)
+  --io epoll|blocking    event loop per thread (default) or a thread per connection
+  --helo NAME            EHLO name and Message-ID domain (default loadgen.test)
+  --allow-remote         allow a non-loopback target
+";
+
+const USAGE_TAIL: &str = "
+  -h, --help             this text
 
 Stops at --messages or --duration-secs, whichever comes first.";
+
+const SMTP_USAGE_BYTES: usize = USAGE_HEAD.len() + OUTPUT_USAGE.len() + USAGE_TAIL.len();
+const SMTP_USAGE_ARRAY: [u8; SMTP_USAGE_BYTES] =
+    concat_usage([USAGE_HEAD, OUTPUT_USAGE, USAGE_TAIL]);
+
+/// Help text of `ringmail-loadgen smtp` (the output options included).
+pub const SMTP_USAGE: &str = match std::str::from_utf8(&SMTP_USAGE_ARRAY) {
+    Ok(text) => text,
+    Err(_) => panic!("usage text is not UTF-8"),
+};
+
+/// Concatenates string constants at compile time (`concat!` takes literals only).
+const fn concat_usage<const N: usize>(parts: [&str; 3]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut at = 0;
+    let mut part = 0;
+    while part < parts.len() {
+        let bytes = parts[part].as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            out[at] = bytes[i];
+            at += 1;
+            i += 1;
+        }
+        part += 1;
+    }
+    assert!(at == N, "usage length mismatch");
+    out
+}
 
 pub const CONNECTIONS_MAX: u32 = 10_000;
 pub const RECIPIENTS_MAX: u32 = 100;
@@ -43,6 +94,9 @@ pub const HELO_BYTES_MAX: usize = 255;
 pub const SIZE_BYTES_MAX: usize = 64 << 20;
 pub const DURATION_SECS_MAX: u64 = 7 * 86_400;
 pub const THREADS_MAX: usize = 1_024;
+pub const AUTH_USERS_MAX: usize = 10_000;
+/// Longest `--auth-user` login and password, each.
+pub const CREDENTIAL_BYTES_MAX: usize = 255;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgsError {
@@ -70,6 +124,65 @@ pub enum IoMode {
     Blocking,
 }
 
+impl IoMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            IoMode::Epoll => "epoll",
+            IoMode::Blocking => "blocking",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// `AUTH PLAIN <initial response>` (RFC 4616): one round trip.
+    Plain,
+    /// `AUTH LOGIN`, user name, password: three round trips.
+    Login,
+}
+
+impl AuthMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMechanism::Plain => "PLAIN",
+            AuthMechanism::Login => "LOGIN",
+        }
+    }
+}
+
+/// A password: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Self {
+        Secret(text)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub login: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub mechanism: AuthMechanism,
+    /// At least one; connection slot `i` uses `users[i % len]`.
+    pub users: Vec<Credentials>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Help,
@@ -85,7 +198,8 @@ pub struct SmtpConfig {
     pub connections: u32,
     pub messages: u64,
     pub per_connection: Option<u64>,
-    pub size_bytes: usize,
+    /// Message sizes, or the real messages to send.
+    pub size: SizeSpec,
     pub recipients: u32,
     pub from: String,
     pub to: Vec<String>,
@@ -93,9 +207,13 @@ pub struct SmtpConfig {
     pub duration: Duration,
     pub threads: usize,
     pub io: IoMode,
-    pub json_path: Option<PathBuf>,
     pub helo: String,
     pub allow_remote: bool,
+    pub tls: Option<TlsSettings>,
+    pub auth: Option<AuthSettings>,
+    /// Open loop: messages per second in total; `None`: closed loop.
+    pub rate_per_sec: Option<u64>,
+    pub output: OutputOptions,
 }
 
 /// Options as strings, before validation.
@@ -106,6 +224,8 @@ struct RawSmtpArgs {
     messages: Option<String>,
     per_connection: Option<String>,
     size: Option<String>,
+    size_dist: Option<String>,
+    eml_dir: Option<String>,
     recipients: Option<String>,
     from: Option<String>,
     to: Vec<String>,
@@ -113,13 +233,21 @@ struct RawSmtpArgs {
     duration_secs: Option<String>,
     threads: Option<String>,
     io: Option<String>,
-    json: Option<String>,
     helo: Option<String>,
     allow_remote: bool,
+    starttls: bool,
+    tls: bool,
+    tls_ca: Option<String>,
+    tls_name: Option<String>,
+    auth: Option<String>,
+    auth_users: Vec<Secret>,
+    rate: Option<String>,
+    output: OutputOptions,
     help: bool,
 }
 
-/// Parses the arguments after the program name. `cpus` is the default thread count.
+/// Parses the arguments after the program name (the first is the command
+/// word, `smtp`). `cpus` is the default thread count.
 pub fn parse_args<I, S>(args: I, cpus: usize) -> Result<Command, ArgsError>
 where
     I: IntoIterator<Item = S>,
@@ -164,9 +292,12 @@ fn collect_raw(mut args: impl Iterator<Item = String>) -> (RawSmtpArgs, Vec<Stri
             "--pipelining" => flag(&mut raw, &mut problems, |r| r.pipelining = Some(true)),
             "--no-pipelining" => flag(&mut raw, &mut problems, |r| r.pipelining = Some(false)),
             "--allow-remote" => flag(&mut raw, &mut problems, |r| r.allow_remote = true),
+            "--starttls" => flag(&mut raw, &mut problems, |r| r.starttls = true),
+            "--tls" => flag(&mut raw, &mut problems, |r| r.tls = true),
             "--target" | "--connections" | "--messages" | "--per-connection" | "--size"
-            | "--recipients" | "--from" | "--to" | "--duration-secs" | "--threads" | "--io"
-            | "--json" | "--helo" => {
+            | "--size-dist" | "--eml-dir" | "--recipients" | "--from" | "--to"
+            | "--duration-secs" | "--threads" | "--io" | "--helo" | "--tls-ca" | "--tls-name"
+            | "--auth" | "--auth-user" | "--rate" => {
                 let Some(value) = inline.clone().or_else(|| args.next()) else {
                     problems.push(format!("{name} needs a value"));
                     continue;
@@ -177,13 +308,22 @@ fn collect_raw(mut args: impl Iterator<Item = String>) -> (RawSmtpArgs, Vec<Stri
                     "--messages" => &mut raw.messages,
                     "--per-connection" => &mut raw.per_connection,
                     "--size" => &mut raw.size,
+                    "--size-dist" => &mut raw.size_dist,
+                    "--eml-dir" => &mut raw.eml_dir,
                     "--recipients" => &mut raw.recipients,
                     "--from" => &mut raw.from,
                     "--duration-secs" => &mut raw.duration_secs,
                     "--threads" => &mut raw.threads,
                     "--io" => &mut raw.io,
-                    "--json" => &mut raw.json,
                     "--helo" => &mut raw.helo,
+                    "--tls-ca" => &mut raw.tls_ca,
+                    "--tls-name" => &mut raw.tls_name,
+                    "--auth" => &mut raw.auth,
+                    "--rate" => &mut raw.rate,
+                    "--auth-user" => {
+                        raw.auth_users.push(Secret(value));
+                        continue;
+                    }
                     _ => {
                         raw.to.push(value);
                         continue;
@@ -193,13 +333,22 @@ fn collect_raw(mut args: impl Iterator<Item = String>) -> (RawSmtpArgs, Vec<Stri
                     problems.push(format!("{name} given more than once"));
                 }
             }
-            _ => problems.push(format!("unknown option `{arg}`")),
+            _ => {
+                let mut rest = &mut args as &mut dyn Iterator<Item = String>;
+                if !raw
+                    .output
+                    .take(&name, inline.clone(), &mut rest, &mut problems)
+                {
+                    problems.push(format!("unknown option `{arg}`"));
+                }
+            }
         }
     }
     (raw, problems)
 }
 
 fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option<SmtpConfig> {
+    let tls = tls_settings(&raw, raw.target.as_deref().unwrap_or(""), problems);
     let connections = number(
         &raw.connections,
         "--connections",
@@ -251,14 +400,10 @@ fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option
         THREADS_MAX as u64,
         problems,
     ) as usize;
-    let size_bytes = number(
-        &raw.size,
-        "--size",
-        2048,
-        1,
-        SIZE_BYTES_MAX as u64,
-        problems,
-    ) as usize;
+    let rate_per_sec = raw
+        .rate
+        .as_ref()
+        .map(|_| number(&raw.rate, "--rate", 1, 1, RATE_PER_SEC_MAX, problems));
 
     let from = raw.from.unwrap_or_else(|| "sender@load.test".into());
     check_address(&from, "--from", problems);
@@ -300,31 +445,24 @@ fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option
             IoMode::Epoll
         }
     };
-    let json_path = match raw.json {
-        Some(p) if p.is_empty() => {
-            problems.push("--json needs a file name".into());
-            None
-        }
-        other => other.map(PathBuf::from),
-    };
 
     let template = MessageTemplate {
         from: from.clone(),
         id_domain: helo.clone(),
         run_id: 0,
-        size_bytes,
     };
     let longest_to = to
         .iter()
         .max_by_key(|a| a.len())
         .map(String::as_str)
         .unwrap_or("");
-    let size_min = template.size_bytes_min(longest_to);
-    if size_bytes < size_min {
-        problems.push(format!(
-            "--size {size_bytes} is too small for the headers with these addresses (at least {size_min})"
-        ));
-    }
+    let size = size_spec(
+        &raw.size,
+        &raw.size_dist,
+        &raw.eml_dir,
+        template.size_bytes_min(longest_to),
+        problems,
+    );
 
     let target_text = raw.target.unwrap_or_default();
     let target = if target_text.is_empty() {
@@ -339,6 +477,7 @@ fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option
             }
         }
     };
+    let auth = auth_settings(raw.auth.as_deref(), raw.auth_users, problems);
 
     Some(SmtpConfig {
         target_text,
@@ -346,7 +485,7 @@ fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option
         connections,
         messages,
         per_connection,
-        size_bytes,
+        size: size?,
         recipients,
         from,
         to,
@@ -354,9 +493,201 @@ fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option
         duration: Duration::from_secs(duration_secs),
         threads: threads.min(connections as usize),
         io,
-        json_path,
         helo,
         allow_remote: raw.allow_remote,
+        tls,
+        auth,
+        rate_per_sec,
+        output: raw.output,
+    })
+}
+
+/// `--size N`, `--size MIN-MAX`, `--size-dist S:W,...` or `--eml-dir DIR`
+/// (at most one); generated sizes must fit the headers (`size_min`).
+fn size_spec(
+    size: &Option<String>,
+    size_dist: &Option<String>,
+    eml_dir: &Option<String>,
+    size_min: usize,
+    problems: &mut Vec<String>,
+) -> Option<SizeSpec> {
+    let given = [size.is_some(), size_dist.is_some(), eml_dir.is_some()];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        problems.push("give only one of --size, --size-dist and --eml-dir".into());
+        return None;
+    }
+    let parse_size = |text: &str| {
+        text.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=SIZE_BYTES_MAX).contains(n))
+    };
+    let spec = if let Some(dir) = eml_dir {
+        match EmlCorpus::load(std::path::Path::new(dir)) {
+            Ok(corpus) => SizeSpec::Eml(Arc::new(corpus)),
+            Err(e) => {
+                problems.push(e.to_string());
+                return None;
+            }
+        }
+    } else if let Some(list) = size_dist {
+        let mut choices = Vec::new();
+        for item in list.split(',') {
+            let parsed = item.split_once(':').and_then(|(s, w)| {
+                let weight = w
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|w| (1..=SIZE_WEIGHT_MAX).contains(w))?;
+                Some((parse_size(s)?, weight))
+            });
+            match parsed {
+                Some(choice) => choices.push(choice),
+                None => {
+                    problems.push(format!(
+                        "--size-dist `{item}`: expected SIZE:WEIGHT with SIZE 1-{SIZE_BYTES_MAX} and WEIGHT 1-{SIZE_WEIGHT_MAX}"
+                    ));
+                    return None;
+                }
+            }
+        }
+        if choices.len() > SIZE_CHOICES_MAX {
+            problems.push(format!("--size-dist: at most {SIZE_CHOICES_MAX} sizes"));
+            return None;
+        }
+        SizeSpec::Weighted(choices)
+    } else {
+        let text = size.as_deref().unwrap_or("2048");
+        let range = text
+            .split_once('-')
+            .map(|(a, b)| (parse_size(a), parse_size(b)));
+        match (range, parse_size(text)) {
+            (None, Some(n)) => SizeSpec::Fixed(n),
+            (Some((Some(min), Some(max))), _) if min <= max => SizeSpec::Uniform { min, max },
+            _ => {
+                problems.push(format!(
+                    "--size `{text}`: expected BYTES or MIN-MAX, each 1-{SIZE_BYTES_MAX}, MIN <= MAX"
+                ));
+                return None;
+            }
+        }
+    };
+    if !matches!(spec, SizeSpec::Eml(_)) {
+        let (smallest, _) = spec.bounds();
+        if smallest < size_min {
+            let name = if size_dist.is_some() {
+                "--size-dist"
+            } else {
+                "--size"
+            };
+            problems.push(format!(
+                "{name}: {smallest} is too small for the headers with these addresses (at least {size_min})"
+            ));
+        }
+    }
+    Some(spec)
+}
+
+fn tls_settings(
+    raw: &RawSmtpArgs,
+    target_text: &str,
+    problems: &mut Vec<String>,
+) -> Option<TlsSettings> {
+    let mode = match (raw.starttls, raw.tls) {
+        (true, true) => {
+            problems.push("give only one of --starttls and --tls".into());
+            return None;
+        }
+        (true, false) => TlsMode::StartTls,
+        (false, true) => TlsMode::Implicit,
+        (false, false) => {
+            if raw.tls_ca.is_some() || raw.tls_name.is_some() {
+                problems.push("--tls-ca and --tls-name need --starttls or --tls".into());
+            }
+            return None;
+        }
+    };
+    let server_name = match &raw.tls_name {
+        Some(name) => name.clone(),
+        None => target_host(target_text).to_string(),
+    };
+    if let Err(e) = check_server_name(&server_name) {
+        // Only worth saying when the name was typed or the target is valid.
+        if raw.tls_name.is_some() || !server_name.is_empty() {
+            problems.push(e.to_string());
+        }
+    }
+    let ca_file = raw.tls_ca.as_ref().map(PathBuf::from);
+    let ca_certs = match &ca_file {
+        Some(path) => match load_ca_file(path) {
+            Ok(certs) => certs,
+            Err(e) => {
+                problems.push(e.to_string());
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    Some(TlsSettings {
+        mode,
+        server_name,
+        ca_file,
+        ca_certs,
+    })
+}
+
+/// The host part of `HOST:PORT` / `[IPv6]:PORT`.
+fn target_host(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+fn auth_settings(
+    mechanism: Option<&str>,
+    users: Vec<Secret>,
+    problems: &mut Vec<String>,
+) -> Option<AuthSettings> {
+    let mechanism = match mechanism {
+        None if users.is_empty() => return None,
+        None => AuthMechanism::Plain,
+        Some(m) if m.eq_ignore_ascii_case("plain") => AuthMechanism::Plain,
+        Some(m) if m.eq_ignore_ascii_case("login") => AuthMechanism::Login,
+        Some(m) => {
+            problems.push(format!("--auth `{m}`: expected PLAIN or LOGIN"));
+            AuthMechanism::Plain
+        }
+    };
+    if users.is_empty() {
+        problems.push("--auth needs at least one --auth-user USER:PASSWORD".into());
+    }
+    if users.len() > AUTH_USERS_MAX {
+        problems.push(format!(
+            "--auth-user given {} times (at most {AUTH_USERS_MAX})",
+            users.len()
+        ));
+    }
+    let mut credentials = Vec::with_capacity(users.len());
+    for (index, user) in users.into_iter().enumerate() {
+        let usable = |s: &str| {
+            !s.is_empty() && s.len() <= CREDENTIAL_BYTES_MAX && !s.chars().any(char::is_control)
+        };
+        // The password is never echoed, only the position of the bad entry.
+        match user.0.split_once(':') {
+            Some((login, password)) if usable(login) && usable(password) && !login.contains(' ') => {
+                credentials.push(Credentials {
+                    login: login.to_string(),
+                    password: Secret(password.to_string()),
+                })
+            }
+            _ => problems.push(format!(
+                "--auth-user #{}: expected USER:PASSWORD, each 1-{CREDENTIAL_BYTES_MAX} bytes without control characters (no space in USER)",
+                index + 1
+            )),
+        }
+    }
+    Some(AuthSettings {
+        mechanism,
+        users: credentials,
     })
 }
 
@@ -469,7 +800,7 @@ mod tests {
         assert_eq!(c.connections, 20);
         assert_eq!(c.messages, 20_000);
         assert_eq!(c.per_connection, None);
-        assert_eq!(c.size_bytes, 2048);
+        assert_eq!(c.size, SizeSpec::Fixed(2048));
         assert_eq!(c.recipients, 1);
         assert_eq!(c.from, "sender@load.test");
         assert_eq!(c.to, ["rcpt@example.test"]);
@@ -477,8 +808,12 @@ mod tests {
         assert_eq!(c.duration, Duration::from_secs(300));
         assert_eq!(c.threads, 2);
         assert_eq!(c.io, IoMode::Epoll);
-        assert_eq!(c.json_path, None);
+        assert_eq!(c.output, OutputOptions::default());
         assert_eq!(c.helo, "loadgen.test");
+        assert_eq!(
+            (c.tls.clone(), c.auth.clone(), c.rate_per_sec),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -506,6 +841,8 @@ mod tests {
             "out.json",
             "--helo",
             "client.test",
+            "--quiet",
+            "--rate=500",
         ])
         .unwrap();
         assert_eq!(c.target, "[::1]:25".parse().unwrap());
@@ -513,14 +850,16 @@ mod tests {
             (c.connections, c.messages, c.per_connection),
             (3, 10, Some(2))
         );
-        assert_eq!((c.size_bytes, c.recipients), (4096, 2));
+        assert_eq!((c.size.clone(), c.recipients), (SizeSpec::Fixed(4096), 2));
         assert_eq!(c.from, "a@b.test");
         assert_eq!(c.to, ["x@y.test", "z@y.test"]);
         assert_eq!(c.pipelining, PipeliningMode::Never);
         assert_eq!(c.duration, Duration::from_secs(5));
         assert_eq!(c.threads, 3, "threads are capped at the connection count");
         assert_eq!(c.io, IoMode::Blocking);
-        assert_eq!(c.json_path, Some(PathBuf::from("out.json")));
+        assert_eq!(c.output.json_path, Some(PathBuf::from("out.json")));
+        assert!(c.output.quiet);
+        assert_eq!(c.rate_per_sec, Some(500));
         assert_eq!(c.helo, "client.test");
         assert_eq!(
             smtp(&["--target=localhost:2525", "--pipelining"])
@@ -647,8 +986,227 @@ mod tests {
         assert!(short_ok.is_ok(), "{short_ok:?}");
         let p = problems(&["--target", "127.0.0.1:25", "--size", "300", "--to", &long]);
         assert!(
-            p.iter().any(|m| m.contains("--size 300 is too small")),
+            p.iter().any(|m| m.contains("--size: 300 is too small")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn usage_includes_the_output_options_and_every_smtp_option() {
+        assert!(SMTP_USAGE.contains(OUTPUT_USAGE));
+        assert!(SMTP_USAGE.starts_with("usage: ringmail-loadgen smtp"));
+        for option in [
+            "--size-dist",
+            "--eml-dir",
+            "--starttls",
+            "--tls ",
+            "--tls-ca",
+            "--tls-name",
+            "--auth ",
+            "--auth-user",
+            "--rate",
+            "--json",
+            "--quiet",
+        ] {
+            assert!(SMTP_USAGE.contains(option), "{option}");
+        }
+    }
+
+    #[test]
+    fn readme_shows_the_usage_text() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        for line in SMTP_USAGE.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                readme.contains(line),
+                "README lacks the usage line {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_ranges_and_distributions() {
+        let base = ["--target", "127.0.0.1:25"];
+        let with = |extra: &[&str]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            smtp(&all)
+        };
+        assert_eq!(
+            with(&["--size", "1000-5000"]).unwrap().size,
+            SizeSpec::Uniform {
+                min: 1000,
+                max: 5000
+            }
+        );
+        assert_eq!(
+            with(&["--size-dist", "1024:50,4096:30,65536:20"])
+                .unwrap()
+                .size,
+            SizeSpec::Weighted(vec![(1024, 50), (4096, 30), (65536, 20)])
+        );
+        for bad in [
+            &["--size", "5000-1000"][..],
+            &["--size", "1-"],
+            &["--size", "0"],
+            &["--size-dist", "1024"],
+            &["--size-dist", "1024:0"],
+            &["--size-dist", "1024:5,x:1"],
+            &["--size", "1000", "--size-dist", "1024:1"],
+        ] {
+            let mut all = base.to_vec();
+            all.extend_from_slice(bad);
+            assert_eq!(problems(&all).len(), 1, "{bad:?}: {:?}", problems(&all));
+        }
+        // The smallest generated size must still fit the headers.
+        let p = problems(&["--target", "127.0.0.1:25", "--size-dist", "100:1,4096:1"]);
+        assert!(p[0].contains("--size-dist: 100 is too small"), "{p:?}");
+        let p = problems(&["--target", "127.0.0.1:25", "--size", "100-4096"]);
+        assert!(p[0].contains("--size: 100 is too small"), "{p:?}");
+    }
+
+    #[test]
+    fn eml_dir_is_loaded_at_parse_time() {
+        let dir =
+            std::env::temp_dir().join(format!("ringmail-loadgen-args-eml-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_text = dir.display().to_string();
+        let p = problems(&["--target", "127.0.0.1:25", "--eml-dir", &dir_text]);
+        assert!(p[0].contains("no *.eml files"), "{p:?}");
+        std::fs::write(dir.join("one.eml"), "Subject: x\n\nhi\n").unwrap();
+        let c = smtp(&["--target", "127.0.0.1:25", "--eml-dir", &dir_text]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let SizeSpec::Eml(corpus) = &c.size else {
+            panic!("{:?}", c.size)
+        };
+        assert_eq!(corpus.get(7), b"Subject: x\r\n\r\nhi\r\n");
+    }
+
+    #[test]
+    fn tls_options() {
+        let c = smtp(&["--target", "127.0.0.1:2587", "--starttls"]).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.mode, TlsMode::StartTls);
+        assert_eq!(tls.server_name, "127.0.0.1", "default: the target host");
+        assert_eq!(tls.ca_file, None);
+        let c = smtp(&["--target", "[::1]:465", "--tls", "--tls-name", "mail.test"]).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            (tls.mode, tls.server_name.as_str()),
+            (TlsMode::Implicit, "mail.test")
+        );
+        assert_eq!(target_host("[::1]:465"), "::1");
+        assert_eq!(target_host("localhost:25"), "localhost");
+    }
+
+    #[test]
+    fn auth_options_and_secrets() {
+        let c = smtp(&[
+            "--target",
+            "127.0.0.1:25",
+            "--auth",
+            "login",
+            "--auth-user",
+            "alice@x.test:pw:with:colons",
+            "--auth-user=bob:secret",
+        ])
+        .unwrap();
+        let auth = c.auth.clone().unwrap();
+        assert_eq!(auth.mechanism, AuthMechanism::Login);
+        assert_eq!(auth.users.len(), 2);
+        assert_eq!(auth.users[0].login, "alice@x.test");
+        assert_eq!(auth.users[0].password.expose(), "pw:with:colons");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("secret") && !debug.contains("pw:with"),
+            "{debug}"
+        );
+        assert!(debug.contains("***"));
+        // --auth-user alone means PLAIN.
+        let c = smtp(&["--target", "127.0.0.1:25", "--auth-user", "a:b"]).unwrap();
+        assert_eq!(c.auth.unwrap().mechanism, AuthMechanism::Plain);
+    }
+
+    #[test]
+    fn every_new_problem_is_reported_at_once() {
+        let p = problems(&[
+            "--target",
+            "127.0.0.1:25",
+            "--starttls",
+            "--tls",
+            "--auth",
+            "cram-md5",
+            "--auth-user",
+            "nopassword",
+            "--auth-user",
+            "user:hunter2\u{7}",
+            "--rate",
+            "0",
+            "--size-dist",
+            "12:0",
+            "--html",
+        ]);
+        let expect = [
+            "--starttls and --tls",
+            "--auth `cram-md5`",
+            "--auth-user #1",
+            "--auth-user #2",
+            "--rate",
+            "--size-dist",
+            "--html needs a value",
+        ];
+        for what in expect {
+            assert!(
+                p.iter().any(|m| m.contains(what)),
+                "no problem about {what} in {p:?}"
+            );
+        }
+        assert_eq!(p.len(), expect.len(), "{p:?}");
+        assert!(
+            !p.iter().any(|m| m.contains("hunter2")),
+            "passwords are never echoed"
+        );
+        let p = problems(&[
+            "--target",
+            "127.0.0.1:25",
+            "--tls-name",
+            "x.test",
+            "--auth",
+            "plain",
+            "--tls",
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+            "--tls-name",
+            "y",
+        ]);
+        let expect = [
+            "--tls-name given more than once",
+            "--auth needs at least one",
+            "--tls-ca /nonexistent/ca.pem",
+        ];
+        for what in expect {
+            assert!(
+                p.iter().any(|m| m.contains(what)),
+                "no problem about {what} in {p:?}"
+            );
+        }
+        assert_eq!(p.len(), expect.len(), "{p:?}");
+        let p = problems(&[
+            "--target",
+            "127.0.0.1:25",
+            "--tls-ca",
+            "x.pem",
+            "--tls-name",
+            "bad name!",
+        ]);
+        assert_eq!(p, ["--tls-ca and --tls-name need --starttls or --tls"]);
+        let p = problems(&[
+            "--target",
+            "127.0.0.1:25",
+            "--tls",
+            "--tls-name",
+            "bad name!",
+        ]);
+        assert!(p[0].contains("--tls-name `bad name!`"), "{p:?}");
     }
 }

@@ -1,33 +1,49 @@
 //! Sans-IO SMTP client for one connection slot: greeting, EHLO (HELO fallback),
-//! then transactions (MAIL, RCPT × n, DATA, message, `.`), RSET after a failed
-//! transaction, QUIT at the end of its share or of `--per-connection`. The
+//! STARTTLS and EHLO again (`--starttls`), AUTH PLAIN or LOGIN (`--auth`), then
+//! transactions (MAIL, RCPT × n, DATA, message, `.`), RSET after a failed
+//! transaction, QUIT at the end of its work or of `--per-connection`. The
 //! driver feeds it bytes and time and writes what it queues; the client keeps
-//! the slot's message share, retry policy and counters across reconnects.
+//! the slot's work, retry policy and counters across reconnects. TLS itself is
+//! the driver's: after the `220` to STARTTLS the client waits
+//! ([`Client::wants_tls`]) until the driver reports the handshake done
+//! ([`Client::on_tls_established`]).
+//!
+//! Work comes either from a share of sequence numbers (closed loop: the next
+//! transaction starts as soon as the previous one ends) or from the driver's
+//! open-loop schedule (`--rate`: the client waits in `Ready` until the driver
+//! hands it a due message with [`Client::begin`]).
 //!
 //! With pipelining, MAIL + every RCPT + DATA go out in one write and the
 //! replies are matched in order (RFC 2920); the message and the terminating
-//! `.\r\n` go out in a second write. Latency is measured from the moment the
-//! last byte of `\r\n.\r\n` was handed to the kernel to the final reply.
+//! `.\r\n` go out in a second write. Message latency is measured from the
+//! moment the last byte of `\r\n.\r\n` was handed to the kernel to the final
+//! reply (from the MAIL command when the transaction ended before DATA), plus,
+//! in open loop, how late the transaction started.
 
 use std::fmt::Display;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::args::{PipeliningMode, SmtpConfig};
-use crate::message::{MessageError, MessageTemplate};
+use crate::args::{AuthMechanism, PipeliningMode, SmtpConfig};
+use crate::message::{MessageError, MessageTemplate, SizeSpec};
+use crate::rate::{is_late, lateness};
 use crate::reply::{ehlo_has_keyword, excerpt, parse_reply, Parsed, ReplyError};
-use crate::stats::Stats;
+use crate::stats::{count_class, Stats};
+use crate::tls::TlsMode;
 
 /// A connection waiting this long for a reply (or to write) is dropped.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unparsed reply bytes buffered at most (a reply without its end is bounded by the parser too).
 pub const REPLY_BYTES_MAX: usize = 64 * 1024;
-/// Failed connects / sessions in a row before a slot gives up, once it has connected.
+/// Failed connects / sessions in a row before a slot gives up, once it has been ready for MAIL.
 pub const FAILURES_IN_A_ROW_MAX: u32 = 20;
-/// Connect attempts before a slot that never connected gives up (target down).
+/// Attempts before a slot that never got ready for MAIL gives up (target down,
+/// TLS or AUTH refused).
 pub const FIRST_CONNECT_ATTEMPTS_MAX: u32 = 3;
 const RETRY_DELAY_MIN: Duration = Duration::from_millis(1);
 const RETRY_DELAY_MAX: Duration = Duration::from_millis(500);
+/// Largest message buffer kept allocated between messages.
+const OUT_CAPACITY_MAX: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClientError {
@@ -51,6 +67,8 @@ pub enum ClientError {
     },
     #[error("reply larger than {REPLY_BYTES_MAX} bytes while waiting for {state}")]
     ReplyTooLarge { state: &'static str },
+    #[error("{bytes} plaintext bytes after the 220 to STARTTLS (injection?)")]
+    PlaintextAfterStartTls { bytes: usize },
     #[error("cannot build message {seq}: {source}")]
     Message {
         seq: u64,
@@ -67,6 +85,20 @@ enum State {
     Greeting,
     Ehlo,
     Helo,
+    /// Reply to STARTTLS.
+    StartTls,
+    /// The driver is doing the TLS handshake.
+    TlsHandshake,
+    /// Reply to `AUTH PLAIN <response>`.
+    AuthPlain,
+    /// `334` to `AUTH LOGIN` (then the user name goes out).
+    AuthLoginUser,
+    /// `334` to the user name (then the password goes out).
+    AuthLoginPassword,
+    /// Final reply to AUTH LOGIN.
+    AuthLoginResult,
+    /// Open loop: in session, waiting for the driver to hand over a due message.
+    Ready,
     Mail,
     /// Reply to the RCPT with this index.
     Rcpt(u32),
@@ -86,6 +118,12 @@ impl State {
             State::Greeting => "greeting",
             State::Ehlo => "EHLO reply",
             State::Helo => "HELO reply",
+            State::StartTls => "STARTTLS reply",
+            State::TlsHandshake => "TLS handshake",
+            State::AuthPlain | State::AuthLoginResult => "AUTH reply",
+            State::AuthLoginUser => "AUTH LOGIN user name prompt",
+            State::AuthLoginPassword => "AUTH LOGIN password prompt",
+            State::Ready => "next message (idle)",
             State::Mail => "MAIL reply",
             State::Rcpt(_) => "RCPT reply",
             State::Data => "DATA reply",
@@ -93,6 +131,41 @@ impl State {
             State::Rset => "RSET reply",
             State::Quit => "QUIT reply",
             State::Closing => "close",
+        }
+    }
+
+    fn is_auth(self) -> bool {
+        matches!(
+            self,
+            State::AuthPlain
+                | State::AuthLoginUser
+                | State::AuthLoginPassword
+                | State::AuthLoginResult
+        )
+    }
+}
+
+/// A message of the open-loop schedule: its sequence number and due time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub seq: u64,
+    pub due: Instant,
+}
+
+/// Where the slot's messages come from.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    /// Closed loop: sequence numbers `next..end`.
+    Share { next: u64, end: u64 },
+    /// Open loop: the driver hands over tokens; `more` until its schedule is exhausted.
+    Paced { more: bool, token: Option<Token> },
+}
+
+impl Work {
+    fn left(&self) -> bool {
+        match *self {
+            Work::Share { next, end } => next < end,
+            Work::Paced { more, token } => more || token.is_some(),
         }
     }
 }
@@ -104,18 +177,25 @@ struct Txn {
     /// First 4xx/5xx among MAIL and RCPT replies.
     first_failure: Option<u16>,
     rcpts_accepted: u32,
+    /// When MAIL was queued.
+    started_at: Instant,
+    /// Open loop: how late it started.
+    lateness: Duration,
 }
 
-/// One connection slot: sends messages `seq_next..seq_end` over as many
-/// sessions as `--per-connection` and failures require.
+/// One connection slot: sends its messages over as many sessions as
+/// `--per-connection` and failures require.
 pub struct Client<'a> {
     cfg: &'a SmtpConfig,
     template: &'a MessageTemplate,
-    seq_next: u64,
-    seq_end: u64,
+    /// Connection slot number (picks the AUTH credentials).
+    slot: usize,
+    work: Work,
     session_messages: u64,
     state: State,
     pipelining: bool,
+    tls_active: bool,
+    authenticated: bool,
     txn: Option<Txn>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -124,37 +204,77 @@ pub struct Client<'a> {
     dot_end: Option<usize>,
     dot_sent_at: Option<Instant>,
     last_progress: Instant,
-    ever_connected: bool,
+    /// When the connection attempt of the session being set up started.
+    setup_started: Option<Instant>,
+    auth_started: Option<Instant>,
+    /// The session is closing because it failed (AUTH refused): retry with backoff.
+    session_failed: bool,
+    ever_ready: bool,
     failures_in_a_row: u32,
     connect_at: Instant,
     stopped: bool,
 }
 
 impl<'a> Client<'a> {
-    /// A slot that will send `count` messages numbered from `seq_start`.
+    /// Closed loop: slot `slot` will send `count` messages numbered from `seq_start`.
     pub fn new(
         cfg: &'a SmtpConfig,
         template: &'a MessageTemplate,
+        slot: usize,
         seq_start: u64,
         count: u64,
         now: Instant,
     ) -> Self {
+        let work = Work::Share {
+            next: seq_start,
+            end: seq_start + count,
+        };
+        Self::with_work(cfg, template, slot, work, now)
+    }
+
+    /// Open loop: slot `slot` sends the messages the driver hands it with [`Client::begin`].
+    pub fn new_paced(
+        cfg: &'a SmtpConfig,
+        template: &'a MessageTemplate,
+        slot: usize,
+        now: Instant,
+    ) -> Self {
+        let work = Work::Paced {
+            more: true,
+            token: None,
+        };
+        Self::with_work(cfg, template, slot, work, now)
+    }
+
+    fn with_work(
+        cfg: &'a SmtpConfig,
+        template: &'a MessageTemplate,
+        slot: usize,
+        work: Work,
+        now: Instant,
+    ) -> Self {
+        let capacity = cfg.size.bounds().1.min(OUT_CAPACITY_MAX) + 1024;
         Self {
             cfg,
             template,
-            seq_next: seq_start,
-            seq_end: seq_start + count,
+            slot,
+            work,
             session_messages: 0,
             state: State::Idle,
             pipelining: false,
+            tls_active: false,
+            authenticated: false,
             txn: None,
             inbuf: Vec::with_capacity(1024),
-            out: Vec::with_capacity(template.size_bytes + 1024),
+            out: Vec::with_capacity(capacity),
             out_pos: 0,
             dot_end: None,
             dot_sent_at: None,
             last_progress: now,
-            ever_connected: false,
+            setup_started: None,
+            auth_started: None,
+            session_failed: false,
+            ever_ready: false,
             failures_in_a_row: 0,
             connect_at: now,
             stopped: false,
@@ -164,8 +284,7 @@ impl<'a> Client<'a> {
     /// When the driver should open the next connection (an instant in the past
     /// means now); `None` once the slot has finished or given up.
     pub fn next_connect_at(&self) -> Option<Instant> {
-        let work_left = self.seq_next < self.seq_end;
-        (self.state == State::Idle && !self.stopped && work_left).then_some(self.connect_at)
+        (self.state == State::Idle && !self.stopped && self.work.left()).then_some(self.connect_at)
     }
 
     pub fn is_closing(&self) -> bool {
@@ -177,6 +296,17 @@ impl<'a> Client<'a> {
         self.state == State::Idle && self.next_connect_at().is_none()
     }
 
+    /// Open loop: in session and waiting for [`Client::begin`].
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
+    }
+
+    /// The server said yes to STARTTLS: the driver must start the TLS
+    /// handshake before writing anything else.
+    pub fn wants_tls(&self) -> bool {
+        self.state == State::TlsHandshake
+    }
+
     /// Bytes queued for the server.
     pub fn output(&self) -> &[u8] {
         &self.out[self.out_pos..]
@@ -184,40 +314,55 @@ impl<'a> Client<'a> {
 
     /// True when the connection has waited longer than [`REPLY_TIMEOUT`].
     pub fn reply_overdue(&self, now: Instant) -> bool {
-        !matches!(self.state, State::Idle | State::Closing)
+        !matches!(self.state, State::Idle | State::Closing | State::Ready)
             && now.saturating_duration_since(self.last_progress) > REPLY_TIMEOUT
     }
 
-    pub fn on_connected(&mut self, now: Instant, stats: &mut Stats) {
+    /// The connection attempt that started at `started` succeeded at `now`.
+    pub fn on_connected(&mut self, started: Instant, now: Instant, stats: &mut Stats) {
         debug_assert_eq!(self.state, State::Idle);
         stats.connects += 1;
-        self.ever_connected = true;
         self.state = State::Greeting;
+        self.tls_active = self.cfg.tls.as_ref().map(|t| t.mode) == Some(TlsMode::Implicit);
+        self.authenticated = false;
+        self.session_failed = false;
         self.inbuf.clear();
         self.out.clear();
         self.out_pos = 0;
         self.dot_end = None;
         self.dot_sent_at = None;
         self.session_messages = 0;
+        self.setup_started = Some(started);
+        self.auth_started = None;
         self.last_progress = now;
+    }
+
+    /// The TLS handshake after STARTTLS finished: EHLO again, over TLS.
+    /// (Ignored for implicit TLS, where the greeting comes over TLS anyway.)
+    pub fn on_tls_established(&mut self, now: Instant) {
+        if self.state == State::TlsHandshake {
+            self.tls_active = true;
+            self.last_progress = now;
+            self.command(format_args!("EHLO {}", self.cfg.helo));
+            self.state = State::Ehlo;
+        }
     }
 
     pub fn on_connect_failed(&mut self, error: &dyn Display, now: Instant, stats: &mut Stats) {
         let target = self.cfg.target;
         stats.count_error(|| format!("connect to {target}: {error}"));
+        stats.session_setup.aborted += 1;
         self.schedule_retry(now);
     }
 
-    /// The connection failed (I/O error, protocol error, timeout): the message
+    /// The connection failed (I/O, TLS or protocol error, timeout): what was
     /// in flight is aborted and a reconnect is scheduled with backoff.
     pub fn on_connection_lost(&mut self, error: &dyn Display, now: Instant, stats: &mut Stats) {
         let (target, state) = (self.cfg.target, self.state.name());
         stats.count_error(|| {
             format!("connection to {target} lost while waiting for {state}: {error}")
         });
-        if self.txn.take().is_some() {
-            stats.aborted += 1;
-        }
+        self.abort_in_flight(stats);
         self.schedule_retry(now);
     }
 
@@ -232,17 +377,42 @@ impl<'a> Client<'a> {
 
     /// The driver closed the socket after QUIT.
     pub fn on_closed(&mut self, now: Instant) {
-        self.state = State::Idle;
-        self.connect_at = now;
+        if std::mem::take(&mut self.session_failed) {
+            self.schedule_retry(now);
+        } else {
+            self.state = State::Idle;
+            self.connect_at = now;
+        }
     }
 
-    /// The run is over: the message in flight is aborted, no more connections.
+    /// The run is over: what is in flight is aborted, no more connections.
     pub fn on_deadline(&mut self, stats: &mut Stats) {
-        if self.txn.take().is_some() {
-            stats.aborted += 1;
-        }
+        self.abort_in_flight(stats);
         self.state = State::Idle;
         self.stopped = true;
+    }
+
+    /// Open loop: the driver's schedule has no more messages. A waiting
+    /// session QUITs now, a busy one after its transaction.
+    pub fn on_work_exhausted(&mut self) {
+        if let Work::Paced { more, .. } = &mut self.work {
+            *more = false;
+        }
+        if self.state == State::Ready {
+            self.command(format_args!("QUIT"));
+            self.state = State::Quit;
+        }
+    }
+
+    /// Open loop: starts the due message `token` (the client [`is_ready`](Client::is_ready)).
+    pub fn begin(&mut self, token: Token, now: Instant, stats: &mut Stats) {
+        debug_assert_eq!(self.state, State::Ready);
+        if let Work::Paced { token: slot, .. } = &mut self.work {
+            *slot = Some(token);
+        }
+        if self.state == State::Ready {
+            self.next_transaction(now, stats);
+        }
     }
 
     /// `n` bytes of [`Client::output`] were written at `now`.
@@ -257,6 +427,9 @@ impl<'a> Client<'a> {
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
+            if self.out.capacity() > OUT_CAPACITY_MAX + 1024 {
+                self.out.shrink_to(OUT_CAPACITY_MAX + 1024);
+            }
         }
     }
 
@@ -284,6 +457,12 @@ impl<'a> Client<'a> {
             self.inbuf = buf;
             used?;
         }
+        if self.state == State::TlsHandshake && !self.inbuf.is_empty() {
+            // RFC 3207 §5: nothing may follow the 220 in plaintext.
+            return Err(ClientError::PlaintextAfterStartTls {
+                bytes: self.inbuf.len(),
+            });
+        }
         if self.inbuf.len() > REPLY_BYTES_MAX {
             return Err(ClientError::ReplyTooLarge {
                 state: self.state.name(),
@@ -300,8 +479,12 @@ impl<'a> Client<'a> {
         stats: &mut Stats,
     ) -> Result<usize, ClientError> {
         let mut pos = 0;
-        // Anything after the QUIT reply is of no interest.
-        while !matches!(self.state, State::Closing | State::Idle) {
+        // Anything after the QUIT reply is of no interest; after the 220 to
+        // STARTTLS the rest belongs to TLS.
+        while !matches!(
+            self.state,
+            State::Closing | State::Idle | State::TlsHandshake
+        ) {
             let parsed = parse_reply(&buf[pos..]).map_err(|source| ClientError::Reply {
                 state: self.state.name(),
                 source,
@@ -326,8 +509,8 @@ impl<'a> Client<'a> {
         let class = code / 100;
         if code == 421 && self.state != State::Quit {
             // The server is shutting the session down (RFC 5321 §3.8).
-            if self.txn.take().is_some() {
-                stats.count_final(code);
+            if self.txn.is_some() {
+                self.finish(code, now, stats);
                 self.state = State::Closing;
                 return Ok(());
             }
@@ -348,8 +531,7 @@ impl<'a> Client<'a> {
                     PipeliningMode::Always => true,
                     PipeliningMode::Never => false,
                 };
-                self.start_session(stats);
-                self.next_transaction(stats);
+                self.after_hello(now, stats);
             }
             State::Ehlo if class == 5 => {
                 self.command(format_args!("HELO {}", self.cfg.helo));
@@ -357,27 +539,46 @@ impl<'a> Client<'a> {
             }
             State::Helo if class == 2 => {
                 self.pipelining = self.cfg.pipelining == PipeliningMode::Always;
-                self.start_session(stats);
-                self.next_transaction(stats);
+                self.after_hello(now, stats);
+            }
+            State::StartTls if code == 220 => self.state = State::TlsHandshake,
+            State::AuthPlain | State::AuthLoginResult if class == 2 => {
+                self.auth_done(code, now, stats);
+                self.session_ready(now, stats);
+            }
+            State::AuthLoginUser if code == 334 => {
+                let login = self.credentials().map_or("", |c| c.login.as_str());
+                let line = base64(login.as_bytes());
+                self.command(format_args!("{line}"));
+                self.state = State::AuthLoginPassword;
+            }
+            State::AuthLoginPassword if code == 334 => {
+                let password = self.credentials().map_or("", |c| c.password.expose());
+                let line = base64(password.as_bytes());
+                self.command(format_args!("{line}"));
+                self.state = State::AuthLoginResult;
+            }
+            state if state.is_auth() && (class == 4 || class == 5) => {
+                self.auth_refused(code, reply, now, stats);
             }
             State::Mail if class == 2 || class == 4 || class == 5 => {
                 let failed = class != 2;
                 if failed {
-                    self.txn_mut().first_failure.get_or_insert(code);
+                    self.txn_mut(now).first_failure.get_or_insert(code);
                 }
                 if self.pipelining {
                     self.state = State::Rcpt(0);
                 } else if failed {
                     // No transaction was opened: nothing to reset.
-                    self.finish(code, stats);
-                    self.next_transaction(stats);
+                    self.finish(code, now, stats);
+                    self.next_transaction(now, stats);
                 } else {
                     self.rcpt(0);
                     self.state = State::Rcpt(0);
                 }
             }
             State::Rcpt(index) if class == 2 || class == 4 || class == 5 => {
-                let txn = self.txn_mut();
+                let txn = self.txn_mut(now);
                 if class == 2 {
                     txn.rcpts_accepted += 1;
                 } else {
@@ -393,7 +594,7 @@ impl<'a> Client<'a> {
                 } else if self.pipelining {
                     self.state = State::Data;
                 } else if accepted == 0 {
-                    self.finish(first_failure.unwrap_or(code), stats);
+                    self.finish(first_failure.unwrap_or(code), now, stats);
                     self.reset();
                 } else {
                     self.command(format_args!("DATA"));
@@ -401,27 +602,21 @@ impl<'a> Client<'a> {
                 }
             }
             State::Data if code == 354 => {
-                self.queue_message(stats)?;
+                self.queue_message(now, stats)?;
                 self.state = State::Dot;
             }
             State::Data if class == 4 || class == 5 => {
                 // Pipelined DATA after a failed MAIL or no accepted RCPT gets 503/554:
                 // the message's fate is the first failure.
-                let outcome = self.txn_mut().first_failure.unwrap_or(code);
-                self.finish(outcome, stats);
+                let outcome = self.txn_mut(now).first_failure.unwrap_or(code);
+                self.finish(outcome, now, stats);
                 self.reset();
             }
             State::Dot if class == 2 || class == 4 || class == 5 => {
-                if let Some(sent_at) = self.dot_sent_at.take() {
-                    let latency = now.saturating_duration_since(sent_at);
-                    stats
-                        .latency
-                        .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-                }
-                self.finish(code, stats);
-                self.next_transaction(stats);
+                self.finish(code, now, stats);
+                self.next_transaction(now, stats);
             }
-            State::Rset if class == 2 => self.next_transaction(stats),
+            State::Rset if class == 2 => self.next_transaction(now, stats),
             State::Quit => self.state = State::Closing,
             state => {
                 return Err(ClientError::Unexpected {
@@ -434,35 +629,155 @@ impl<'a> Client<'a> {
         Ok(())
     }
 
-    fn start_session(&mut self, stats: &mut Stats) {
+    /// After a 2xx to EHLO/HELO: STARTTLS, AUTH, or ready for MAIL.
+    fn after_hello(&mut self, now: Instant, stats: &mut Stats) {
+        let starttls = self.cfg.tls.as_ref().map(|t| t.mode) == Some(TlsMode::StartTls);
+        if starttls && !self.tls_active {
+            self.command(format_args!("STARTTLS"));
+            self.state = State::StartTls;
+            return;
+        }
+        if let Some(auth) = &self.cfg.auth {
+            if !self.authenticated {
+                self.auth_started = Some(now);
+                match auth.mechanism {
+                    AuthMechanism::Plain => {
+                        let (login, password) = self
+                            .credentials()
+                            .map_or(("", ""), |c| (c.login.as_str(), c.password.expose()));
+                        let mut response = Vec::with_capacity(login.len() + password.len() + 2);
+                        response.push(0);
+                        response.extend_from_slice(login.as_bytes());
+                        response.push(0);
+                        response.extend_from_slice(password.as_bytes());
+                        let line = base64(&response);
+                        self.command(format_args!("AUTH PLAIN {line}"));
+                        self.state = State::AuthPlain;
+                    }
+                    AuthMechanism::Login => {
+                        self.command(format_args!("AUTH LOGIN"));
+                        self.state = State::AuthLoginUser;
+                    }
+                }
+                return;
+            }
+        }
+        self.session_ready(now, stats);
+    }
+
+    fn credentials(&self) -> Option<&'a crate::args::Credentials> {
+        let users = &self.cfg.auth.as_ref()?.users;
+        users.get(self.slot % users.len().max(1))
+    }
+
+    fn auth_done(&mut self, code: u16, now: Instant, stats: &mut Stats) {
+        let started = self.auth_started.take().unwrap_or(now);
+        count_class(
+            &mut stats.auth,
+            code,
+            now.saturating_duration_since(started),
+        );
+        self.authenticated = true;
+    }
+
+    /// AUTH got a 4xx/5xx: counted, the session QUITs and the slot retries with backoff.
+    fn auth_refused(&mut self, code: u16, reply: &[u8], now: Instant, stats: &mut Stats) {
+        let started = self.auth_started.take().unwrap_or(now);
+        count_class(
+            &mut stats.auth,
+            code,
+            now.saturating_duration_since(started),
+        );
+        if let Some(setup_started) = self.setup_started.take() {
+            count_class(
+                &mut stats.session_setup,
+                code,
+                now.saturating_duration_since(setup_started),
+            );
+        }
+        let login = self.credentials().map_or("", |c| c.login.as_str());
+        let mechanism = self.cfg.auth.as_ref().map_or("", |a| a.mechanism.name());
+        stats.count_error(|| format!("AUTH {mechanism} as {login} refused: {:?}", excerpt(reply)));
+        self.session_failed = true;
+        self.command(format_args!("QUIT"));
+        self.state = State::Quit;
+    }
+
+    /// The session is set up: count it and start sending.
+    fn session_ready(&mut self, now: Instant, stats: &mut Stats) {
+        if let Some(started) = self.setup_started.take() {
+            count_class(
+                &mut stats.session_setup,
+                250,
+                now.saturating_duration_since(started),
+            );
+        }
+        self.ever_ready = true;
         if self.pipelining {
             stats.sessions_pipelined += 1;
         } else {
             stats.sessions_unpipelined += 1;
         }
+        self.next_transaction(now, stats);
     }
 
-    /// Starts the next message, or QUITs when the share or the per-session
-    /// limit is used up.
-    fn next_transaction(&mut self, stats: &mut Stats) {
+    /// Counts what a failed connection or the deadline cut short.
+    fn abort_in_flight(&mut self, stats: &mut Stats) {
+        if self.txn.take().is_some() {
+            stats.message.aborted += 1;
+        }
+        if self.setup_started.take().is_some() {
+            stats.session_setup.aborted += 1;
+        }
+        if self.auth_started.take().is_some() {
+            stats.auth.aborted += 1;
+        }
+    }
+
+    /// Starts the next message, waits for one (open loop), or QUITs when the
+    /// work or the per-session limit is used up.
+    fn next_transaction(&mut self, now: Instant, stats: &mut Stats) {
         let session_full = self
             .cfg
             .per_connection
             .is_some_and(|n| self.session_messages >= n);
-        if self.stopped || self.seq_next >= self.seq_end || session_full {
+        let next = if self.stopped || session_full {
+            None
+        } else {
+            match &mut self.work {
+                Work::Share { next, end } if *next < *end => {
+                    *next += 1;
+                    Some((*next - 1, Duration::ZERO))
+                }
+                Work::Share { .. } => None,
+                Work::Paced { token, more } => match token.take() {
+                    Some(token) => Some((token.seq, lateness(token.due, now))),
+                    None if *more => {
+                        self.state = State::Ready;
+                        return;
+                    }
+                    None => None,
+                },
+            }
+        };
+        let Some((seq, late_by)) = next else {
             self.command(format_args!("QUIT"));
             self.state = State::Quit;
             return;
-        }
-        let seq = self.seq_next;
-        self.seq_next += 1;
+        };
         self.session_messages += 1;
         stats.sent += 1;
+        if is_late(late_by) {
+            stats.late += 1;
+        }
         self.txn = Some(Txn {
             seq,
             first_failure: None,
             rcpts_accepted: 0,
+            started_at: now,
+            lateness: late_by,
         });
+        self.dot_sent_at = None;
         self.command(format_args!("MAIL FROM:<{}>", self.cfg.from));
         if self.pipelining {
             for index in 0..self.cfg.recipients {
@@ -484,33 +799,46 @@ impl<'a> Client<'a> {
         self.state = State::Rset;
     }
 
-    fn queue_message(&mut self, stats: &mut Stats) -> Result<(), ClientError> {
-        let seq = self.txn_mut().seq;
-        let unix_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let to = recipient(self.cfg, seq, 0);
-        self.template
-            .write(&mut self.out, seq, to, unix_secs)
-            .map_err(|source| ClientError::Message { seq, source })?;
-        stats.message_bytes += self.template.size_bytes as u64;
+    fn queue_message(&mut self, now: Instant, stats: &mut Stats) -> Result<(), ClientError> {
+        let seq = self.txn_mut(now).seq;
+        let start = self.out.len();
+        if let SizeSpec::Eml(corpus) = &self.cfg.size {
+            // Stored CRLF-normalised and dot-stuffed, ending in CRLF.
+            self.out.extend_from_slice(corpus.get(seq));
+        } else {
+            let unix_secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let to = recipient(self.cfg, seq, 0);
+            let size_bytes = self.cfg.size.size_for(seq);
+            self.template
+                .write(&mut self.out, seq, to, unix_secs, size_bytes)
+                .map_err(|source| ClientError::Message { seq, source })?;
+        }
+        stats.message_bytes += (self.out.len() - start) as u64;
         self.out.extend_from_slice(b".\r\n");
         self.dot_end = Some(self.out.len());
         Ok(())
     }
 
-    fn finish(&mut self, code: u16, stats: &mut Stats) {
-        stats.count_final(code);
-        self.txn = None;
+    /// Counts the transaction's final reply (`code`) at `now`.
+    fn finish(&mut self, code: u16, now: Instant, stats: &mut Stats) {
+        if let Some(txn) = self.txn.take() {
+            let from = self.dot_sent_at.take().unwrap_or(txn.started_at);
+            let latency = now.saturating_duration_since(from) + txn.lateness;
+            stats.count_message(code, latency, now);
+        }
         self.failures_in_a_row = 0;
     }
 
-    fn txn_mut(&mut self) -> &mut Txn {
+    fn txn_mut(&mut self, now: Instant) -> &mut Txn {
         // Every state from Mail to Dot has a transaction: set in `next_transaction`.
         self.txn.get_or_insert(Txn {
             seq: 0,
             first_failure: None,
             rcpts_accepted: 0,
+            started_at: now,
+            lateness: Duration::ZERO,
         })
     }
 
@@ -524,8 +852,9 @@ impl<'a> Client<'a> {
         self.state = State::Idle;
         self.out.clear();
         self.out_pos = 0;
+        self.session_failed = false;
         self.failures_in_a_row += 1;
-        let attempts_max = if self.ever_connected {
+        let attempts_max = if self.ever_ready {
             FAILURES_IN_A_ROW_MAX
         } else {
             FIRST_CONNECT_ATTEMPTS_MAX
@@ -544,6 +873,28 @@ fn recipient(cfg: &SmtpConfig, seq: u64, index: u32) -> &str {
     let n = cfg.to.len() as u64;
     let slot = (seq * u64::from(cfg.recipients) + u64::from(index)) % n.max(1);
     cfg.to.get(slot as usize).map_or("", String::as_str)
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for SASL responses.
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -568,8 +919,11 @@ mod tests {
             from: cfg.from.clone(),
             id_domain: cfg.helo.clone(),
             run_id: 1,
-            size_bytes: cfg.size_bytes,
         }
+    }
+
+    fn stats() -> Stats {
+        Stats::new(Instant::now(), Duration::from_secs(60))
     }
 
     /// Drives a client like a driver would, recording what it wrote.
@@ -584,12 +938,25 @@ mod tests {
         fn new(cfg: &'a SmtpConfig, template: &'a MessageTemplate, count: u64) -> Self {
             let now = Instant::now();
             let mut h = Harness {
-                client: Client::new(cfg, template, 0, count, now),
-                stats: Stats::default(),
+                client: Client::new(cfg, template, 0, 0, count, now),
+                stats: stats(),
                 written: Vec::new(),
                 now,
             };
-            h.client.on_connected(now, &mut h.stats);
+            h.client.on_connected(now, now, &mut h.stats);
+            h
+        }
+
+        /// Like `new`, for an open-loop client.
+        fn paced(cfg: &'a SmtpConfig, template: &'a MessageTemplate) -> Self {
+            let now = Instant::now();
+            let mut h = Harness {
+                client: Client::new_paced(cfg, template, 0, now),
+                stats: stats(),
+                written: Vec::new(),
+                now,
+            };
+            h.client.on_connected(now, now, &mut h.stats);
             h
         }
 
@@ -657,18 +1024,24 @@ mod tests {
         h.client.on_closed(h.now);
         assert!(h.client.is_finished());
         let s = &h.stats;
+        let m = &s.message;
         assert_eq!(
-            (s.sent, s.ok, s.tempfail, s.permfail, s.aborted, s.errors),
+            (s.sent, m.ok, m.tempfail, m.permfail, m.aborted, s.errors),
             (2, 2, 0, 0, 0, 0)
         );
         assert_eq!(
             (s.sessions_pipelined, s.sessions_unpipelined, s.connects),
             (1, 0, 1)
         );
-        assert_eq!(s.latency.count(), 2);
+        assert_eq!(m.latency.count(), 2);
         // recv adds 250 µs after the flush that wrote the dot.
-        assert_eq!(s.latency.max_us(), 250);
+        assert_eq!(m.latency.max_us(), 250);
         assert_eq!(s.message_bytes, 1200);
+        assert_eq!(s.timeline.counts.iter().sum::<u64>(), 2);
+        // Connect → ready for MAIL: two replies of 250 µs + two flushes of 10 µs.
+        assert_eq!(s.session_setup.ok, 1);
+        assert_eq!(s.session_setup.latency.max_us(), 520);
+        assert_eq!(s.auth.completed(), 0);
     }
 
     #[test]
@@ -691,7 +1064,7 @@ mod tests {
                 h.flush();
             }
             assert!(h.client.is_closing(), "chunk size {cut}");
-            assert_eq!((h.stats.sent, h.stats.ok), (1, 1));
+            assert_eq!((h.stats.sent, h.stats.message.ok), (1, 1));
         }
     }
 
@@ -712,7 +1085,11 @@ mod tests {
         h.recv(b"451 try later\r\n").unwrap();
         assert_eq!(h.flush(), "QUIT\r\n");
         assert_eq!(
-            (h.stats.sent, h.stats.tempfail, h.stats.sessions_unpipelined),
+            (
+                h.stats.sent,
+                h.stats.message.tempfail,
+                h.stats.sessions_unpipelined
+            ),
             (1, 1, 1)
         );
     }
@@ -747,8 +1124,11 @@ mod tests {
         h.recv(b"250 reset\r\n").unwrap();
         assert_eq!(h.flush(), "QUIT\r\n");
         let s = &h.stats;
-        assert_eq!((s.sent, s.ok, s.tempfail, s.permfail), (2, 0, 1, 1));
-        assert_eq!(s.latency.count(), 0, "no DATA was sent");
+        let m = &s.message;
+        assert_eq!((s.sent, m.ok, m.tempfail, m.permfail), (2, 0, 1, 1));
+        // Measured from MAIL: no DATA was sent.
+        assert_eq!(m.latency.count(), 2);
+        assert_eq!(s.message_bytes, 0);
     }
 
     #[test]
@@ -779,11 +1159,15 @@ mod tests {
             h.client.on_closed(h.now);
             if round == 0 {
                 assert!(h.client.next_connect_at().is_some_and(|at| at <= h.now));
-                h.client.on_connected(h.now, &mut h.stats);
+                h.client.on_connected(h.now, h.now, &mut h.stats);
             }
         }
         assert!(h.client.is_finished());
-        assert_eq!((h.stats.sent, h.stats.ok, h.stats.connects), (2, 2, 2));
+        assert_eq!(
+            (h.stats.sent, h.stats.message.ok, h.stats.connects),
+            (2, 2, 2)
+        );
+        assert_eq!(h.stats.session_setup.ok, 2);
     }
 
     #[test]
@@ -793,7 +1177,10 @@ mod tests {
         let mut h = Harness::new(&cfg, &t, 3);
         h.greet(EHLO_PIPELINING);
         h.client.on_eof(h.now, &mut h.stats);
-        assert_eq!((h.stats.sent, h.stats.aborted, h.stats.errors), (1, 1, 1));
+        assert_eq!(
+            (h.stats.sent, h.stats.message.aborted, h.stats.errors),
+            (1, 1, 1)
+        );
         assert!(h
             .stats
             .first_error
@@ -803,7 +1190,7 @@ mod tests {
         let at = h.client.next_connect_at().unwrap();
         assert!(at > h.now, "reconnect is delayed");
         // The next session continues with the remaining messages.
-        h.client.on_connected(at, &mut h.stats);
+        h.client.on_connected(at, at, &mut h.stats);
         h.greet(EHLO_PIPELINING);
         assert_eq!(h.stats.sent, 2);
     }
@@ -813,8 +1200,8 @@ mod tests {
         let cfg = config(&[]);
         let t = template(&cfg);
         let now = Instant::now();
-        let mut client = Client::new(&cfg, &t, 0, 10, now);
-        let mut stats = Stats::default();
+        let mut client = Client::new(&cfg, &t, 0, 0, 10, now);
+        let mut stats = stats();
         let mut attempts = 0;
         while let Some(at) = client.next_connect_at() {
             attempts += 1;
@@ -822,8 +1209,12 @@ mod tests {
         }
         assert_eq!(attempts, FIRST_CONNECT_ATTEMPTS_MAX);
         assert_eq!(
-            (stats.errors, stats.sent),
-            (u64::from(FIRST_CONNECT_ATTEMPTS_MAX), 0)
+            (stats.errors, stats.sent, stats.session_setup.aborted),
+            (
+                u64::from(FIRST_CONNECT_ATTEMPTS_MAX),
+                0,
+                u64::from(FIRST_CONNECT_ATTEMPTS_MAX)
+            )
         );
         assert!(stats.first_error.unwrap().contains("refused"));
     }
@@ -836,7 +1227,7 @@ mod tests {
         h.greet(EHLO_PIPELINING);
         h.recv(b"421 4.3.2 shutting down\r\n").unwrap();
         assert!(h.client.is_closing());
-        assert_eq!((h.stats.tempfail, h.stats.errors), (1, 0));
+        assert_eq!((h.stats.message.tempfail, h.stats.errors), (1, 0));
         let mut h = Harness::new(&cfg, &t, 5);
         let err = h.recv(b"421 busy\r\n").unwrap_err();
         assert!(
@@ -891,7 +1282,7 @@ mod tests {
         h.greet(EHLO_PIPELINING);
         h.client.on_deadline(&mut h.stats);
         assert!(h.client.is_finished());
-        assert_eq!((h.stats.sent, h.stats.aborted), (1, 1));
+        assert_eq!((h.stats.sent, h.stats.message.aborted), (1, 1));
     }
 
     #[test]
@@ -927,5 +1318,259 @@ mod tests {
             matches!(result, Err(ClientError::ReplyTooLarge { .. })),
             "{result:?}"
         );
+    }
+
+    /// A server script: each step is what the server sends, then what the
+    /// client must have queued in answer (`None`: the driver does the TLS
+    /// handshake here).
+    type Script<'s> = &'s [(&'s [u8], Option<&'s str>)];
+
+    /// Plays `script` with every reply split into pieces of `cut` bytes.
+    fn play<'a>(h: &mut Harness<'a>, script: Script<'_>, cut: usize) {
+        for (step, (server, expect)) in script.iter().enumerate() {
+            for chunk in server.chunks(cut) {
+                h.recv(chunk).unwrap();
+            }
+            match expect {
+                Some(expect) => assert_eq!(h.flush(), *expect, "step {step}, cut {cut}"),
+                None => {
+                    assert!(h.client.wants_tls(), "step {step}, cut {cut}");
+                    assert_eq!(h.flush(), "", "nothing in plaintext after STARTTLS");
+                    h.client.on_tls_established(h.now);
+                    assert!(!h.client.wants_tls());
+                    assert_eq!(h.flush(), "EHLO loadgen.test\r\n");
+                }
+            }
+        }
+    }
+
+    const MAIL_BATCH: &str =
+        "MAIL FROM:<sender@load.test>\r\nRCPT TO:<rcpt@example.test>\r\nDATA\r\n";
+
+    #[test]
+    fn starttls_then_auth_plain_split_at_every_byte() {
+        let cfg = config(&["--starttls", "--auth-user", "alice@x.test:pw"]);
+        let t = template(&cfg);
+        // "\0alice@x.test\0pw" in base64.
+        let auth = "AUTH PLAIN AGFsaWNlQHgudGVzdABwdw==\r\n";
+        let script: Script = &[
+            (b"220 hi\r\n", Some("EHLO loadgen.test\r\n")),
+            (b"250-sink\r\n250 STARTTLS\r\n", Some("STARTTLS\r\n")),
+            (b"220 2.0.0 go ahead\r\n", None),
+            (
+                b"250-sink\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n",
+                Some(auth),
+            ),
+            (b"235 2.7.0 ok\r\n", Some(MAIL_BATCH)),
+        ];
+        for cut in 1..=12 {
+            let mut h = Harness::new(&cfg, &t, 1);
+            play(&mut h, script, cut);
+            let s = &h.stats;
+            assert_eq!(
+                (s.auth.ok, s.session_setup.ok, s.sent),
+                (1, 1, 1),
+                "cut {cut}"
+            );
+            assert_eq!(
+                s.sessions_pipelined, 1,
+                "PIPELINING from the EHLO after TLS"
+            );
+        }
+    }
+
+    #[test]
+    fn auth_login_sends_user_and_password_split_at_every_byte() {
+        let cfg = config(&[
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "bob:secret",
+            "--no-pipelining",
+        ]);
+        let t = template(&cfg);
+        let script: Script = &[
+            (b"220 hi\r\n", Some("EHLO loadgen.test\r\n")),
+            (b"250-sink\r\n250 AUTH LOGIN\r\n", Some("AUTH LOGIN\r\n")),
+            (b"334 VXNlcm5hbWU6\r\n", Some("Ym9i\r\n")),
+            (b"334 UGFzc3dvcmQ6\r\n", Some("c2VjcmV0\r\n")),
+            (b"235 ok\r\n", Some("MAIL FROM:<sender@load.test>\r\n")),
+        ];
+        for cut in 1..=10 {
+            let mut h = Harness::new(&cfg, &t, 1);
+            play(&mut h, script, cut);
+            assert_eq!(h.stats.auth.ok, 1, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn users_are_picked_round_robin_by_slot() {
+        let cfg = config(&["--auth-user", "a:1", "--auth-user", "b:2"]);
+        let t = template(&cfg);
+        for (slot, expect) in [(0, "AGEAMQ=="), (1, "AGIAMg=="), (2, "AGEAMQ==")] {
+            let now = Instant::now();
+            let mut s = stats();
+            let mut client = Client::new(&cfg, &t, slot, 0, 1, now);
+            client.on_connected(now, now, &mut s);
+            client.on_received(b"220 hi\r\n", now, &mut s).unwrap();
+            let n = client.output().len();
+            client.on_written(n, now);
+            client.on_received(b"250 ok\r\n", now, &mut s).unwrap();
+            let out = String::from_utf8(client.output().to_vec()).unwrap();
+            assert_eq!(out, format!("AUTH PLAIN {expect}\r\n"), "slot {slot}");
+        }
+    }
+
+    #[test]
+    fn refused_auth_is_counted_quits_and_retries_with_backoff() {
+        let cfg = config(&["--auth-user", "alice:wrong"]);
+        let t = template(&cfg);
+        let mut h = Harness::new(&cfg, &t, 3);
+        assert!(h.greet(b"250 AUTH PLAIN\r\n").starts_with("AUTH PLAIN "));
+        h.recv(b"535 5.7.8 authentication failed\r\n").unwrap();
+        assert_eq!(h.flush(), "QUIT\r\n");
+        h.recv(b"221 bye\r\n").unwrap();
+        assert!(h.client.is_closing());
+        h.client.on_closed(h.now);
+        let s = &h.stats;
+        assert_eq!(
+            (s.auth.permfail, s.session_setup.permfail, s.sent),
+            (1, 1, 0)
+        );
+        assert_eq!(s.errors, 1);
+        let error = s.first_error.as_deref().unwrap();
+        assert!(error.contains("AUTH PLAIN as alice refused"), "{error}");
+        assert!(!error.contains("wrong"), "no password in errors: {error}");
+        let at = h.client.next_connect_at().unwrap();
+        assert!(at > h.now, "a refused session is retried with backoff");
+        // A temporary refusal is a tempfail.
+        h.client.on_connected(at, at, &mut h.stats);
+        h.now = at;
+        h.greet(b"250 AUTH PLAIN\r\n");
+        h.recv(b"454 4.7.0 try later\r\n").unwrap();
+        assert_eq!(h.stats.auth.tempfail, 1);
+    }
+
+    #[test]
+    fn plaintext_after_the_starttls_go_ahead_is_refused() {
+        let cfg = config(&["--starttls"]);
+        let t = template(&cfg);
+        let mut h = Harness::new(&cfg, &t, 1);
+        h.recv(b"220 hi\r\n").unwrap();
+        h.flush();
+        h.recv(b"250 STARTTLS\r\n").unwrap();
+        assert_eq!(h.flush(), "STARTTLS\r\n");
+        let err = h.recv(b"220 go ahead\r\n250 injected\r\n").unwrap_err();
+        assert_eq!(err, ClientError::PlaintextAfterStartTls { bytes: 14 });
+        // A refused STARTTLS is a protocol error (the run asked for TLS).
+        let mut h = Harness::new(&cfg, &t, 1);
+        h.greet(b"250 sink\r\n");
+        let err = h.recv(b"454 4.7.0 TLS not available\r\n").unwrap_err();
+        assert!(
+            matches!(err, ClientError::Unexpected { code: 454, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn implicit_tls_does_not_send_starttls() {
+        let cfg = config(&["--tls"]);
+        let t = template(&cfg);
+        let mut h = Harness::new(&cfg, &t, 1);
+        h.client.on_tls_established(h.now);
+        assert_eq!(h.greet(EHLO_PIPELINING), MAIL_BATCH);
+    }
+
+    #[test]
+    fn paced_client_waits_for_tokens_and_counts_late_starts() {
+        let cfg = config(&["--rate", "100"]);
+        let t = template(&cfg);
+        let mut h = Harness::paced(&cfg, &t);
+        assert_eq!(
+            h.greet(EHLO_PIPELINING),
+            "",
+            "nothing to send before a token"
+        );
+        assert!(h.client.is_ready());
+        assert!(
+            !h.client.reply_overdue(h.now + REPLY_TIMEOUT * 2),
+            "idle is not overdue"
+        );
+        // On time.
+        h.client
+            .begin(Token { seq: 7, due: h.now }, h.now, &mut h.stats);
+        assert_eq!(h.flush(), MAIL_BATCH);
+        h.recv(b"250 a\r\n250 b\r\n354 c\r\n").unwrap();
+        assert!(h
+            .flush()
+            .contains("Subject: ringmail-loadgen message 0000000007\r\n"));
+        h.recv(b"250 d\r\n").unwrap();
+        assert!(h.client.is_ready());
+        // 40 ms late: counted, and the latency includes the wait.
+        let due = h.now - Duration::from_millis(40);
+        h.client.begin(Token { seq: 9, due }, h.now, &mut h.stats);
+        h.flush();
+        h.recv(b"250 a\r\n250 b\r\n354 c\r\n").unwrap();
+        h.flush();
+        h.recv(b"250 d\r\n").unwrap();
+        let s = &h.stats;
+        assert_eq!((s.sent, s.late, s.message.ok), (2, 1, 2));
+        assert_eq!(s.message.latency.min_us(), 250);
+        assert_eq!(s.message.latency.max_us(), 40_250);
+        h.client.on_work_exhausted();
+        assert_eq!(h.flush(), "QUIT\r\n");
+        h.recv(b"221 bye\r\n").unwrap();
+        h.client.on_closed(h.now);
+        assert!(h.client.is_finished());
+    }
+
+    #[test]
+    fn exhausted_schedule_quits_after_the_transaction_in_flight() {
+        let cfg = config(&["--rate", "100"]);
+        let t = template(&cfg);
+        let mut h = Harness::paced(&cfg, &t);
+        h.greet(EHLO_PIPELINING);
+        h.client
+            .begin(Token { seq: 0, due: h.now }, h.now, &mut h.stats);
+        h.flush();
+        h.client.on_work_exhausted();
+        assert_eq!(h.flush(), "", "busy: QUIT waits");
+        h.recv(b"250 a\r\n250 b\r\n354 c\r\n").unwrap();
+        h.flush();
+        h.recv(b"250 d\r\n").unwrap();
+        assert_eq!(h.flush(), "QUIT\r\n");
+    }
+
+    #[test]
+    fn sizes_follow_the_spec_per_sequence_number() {
+        let cfg = SmtpConfig {
+            size: SizeSpec::Uniform { min: 700, max: 900 },
+            ..config(&[])
+        };
+        let t = template(&cfg);
+        let mut h = Harness::new(&cfg, &t, 3);
+        h.greet(EHLO_PIPELINING);
+        for seq in 0..3 {
+            h.recv(b"250 a\r\n250 b\r\n354 c\r\n").unwrap();
+            let message = h.flush();
+            assert_eq!(message.len(), cfg.size.size_for(seq) + 3, "seq {seq}");
+            h.recv(b"250 d\r\n").unwrap();
+            h.flush();
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), output);
+        }
     }
 }

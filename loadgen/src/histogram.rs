@@ -48,6 +48,14 @@ pub struct Percentiles {
     pub max_us: u64,
 }
 
+/// One non-empty bucket: `count` samples with values in `low_us..=high_us`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    pub low_us: u64,
+    pub high_us: u64,
+    pub count: u64,
+}
+
 impl Default for LatencyHistogram {
     fn default() -> Self {
         Self::new()
@@ -131,6 +139,31 @@ impl LatencyHistogram {
             }
         }
         self.max_us
+    }
+
+    /// The non-empty buckets in increasing order: the basis of a CDF. Bounds
+    /// are clamped to the exact `[min, max]`, so the first bucket starts at the
+    /// smallest sample and the last ends at the largest.
+    pub fn buckets(&self) -> impl Iterator<Item = Bucket> + '_ {
+        let (min_us, max_us) = (self.min_us, self.max_us);
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(move |(index, &count)| {
+                let (low, width) = bucket_bounds(index);
+                let high = if index + 1 == BUCKET_COUNT {
+                    // The top bucket also holds every saturated sample.
+                    max_us
+                } else {
+                    low + width - 1
+                };
+                Bucket {
+                    low_us: low.clamp(min_us, max_us),
+                    high_us: high.clamp(min_us, max_us),
+                    count,
+                }
+            })
     }
 
     pub fn percentiles(&self) -> Percentiles {
@@ -338,6 +371,37 @@ mod tests {
             TRACKABLE_US_MAX - (1 << 18) / 2
         );
         assert_eq!(histogram.value_at_ppm(500_000), 10);
+    }
+
+    #[test]
+    fn buckets_cover_every_sample_in_order_within_min_and_max() {
+        let mut histogram = LatencyHistogram::new();
+        assert_eq!(histogram.buckets().count(), 0);
+        for v in [5, 5, 300, 301, 70_000, 90_000_000] {
+            histogram.record(v);
+        }
+        let buckets: Vec<Bucket> = histogram.buckets().collect();
+        assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 6);
+        assert_eq!(
+            buckets[0],
+            Bucket {
+                low_us: 5,
+                high_us: 5,
+                count: 2
+            }
+        );
+        // 300 and 301 share a 2 µs wide bucket [300, 301].
+        assert_eq!(
+            buckets[1],
+            Bucket {
+                low_us: 300,
+                high_us: 301,
+                count: 2
+            }
+        );
+        assert!(buckets[2].low_us <= 70_000 && 70_000 <= buckets[2].high_us);
+        assert_eq!(buckets.last().map(|b| b.high_us), Some(90_000_000));
+        assert!(buckets.windows(2).all(|w| w[0].high_us < w[1].low_us));
     }
 
     #[test]

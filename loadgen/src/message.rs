@@ -3,8 +3,15 @@
 //! of printable ASCII lines of at most 78 characters, padded so the whole
 //! message is exactly the requested size. Lines end in CRLF and never start
 //! with '.', so the DATA payload needs no dot-stuffing.
+//!
+//! [`SizeSpec`] says which size message number `seq` has: fixed, uniform in a
+//! range, weighted choices, or a real .eml file from a [`crate::corpus`];
+//! always a pure function of `seq`, so runs are repeatable.
 
 use std::io::Write;
+use std::sync::Arc;
+
+use crate::corpus::EmlCorpus;
 
 /// Longest body line, without its CRLF (RFC 5322 §2.1.1 "SHOULD" limit).
 pub const BODY_LINE_CHARS_MAX: usize = 78;
@@ -29,6 +36,90 @@ pub enum MessageError {
     SequenceTooLarge { seq: u64 },
 }
 
+/// Most entries in a `--size-dist` list.
+pub const SIZE_CHOICES_MAX: usize = 64;
+/// Largest weight of one `--size-dist` entry.
+pub const SIZE_WEIGHT_MAX: u32 = 1_000_000;
+
+/// The size of each message of a run (before the terminating `.\r\n`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SizeSpec {
+    /// Every message has this size (`--size N`).
+    Fixed(usize),
+    /// Uniform in `min..=max` (`--size MIN-MAX`).
+    Uniform { min: usize, max: usize },
+    /// `(size, weight)` choices (`--size-dist 1024:50,4096:30`); weights > 0.
+    Weighted(Vec<(usize, u32)>),
+    /// Real messages, cycled by sequence number (`--eml-dir DIR`).
+    Eml(Arc<EmlCorpus>),
+}
+
+impl SizeSpec {
+    /// The generated size of message `seq` (for [`SizeSpec::Eml`]: the stored
+    /// file's size as sent, dot-stuffed).
+    pub fn size_for(&self, seq: u64) -> usize {
+        match self {
+            SizeSpec::Fixed(n) => *n,
+            SizeSpec::Uniform { min, max } => {
+                let span = (max - min) as u64 + 1;
+                min + (mix64(seq) % span) as usize
+            }
+            SizeSpec::Weighted(choices) => {
+                let total: u64 = choices.iter().map(|&(_, w)| u64::from(w)).sum();
+                let mut pick = mix64(seq) % total.max(1);
+                for &(size, weight) in choices {
+                    if pick < u64::from(weight) {
+                        return size;
+                    }
+                    pick -= u64::from(weight);
+                }
+                choices.last().map_or(0, |&(size, _)| size)
+            }
+            SizeSpec::Eml(corpus) => corpus.get(seq).len(),
+        }
+    }
+
+    /// Smallest and largest size a message can have.
+    pub fn bounds(&self) -> (usize, usize) {
+        match self {
+            SizeSpec::Fixed(n) => (*n, *n),
+            SizeSpec::Uniform { min, max } => (*min, *max),
+            SizeSpec::Weighted(choices) => (
+                choices.iter().map(|c| c.0).min().unwrap_or(0),
+                choices.iter().map(|c| c.0).max().unwrap_or(0),
+            ),
+            SizeSpec::Eml(corpus) => corpus.size_bounds(),
+        }
+    }
+
+    /// The spec as the user would type it, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            SizeSpec::Fixed(n) => n.to_string(),
+            SizeSpec::Uniform { min, max } => format!("{min}-{max}"),
+            SizeSpec::Weighted(choices) => choices
+                .iter()
+                .map(|(size, weight)| format!("{size}:{weight}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            SizeSpec::Eml(corpus) => format!(
+                "eml:{} ({} files, {} bytes)",
+                corpus.dir().display(),
+                corpus.len(),
+                corpus.total_bytes()
+            ),
+        }
+    }
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of the sequence number.
+pub fn mix64(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// What stays the same for every message of a run.
 #[derive(Clone, Debug)]
 pub struct MessageTemplate {
@@ -37,8 +128,6 @@ pub struct MessageTemplate {
     pub id_domain: String,
     /// Makes Message-IDs unique across runs (e.g. start time mixed with the pid).
     pub run_id: u64,
-    /// Exact size of the message before the terminating `.\r\n`.
-    pub size_bytes: usize,
 }
 
 impl MessageTemplate {
@@ -61,6 +150,7 @@ impl MessageTemplate {
         seq: u64,
         to: &str,
         unix_secs: u64,
+        size_bytes: usize,
     ) -> Result<(), MessageError> {
         if seq > SEQUENCE_MAX {
             return Err(MessageError::SequenceTooLarge { seq });
@@ -68,19 +158,18 @@ impl MessageTemplate {
         let start = out.len();
         self.write_headers(out, seq, to, unix_secs);
         let header_bytes = out.len() - start;
-        let body_bytes = self
-            .size_bytes
+        let body_bytes = size_bytes
             .checked_sub(header_bytes)
             .filter(|&b| b >= BODY_BYTES_MIN);
         let Some(body_bytes) = body_bytes else {
             out.truncate(start);
             return Err(MessageError::TooSmall {
-                size_bytes: self.size_bytes,
+                size_bytes,
                 header_bytes,
             });
         };
         write_body(out, body_bytes);
-        debug_assert_eq!(out.len() - start, self.size_bytes);
+        debug_assert_eq!(out.len() - start, size_bytes);
         Ok(())
     }
 
@@ -182,12 +271,11 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
-    fn template(size_bytes: usize) -> MessageTemplate {
+    fn template() -> MessageTemplate {
         MessageTemplate {
             from: "sender@load.test".into(),
             id_domain: "loadgen.test".into(),
             run_id: 0x0123_4567_89ab_cdef,
-            size_bytes,
         }
     }
 
@@ -237,12 +325,11 @@ mod tests {
 
     #[test]
     fn exact_size_for_every_size_across_line_boundaries() {
-        let t = template(0);
+        let t = template();
         let min = t.size_bytes_min("rcpt@example.test");
         for size in min..min + 3 * LINE_BYTES + 3 {
             let mut out = Vec::new();
-            template(size)
-                .write(&mut out, 42, "rcpt@example.test", 1_763_782_000)
+            t.write(&mut out, 42, "rcpt@example.test", 1_763_782_000, size)
                 .unwrap();
             check_message(&out, size);
         }
@@ -251,19 +338,19 @@ mod tests {
     #[test]
     fn large_message_is_exact_and_well_formed() {
         let mut out = Vec::new();
-        template(1 << 20)
-            .write(&mut out, SEQUENCE_MAX, "r@x.test", 0)
+        template()
+            .write(&mut out, SEQUENCE_MAX, "r@x.test", 0, 1 << 20)
             .unwrap();
         check_message(&out, 1 << 20);
     }
 
     #[test]
     fn headers_carry_sequence_recipient_and_unique_id() {
-        let t = template(2048);
+        let t = template();
         let mut a = Vec::new();
         let mut b = Vec::new();
-        t.write(&mut a, 7, "one@example.test", 0).unwrap();
-        t.write(&mut b, 8, "two@example.test", 0).unwrap();
+        t.write(&mut a, 7, "one@example.test", 0, 2048).unwrap();
+        t.write(&mut b, 8, "two@example.test", 0, 2048).unwrap();
         let a = String::from_utf8(a).unwrap();
         let b = String::from_utf8(b).unwrap();
         assert!(
@@ -288,11 +375,11 @@ mod tests {
 
     #[test]
     fn too_small_is_an_error_and_writes_nothing() {
-        let t = template(0);
+        let t = template();
         let min = t.size_bytes_min("rcpt@example.test");
         let mut out = b"keep".to_vec();
-        let err = template(min - 1)
-            .write(&mut out, 1, "rcpt@example.test", 0)
+        let err = t
+            .write(&mut out, 1, "rcpt@example.test", 0, min - 1)
             .unwrap_err();
         assert_eq!(
             err,
@@ -302,20 +389,64 @@ mod tests {
             }
         );
         assert_eq!(out, b"keep");
-        assert!(template(min)
-            .write(&mut out, 1, "rcpt@example.test", 0)
-            .is_ok());
+        assert!(t.write(&mut out, 1, "rcpt@example.test", 0, min).is_ok());
     }
 
     #[test]
     fn sequence_over_the_fixed_width_is_an_error() {
         let mut out = Vec::new();
         assert_eq!(
-            template(4096).write(&mut out, SEQUENCE_MAX + 1, "r@x.test", 0),
+            template().write(&mut out, SEQUENCE_MAX + 1, "r@x.test", 0, 4096),
             Err(MessageError::SequenceTooLarge {
                 seq: SEQUENCE_MAX + 1
             })
         );
+    }
+
+    #[test]
+    fn fixed_and_uniform_sizes_are_deterministic_and_within_bounds() {
+        assert_eq!(SizeSpec::Fixed(777).size_for(12345), 777);
+        let spec = SizeSpec::Uniform {
+            min: 1000,
+            max: 1009,
+        };
+        let mut seen = [0u32; 10];
+        for seq in 0..10_000 {
+            let size = spec.size_for(seq);
+            assert!((1000..=1009).contains(&size), "{size}");
+            assert_eq!(size, spec.size_for(seq), "same seq, same size");
+            seen[size - 1000] += 1;
+        }
+        // Uniform: each of the 10 sizes about 1000 times.
+        assert!(seen.iter().all(|&n| (850..1150).contains(&n)), "{seen:?}");
+        let single = SizeSpec::Uniform { min: 5, max: 5 };
+        assert_eq!(single.size_for(99), 5);
+        assert_eq!(spec.bounds(), (1000, 1009));
+        assert_eq!(spec.describe(), "1000-1009");
+    }
+
+    #[test]
+    fn weighted_sizes_respect_the_weights_over_many_draws() {
+        let spec = SizeSpec::Weighted(vec![(1024, 50), (4096, 30), (65536, 20)]);
+        let draws = 100_000u64;
+        let mut counts = [0u64; 3];
+        for seq in 0..draws {
+            let size = spec.size_for(seq);
+            assert_eq!(size, spec.size_for(seq));
+            let i = [1024, 4096, 65536].iter().position(|&s| s == size).unwrap();
+            counts[i] += 1;
+        }
+        for (count, weight) in counts.iter().zip([50u64, 30, 20]) {
+            let expected = draws * weight / 100;
+            assert!(
+                count.abs_diff(expected) < expected / 20,
+                "{counts:?} vs weights 50/30/20"
+            );
+        }
+        assert_eq!(spec.bounds(), (1024, 65536));
+        assert_eq!(spec.describe(), "1024:50,4096:30,65536:20");
+        let one = SizeSpec::Weighted(vec![(300, 1)]);
+        assert!((0..100).all(|seq| one.size_for(seq) == 300));
     }
 
     #[test]

@@ -1,25 +1,36 @@
-//! Per-thread counters and latency histogram for one run; merged by the runner.
+//! Per-thread counters of one SMTP run; merged by the runner into an
+//! [`Outcome`](crate::outcome::Outcome).
 //!
-//! Every message started (`MAIL FROM` issued) ends in exactly one of `ok`,
-//! `tempfail`, `permfail` or `aborted`, so `sent == ok + tempfail + permfail +
-//! aborted` once all clients have stopped. `errors` counts connection-level
-//! failures (connect refused, reset, unexpected EOF, protocol error, timeout),
-//! which may or may not have had a message in flight.
+//! Operations, each an [`OpOutcome`]:
+//! - `message`: every transaction started (`MAIL FROM` issued) ends in exactly
+//!   one of `ok`, `tempfail`, `permfail` or `aborted`, so `sent == ok +
+//!   tempfail + permfail + aborted` once all clients have stopped.
+//! - `session_setup`: connect → ready for `MAIL` (greeting, EHLO, STARTTLS and
+//!   the second EHLO, AUTH); aborted when the connection failed on the way.
+//! - `auth`: the AUTH exchange (235 ok, 4xx tempfail, 5xx permfail).
+//!
+//! `errors` counts connection-level failures (connect refused, reset,
+//! unexpected EOF, protocol or TLS error, timeout, AUTH refused), which may or
+//! may not have had a message in flight.
 
-use crate::histogram::LatencyHistogram;
+use std::time::{Duration, Instant};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+use crate::outcome::{OpOutcome, Timeline};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
+    /// The run's start, for the timeline.
+    pub start: Instant,
     /// Transactions started.
     pub sent: u64,
-    /// Final reply 2xx.
-    pub ok: u64,
-    /// Final reply 4xx (including a 421 that closed the connection mid-transaction).
-    pub tempfail: u64,
-    /// Final reply 5xx.
-    pub permfail: u64,
-    /// In flight when the connection failed or the run hit its deadline.
-    pub aborted: u64,
+    /// Final replies to transactions, and their latency.
+    pub message: OpOutcome,
+    pub session_setup: OpOutcome,
+    pub auth: OpOutcome,
+    /// Accepted messages over time.
+    pub timeline: Timeline,
+    /// Open loop: transactions that started later than their due time.
+    pub late: u64,
     /// Connection-level failures.
     pub errors: u64,
     /// TCP connections established.
@@ -29,21 +40,34 @@ pub struct Stats {
     pub sessions_unpipelined: u64,
     /// Message bytes sent (DATA payloads, without the final `.\r\n`).
     pub message_bytes: u64,
-    /// From the end of DATA (`\r\n.\r\n` written) to its final reply, any code.
-    pub latency: LatencyHistogram,
     /// The first connection error seen, for the report.
     pub first_error: Option<String>,
 }
 
 impl Stats {
-    /// Counts a final reply by its class; anything outside 2xx-5xx is the
-    /// caller's protocol error and is not counted here.
-    pub fn count_final(&mut self, code: u16) {
-        match code / 100 {
-            2 => self.ok += 1,
-            4 => self.tempfail += 1,
-            5 => self.permfail += 1,
-            _ => debug_assert!(false, "final reply {code} is not 2xx/4xx/5xx"),
+    /// Empty counters for a run that started at `start` and lasts at most `duration`.
+    pub fn new(start: Instant, duration: Duration) -> Self {
+        Self {
+            start,
+            sent: 0,
+            message: OpOutcome::new("message"),
+            session_setup: OpOutcome::new("session_setup"),
+            auth: OpOutcome::new("auth"),
+            timeline: Timeline::for_duration(duration),
+            late: 0,
+            errors: 0,
+            connects: 0,
+            sessions_pipelined: 0,
+            sessions_unpipelined: 0,
+            message_bytes: 0,
+            first_error: None,
+        }
+    }
+
+    /// Counts a transaction's final reply at `now` by its class, with its latency.
+    pub fn count_message(&mut self, code: u16, latency: Duration, now: Instant) {
+        if count_class(&mut self.message, code, latency) {
+            self.timeline.record(self.start, now);
         }
     }
 
@@ -54,68 +78,97 @@ impl Stats {
         }
     }
 
-    /// Messages that got a final reply.
+    /// Transactions that got a final reply.
     pub fn completed(&self) -> u64 {
-        self.ok + self.tempfail + self.permfail
+        self.message.completed()
     }
 
     pub fn merge(&mut self, other: &Stats) {
         self.sent += other.sent;
-        self.ok += other.ok;
-        self.tempfail += other.tempfail;
-        self.permfail += other.permfail;
-        self.aborted += other.aborted;
+        self.message.merge(&other.message);
+        self.session_setup.merge(&other.session_setup);
+        self.auth.merge(&other.auth);
+        self.timeline.merge(&other.timeline);
+        self.late += other.late;
         self.errors += other.errors;
         self.connects += other.connects;
         self.sessions_pipelined += other.sessions_pipelined;
         self.sessions_unpipelined += other.sessions_unpipelined;
         self.message_bytes += other.message_bytes;
-        self.latency.merge(&other.latency);
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
     }
 }
 
+/// Counts a reply to `op` by its class (2xx ok, 4xx tempfail, 5xx permfail)
+/// and records its latency; true for 2xx. Anything outside 2xx-5xx is the
+/// caller's protocol error and is not counted.
+pub fn count_class(op: &mut OpOutcome, code: u16, latency: Duration) -> bool {
+    match code / 100 {
+        2 => op.ok += 1,
+        4 => op.tempfail += 1,
+        5 => op.permfail += 1,
+        _ => {
+            debug_assert!(false, "final reply {code} is not 2xx/4xx/5xx");
+            return false;
+        }
+    }
+    op.latency
+        .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    code / 100 == 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn stats() -> Stats {
+        Stats::new(Instant::now(), Duration::from_secs(10))
+    }
+
     #[test]
-    fn final_replies_are_counted_by_class() {
-        let mut s = Stats::default();
+    fn final_replies_are_counted_by_class_with_latency_and_timeline() {
+        let mut s = stats();
+        let now = s.start + Duration::from_millis(150);
         for code in [250, 251, 421, 451, 550, 554] {
-            s.count_final(code);
+            s.count_message(code, Duration::from_micros(u64::from(code)), now);
         }
-        assert_eq!((s.ok, s.tempfail, s.permfail), (2, 2, 2));
+        let m = &s.message;
+        assert_eq!((m.ok, m.tempfail, m.permfail), (2, 2, 2));
         assert_eq!(s.completed(), 6);
+        assert_eq!(m.latency.count(), 6);
+        assert_eq!(m.latency.max_us(), 554);
+        // Only the accepted ones are throughput.
+        assert_eq!(s.timeline.counts, [0, 2]);
     }
 
     #[test]
     fn merge_adds_counts_and_keeps_the_first_error() {
-        let mut a = Stats {
-            sent: 3,
-            ok: 2,
-            aborted: 1,
-            ..Stats::default()
-        };
-        a.latency.record(100);
-        let mut b = Stats {
-            sent: 5,
-            permfail: 5,
-            connects: 2,
-            ..Stats::default()
-        };
+        let mut a = stats();
+        a.sent = 3;
+        a.message.ok = 2;
+        a.message.aborted = 1;
+        a.message.latency.record(100);
+        a.auth.ok = 1;
+        let mut b = stats();
+        b.sent = 5;
+        b.message.permfail = 5;
+        b.connects = 2;
+        b.late = 4;
         b.count_error(|| "refused".into());
         b.count_error(|| "second".into());
-        b.latency.record(300);
+        b.message.latency.record(300);
+        b.session_setup.aborted = 2;
         a.merge(&b);
         assert_eq!(
-            (a.sent, a.ok, a.permfail, a.aborted, a.errors, a.connects),
-            (8, 2, 5, 1, 2, 2)
+            (a.sent, a.message.ok, a.message.permfail, a.message.aborted),
+            (8, 2, 5, 1)
         );
+        assert_eq!((a.errors, a.connects, a.late), (2, 2, 4));
+        assert_eq!((a.auth.ok, a.session_setup.aborted), (1, 2));
         assert_eq!(a.first_error.as_deref(), Some("refused"));
-        assert_eq!(a.latency.count(), 2);
-        assert_eq!(a.latency.max_us(), 300);
+        assert_eq!(a.message.latency.count(), 2);
+        assert_eq!(a.message.latency.max_us(), 300);
     }
 }
