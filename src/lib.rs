@@ -38,6 +38,10 @@
 //! - [`aliases`]  — aliases and domain catch-alls, and how a recipient expands into local
 //!   mailboxes and remote addresses (bounded depth, loops refused).
 //! - [`time`]     — RFC 5322 dates without a calendar crate.
+//! - [`tune`]     — `ringmail tune --check`: memlock, io_uring, somaxconn, descriptors, CPU
+//!   governor, NIC queues and IRQ affinity against the `[cores]` settings, with fixes.
+//! - [`metrics`]  — per-core counters and latency histograms (atomics each core writes
+//!   alone), rendered as Prometheus text and served at `[metrics] listen` from core 0.
 //! - [`dns`]      — the outbound stub resolver: MX route (random among equal preferences,
 //!   implicit MX, null MX), A/AAAA, per-core TTL cache, glommio UDP with TCP fallback.
 //!
@@ -73,6 +77,7 @@ pub mod config;
 pub mod dns;
 pub mod imap;
 pub mod line;
+pub mod metrics;
 pub mod mime;
 pub mod net;
 pub mod outbound;
@@ -82,3 +87,4 @@ pub mod sasl;
 pub mod smtp;
 pub mod store;
 pub mod time;
+pub mod tune;

@@ -30,6 +30,8 @@ usage:
   ringmail queue bounce ID [--config FILE]       fail a message now and bounce it to its sender
   ringmail dns DOMAIN [--config FILE]            MX route and addresses as the sender sees them
                                                  (exit 0 ok, 1 temporary, 2 permanent failure)
+  ringmail tune --check [--config FILE]          host checks for the [cores] settings, with fixes
+                                                 (exit 1 when a check fails)
   ringmail --version";
 
 /// Parsed command line: positional words and the few options ringmail knows.
@@ -39,6 +41,7 @@ struct Args {
     mailbox: Option<String>,
     password_stdin: bool,
     json: bool,
+    check: bool,
 }
 
 fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -48,6 +51,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
         mailbox: None,
         password_stdin: false,
         json: false,
+        check: false,
     };
     let mut it = argv.peekable();
     while let Some(a) = it.next() {
@@ -58,6 +62,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--mailbox" => args.mailbox = Some(it.next().ok_or("--mailbox needs a name")?),
             "--password-stdin" => args.password_stdin = true,
             "--json" => args.json = true,
+            "--check" => args.check = true,
             s if s.starts_with("--config=") => args.config = Some(s["--config=".len()..].into()),
             s if s.starts_with("--mailbox=") => args.mailbox = Some(s["--mailbox=".len()..].into()),
             s if s.starts_with('-')
@@ -79,6 +84,9 @@ fn load_config(path: &Option<PathBuf>) -> Result<Config, String> {
     };
     for k in &config.unknown_keys {
         eprintln!("ringmail: warning: unknown config key {k} (ignored)");
+    }
+    for w in &config.warnings {
+        eprintln!("ringmail: warning: {w}");
     }
     Ok(config)
 }
@@ -257,6 +265,16 @@ fn run() -> Result<(), String> {
             io::stdout().flush().map_err(|e| e.to_string())?;
             if report.exit_code != 0 {
                 std::process::exit(i32::from(report.exit_code));
+            }
+            Ok(())
+        }
+        ["tune"] if args.check => {
+            let config = load_config(&args.config)?;
+            let report = ringmail::tune::run(&config);
+            print!("{report}");
+            io::stdout().flush().map_err(|e| e.to_string())?;
+            if report.failed() {
+                std::process::exit(1);
             }
             Ok(())
         }

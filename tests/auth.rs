@@ -1,7 +1,7 @@
 //! Failed logins against the real binary: progressively longer delays per client IP and per
 //! account, and no password or SASL payload in anything the server prints.
 //!
-//! The failure table is per core, so these servers run on one core (`cores = [0]`) to make
+//! The failure table is per core, so these servers run on one core (`[cores] placement = [0]`) to make
 //! the counts deterministic. Delays are asserted as lower bounds only (a loaded machine makes
 //! them longer, never shorter).
 
@@ -12,7 +12,7 @@ use std::process::Command;
 use common::{Server, ALICE, BOB, USERS};
 
 /// One core, 100 ms base delay, plaintext POP3 logins allowed (the base test config).
-const ONE_CORE: &str = "[server]\ncores = [0]\n[auth]\nfailure_delay_ms = 100\n";
+const ONE_CORE: &str = "[cores]\nplacement = [0]\n[auth]\nfailure_delay_ms = 100\n";
 
 /// Logs in over POP3 with USER/PASS from `source_ip`, on a new connection each time; prints
 /// one line per attempt: `<ms until the PASS reply> <first reply word>`.

@@ -9,12 +9,14 @@
 //! `ringmail serve`: data dir `./ringmail-data`, SMTP on 127.0.0.1:2525, local domain
 //! `localhost`.
 
+mod cores;
 mod raw;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use cores::{CoreOverride, CoresConfig, ExecutorSettings};
 pub use raw::RawConfig;
 
 use crate::net::tls::{CertFiles, TlsSettings, SNI_CERTIFICATES_MAX};
@@ -70,15 +72,8 @@ pub enum FsyncPolicy {
 pub struct ServerConfig {
     pub hostname: String,
     pub data_dir: PathBuf,
-    pub cores: Cores,
     /// On SIGTERM/SIGINT, how long sessions may take to finish their transaction.
     pub timeout_ms_drain: u64,
-    /// io_uring ring memory per executor (glommio `io_memory`).
-    pub io_memory_bytes: usize,
-    /// How long an idle executor spins before parking (0: park at once). Parking costs a
-    /// process-wide memory barrier (IPIs to every core running ringmail), so a short spin pays
-    /// off under load; it burns CPU when idle-but-busy.
-    pub spin_before_park_us: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +166,13 @@ pub struct DnsConfig {
     pub cache_entries_max: usize,
 }
 
+/// The Prometheus scrape endpoint (`[metrics]`), served by core 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Empty (the default): no endpoint.
+    pub listen: Vec<SocketAddr>,
+}
+
 /// Logins (IMAP, POP3; SMTP AUTH later).
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -194,12 +196,17 @@ pub struct StoreSettings {
     pub batch_bytes_max: usize,
     /// Write an index checkpoint after this many meta-log bytes (0: only at shutdown).
     pub checkpoint_interval_meta_bytes: u64,
+    /// Group-commit window (`[cores] group_commit_window_us`): how long a commit waits for
+    /// more appenders before it writes and syncs (0: at once).
+    pub commit_window_us: u64,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    /// `[cores]`: executors, task queues, connection limits and buffers.
+    pub cores: CoresConfig,
     pub smtp: SmtpConfig,
     pub submission: SubmissionConfig,
     pub imap: ImapConfig,
@@ -211,8 +218,11 @@ pub struct Config {
     pub domains: DomainsConfig,
     pub store: StoreSettings,
     pub dns: DnsConfig,
+    pub metrics: MetricsConfig,
     /// Keys that were present but unknown (`section.key`), for warnings.
     pub unknown_keys: Vec<String>,
+    /// Other warnings (old key names that still work), one sentence each.
+    pub warnings: Vec<String>,
 }
 
 pub const DEFAULT_SMTP_LISTEN: &str = "127.0.0.1:2525";
@@ -259,7 +269,8 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, Vec<String>> {
         let unknown_keys = raw.unknown_keys();
         let mut problems = raw.problems;
-        let r = raw.known;
+        let mut warnings = Vec::new();
+        let mut r = raw.known;
 
         let hostname = r.server.hostname.unwrap_or_else(default_hostname);
         if !valid_hostname(&hostname) {
@@ -275,45 +286,7 @@ impl Config {
         if data_dir.as_os_str().is_empty() {
             problems.push("server.data_dir is empty".into());
         }
-        let cores = match r.server.cores {
-            None => Cores::All,
-            Some(raw::RawCores::Word(w)) if w == "all" => Cores::All,
-            Some(raw::RawCores::Word(w)) => {
-                problems.push(format!(
-                    "server.cores = {w:?}: expected \"all\" or a list of CPU ids"
-                ));
-                Cores::All
-            }
-            Some(raw::RawCores::List(list)) => {
-                let mut ids = Vec::with_capacity(list.len());
-                for id in list {
-                    match usize::try_from(id) {
-                        Ok(id) if !ids.contains(&id) => ids.push(id),
-                        Ok(id) => problems.push(format!("server.cores: CPU {id} listed twice")),
-                        Err(_) => problems.push(format!("server.cores: {id} is not a CPU id")),
-                    }
-                }
-                if ids.is_empty() {
-                    problems.push("server.cores: the list is empty".into());
-                }
-                Cores::List(ids)
-            }
-        };
         let timeout_ms_drain = r.server.timeout_ms_drain.unwrap_or(10_000);
-        let io_memory_bytes = r.server.io_memory_bytes.unwrap_or(512 * 1024);
-        let spin_before_park_us = r.server.spin_before_park_us.unwrap_or(0);
-        if spin_before_park_us > 100_000 {
-            problems.push(format!(
-                "server.spin_before_park_us = {spin_before_park_us}: at most 100000"
-            ));
-        }
-        check_range(
-            &mut problems,
-            "server.io_memory_bytes",
-            io_memory_bytes,
-            64 * 1024,
-            64 * MIB,
-        );
 
         let listen = parse_listen(
             "smtp.listen",
@@ -482,6 +455,37 @@ impl Config {
         let checkpoint_interval_meta_bytes =
             r.store.checkpoint_interval_meta_bytes.unwrap_or(64 * MIB);
 
+        // The read buffer must hold the longest line a session waits for whole.
+        let smtp_min = crate::smtp::Limits::new(&hostname, 0, 0).read_buffer_bytes_min() as u64;
+        let read_buffer_bytes_min = smtp_min.max(pop3_line_bytes_max);
+        let mut old_keys = raw::RawServer {
+            cores: r.server.cores.take(),
+            io_memory_bytes: r.server.io_memory_bytes.take(),
+            spin_before_park_us: r.server.spin_before_park_us.take(),
+            ..Default::default()
+        };
+        let cores = cores::validate(
+            &mut old_keys,
+            std::mem::take(&mut r.cores),
+            read_buffer_bytes_min,
+            &mut problems,
+            &mut warnings,
+        );
+
+        let metrics = metrics_config(
+            r.metrics,
+            &[
+                &listen,
+                &submission.listen,
+                &submission.listen_tls,
+                &imap_listen,
+                &imap_listen_tls,
+                &pop3_listen,
+                &pop3_listen_tls,
+            ],
+            &mut problems,
+        );
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -489,11 +493,9 @@ impl Config {
             server: ServerConfig {
                 hostname,
                 data_dir,
-                cores,
                 timeout_ms_drain,
-                io_memory_bytes: io_memory_bytes as usize,
-                spin_before_park_us,
             },
+            cores: cores.cores,
             smtp: SmtpConfig {
                 listen,
                 allow_plaintext_auth: r.smtp.allow_plaintext_auth.unwrap_or(false),
@@ -535,9 +537,12 @@ impl Config {
                 meta_segment_bytes_max,
                 batch_bytes_max: batch_bytes_max as usize,
                 checkpoint_interval_meta_bytes,
+                commit_window_us: cores.group_commit_window_us,
             },
             dns,
+            metrics,
             unknown_keys,
+            warnings,
         })
     }
 }
@@ -746,6 +751,31 @@ fn dns_config(raw: raw::RawDns, problems: &mut Vec<String>) -> DnsConfig {
     }
 }
 
+/// `[metrics]`: addresses that parse, none named twice or also by another listener (port 0
+/// excepted: each gets its own port).
+fn metrics_config(
+    raw: raw::RawMetrics,
+    others: &[&Vec<SocketAddr>],
+    problems: &mut Vec<String>,
+) -> MetricsConfig {
+    let mut listen: Vec<SocketAddr> = Vec::new();
+    for a in raw.listen.unwrap_or_default() {
+        match a.parse::<SocketAddr>() {
+            Err(_) => problems.push(format!(
+                "metrics.listen: {a:?} is not an IP:port address (e.g. \"127.0.0.1:9187\")"
+            )),
+            Ok(sa) if sa.port() != 0 && listen.contains(&sa) => {
+                problems.push(format!("metrics.listen: {sa} is listed twice"))
+            }
+            Ok(sa) if sa.port() != 0 && others.iter().any(|l| l.contains(&sa)) => problems.push(
+                format!("metrics.listen: {sa} is also the address of another listener"),
+            ),
+            Ok(sa) => listen.push(sa),
+        }
+    }
+    MetricsConfig { listen }
+}
+
 /// Notes `key = v: must be between lo and hi` unless `lo <= v <= hi`.
 fn check_range(problems: &mut Vec<String>, key: &str, v: u64, lo: u64, hi: u64) {
     if !(lo..=hi).contains(&v) {
@@ -820,7 +850,7 @@ mod tests {
         );
         assert_eq!(c.domains.local, vec!["localhost".to_string()]);
         assert_eq!(c.store.fsync, FsyncPolicy::Always);
-        assert_eq!(c.server.cores, Cores::All);
+        assert_eq!(c.cores.placement, Cores::All);
         assert_eq!(c.smtp.max_message_bytes, 26_214_400);
         assert_eq!(c.smtp.max_recipients, 100);
         assert_eq!(
@@ -1018,7 +1048,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.hostname, "mx.example.test");
-        assert_eq!(c.server.cores, Cores::List(vec![0, 1]));
+        assert_eq!(c.cores.placement, Cores::List(vec![0, 1]));
         assert_eq!(c.smtp.listen.len(), 2);
         assert_eq!(c.smtp.max_recipients, 7);
         assert_eq!(c.domains.local, vec!["example.test", "other.test"]);
@@ -1100,6 +1130,38 @@ mod tests {
         assert!(
             text.contains("store.fsync: expected a string, found integer"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn metrics_section_is_off_by_default_and_checked() {
+        assert!(Config::defaults().metrics.listen.is_empty());
+        let c =
+            parse("[metrics]\nlisten = [\"127.0.0.1:9187\", \"127.0.0.1:0\", \"127.0.0.1:0\"]\n")
+                .unwrap();
+        let want: Vec<SocketAddr> = ["127.0.0.1:9187", "127.0.0.1:0", "127.0.0.1:0"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(c.metrics.listen, want);
+        let err = parse(
+            "[smtp]\nlisten = [\"127.0.0.1:2525\"]\n[metrics]\n\
+             listen = [\"nonsense\", \"127.0.0.1:9187\", \"127.0.0.1:9187\", \"127.0.0.1:2525\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("3 error(s)"), "{err}");
+        assert!(
+            err.contains("metrics.listen: \"nonsense\" is not an IP:port"),
+            "{err}"
+        );
+        assert!(
+            err.contains("metrics.listen: 127.0.0.1:9187 is listed twice"),
+            "{err}"
+        );
+        assert!(
+            err.contains("metrics.listen: 127.0.0.1:2525 is also the address of another listener"),
+            "{err}"
         );
     }
 }

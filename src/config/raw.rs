@@ -3,10 +3,41 @@
 
 use toml::{Table, Value};
 
+/// `placement` (or the old `server.cores`): a word or a list of CPU ids.
 #[derive(Debug)]
 pub enum RawCores {
     Word(String),
     List(Vec<i64>),
+}
+
+/// The per-core keys: in `[cores]` for every executor, in `[[cores.override]]` for one.
+#[derive(Debug, Default)]
+pub struct RawExecutor {
+    pub ring_depth: Option<u64>,
+    pub io_memory_bytes: Option<u64>,
+    pub spin_before_park_us: Option<u64>,
+    pub preempt_timer_us: Option<u64>,
+    pub connections_max: Option<u64>,
+}
+
+/// One `[[cores.override]]` entry: `core` (a CPU id) and any per-core keys.
+#[derive(Debug, Default)]
+pub struct RawOverride {
+    pub core: Option<u64>,
+    pub executor: RawExecutor,
+}
+
+/// `[cores]`: executors, task queues, connection buffers.
+#[derive(Debug, Default)]
+pub struct RawCoresSection {
+    pub placement: Option<RawCores>,
+    pub executor: RawExecutor,
+    pub shares_sessions: Option<u64>,
+    pub shares_background: Option<u64>,
+    pub read_buffer_bytes: Option<u64>,
+    pub write_buffer_bytes: Option<u64>,
+    pub group_commit_window_us: Option<u64>,
+    pub overrides: Vec<RawOverride>,
 }
 
 #[derive(Debug, Default)]
@@ -115,9 +146,16 @@ pub struct RawDns {
     pub cache_entries_max: Option<u64>,
 }
 
+/// `[metrics]`: the Prometheus scrape endpoint.
+#[derive(Debug, Default)]
+pub struct RawMetrics {
+    pub listen: Option<Vec<String>>,
+}
+
 #[derive(Debug, Default)]
 pub struct Known {
     pub server: RawServer,
+    pub cores: RawCoresSection,
     pub smtp: RawSmtp,
     pub submission: RawSubmission,
     pub imap: RawImap,
@@ -128,6 +166,7 @@ pub struct Known {
     pub domains: RawDomains,
     pub store: RawStore,
     pub dns: RawDns,
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +272,51 @@ impl Section<'_> {
         out
     }
 
+    fn executor(&mut self) -> RawExecutor {
+        RawExecutor {
+            ring_depth: self.uint("ring_depth"),
+            io_memory_bytes: self.uint("io_memory_bytes"),
+            spin_before_park_us: self.uint("spin_before_park_us"),
+            preempt_timer_us: self.uint("preempt_timer_us"),
+            connections_max: self.uint("connections_max"),
+        }
+    }
+
+    /// `[[cores.override]]`: a list of tables with `core` and per-core keys.
+    fn overrides(&mut self, key: &str) -> Vec<RawOverride> {
+        let Some(v) = self.table.remove(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = v else {
+            self.wrong(key, "a list of tables ([[cores.override]])", &v);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let Value::Table(table) = item else {
+                self.wrong(key, "a list of tables ([[cores.override]])", &item);
+                continue;
+            };
+            let mut entry = Section {
+                name: "cores.override",
+                table,
+                problems: &mut *self.problems,
+            };
+            let o = RawOverride {
+                core: entry.uint("core"),
+                executor: entry.executor(),
+            };
+            for k in entry.table.keys() {
+                entry.problems.push(format!(
+                    "cores.override[{i}]: unknown key {k:?} (per-core keys: ring_depth, \
+                     io_memory_bytes, spin_before_park_us, preempt_timer_us, connections_max)"
+                ));
+            }
+            out.push(o);
+        }
+        out
+    }
+
     fn cores(&mut self, key: &str) -> Option<RawCores> {
         match self.table.remove(key)? {
             Value::String(s) => Some(RawCores::Word(s)),
@@ -302,6 +386,16 @@ impl RawConfig {
                 io_memory_bytes: s.uint("io_memory_bytes"),
                 spin_before_park_us: s.uint("spin_before_park_us"),
             }),
+            cores: doc.section("cores", |s| RawCoresSection {
+                placement: s.cores("placement"),
+                executor: s.executor(),
+                shares_sessions: s.uint("shares_sessions"),
+                shares_background: s.uint("shares_background"),
+                read_buffer_bytes: s.uint("read_buffer_bytes"),
+                write_buffer_bytes: s.uint("write_buffer_bytes"),
+                group_commit_window_us: s.uint("group_commit_window_us"),
+                overrides: s.overrides("override"),
+            }),
             smtp: doc.section("smtp", |s| RawSmtp {
                 listen: s.strings("listen"),
                 allow_plaintext_auth: s.boolean("allow_plaintext_auth"),
@@ -368,6 +462,9 @@ impl RawConfig {
                 timeout_ms: s.uint("timeout_ms"),
                 attempts: s.uint("attempts"),
                 cache_entries_max: s.uint("cache_entries_max"),
+            }),
+            metrics: doc.section("metrics", |s| RawMetrics {
+                listen: s.strings("listen"),
             }),
         };
         let Doc {

@@ -7,18 +7,19 @@
 //!
 //! [`Conn`] owns the socket, one read buffer and one output buffer. Replies accumulate and are
 //! written when the client's pipelined input is used up, before blocking on a read, or when
-//! the output grows past `OUTPUT_FLUSH_BYTES` (a big FETCH streams out in pieces).
+//! the output grows past `[cores] write_buffer_bytes` (a big FETCH streams out in pieces). The
+//! read buffer holds `[cores] read_buffer_bytes`.
 
 use std::io;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
 use crate::accounts::Secret;
+use crate::metrics::ImapOp;
 use crate::net::tls::TlsAcceptor;
 use crate::net::transport::Transport;
-use crate::net::READ_BUFFER_BYTES;
 use crate::runtime::core::Core;
 use crate::runtime::handoff::{Handoff, Resume as HandoffResume};
 
@@ -26,8 +27,6 @@ use super::codec::{Frame, FrameErrorKind, Framer, FramerLimits, RawLine};
 use super::command::{self, Command, CommandBody};
 use super::session::{self, Session};
 
-/// Output past this size is written before the next response is built.
-pub const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
 /// The not-authenticated state ends after this long without a command.
 pub const TIMEOUT_MS_LOGIN: u64 = 60_000;
 /// Commands that fail to parse before the connection is closed.
@@ -49,6 +48,8 @@ pub struct Conn {
     pub out: Vec<u8>,
     pub framer: Framer,
     pub core: Rc<Core>,
+    /// The command being served and when it was parsed (for the metrics).
+    command: Option<(ImapOp, Instant)>,
 }
 
 fn new_framer(core: &Core) -> Framer {
@@ -85,7 +86,7 @@ pub enum Next {
 
 impl Conn {
     fn new(stream: Transport, core: Rc<Core>, input: Vec<u8>) -> Conn {
-        let mut buf = vec![0u8; READ_BUFFER_BYTES];
+        let mut buf = vec![0u8; core.config.cores.read_buffer_bytes];
         let n = input.len().min(buf.len());
         buf[..n].copy_from_slice(&input[..n]);
         Conn {
@@ -96,6 +97,7 @@ impl Conn {
             out: Vec::with_capacity(4096),
             framer: new_framer(&core),
             core,
+            command: None,
         }
     }
 
@@ -119,6 +121,7 @@ impl Conn {
             // The old framer may hold a partial plaintext command: start afresh.
             framer: new_framer(&core),
             core,
+            command: None,
         })
     }
 
@@ -138,7 +141,7 @@ impl Conn {
         }
         let r = self.stream.write_all(&self.out).await;
         self.out.clear();
-        if self.out.capacity() > 4 * OUTPUT_FLUSH_BYTES {
+        if self.out.capacity() > 4 * self.core.config.cores.write_buffer_bytes {
             self.out.shrink_to(4096);
         }
         r
@@ -146,7 +149,7 @@ impl Conn {
 
     /// Writes the output if it grew large.
     pub async fn flush_if_large(&mut self) -> io::Result<()> {
-        if self.out.len() >= OUTPUT_FLUSH_BYTES {
+        if self.out.len() >= self.core.config.cores.write_buffer_bytes {
             self.flush().await
         } else {
             Ok(())
@@ -239,6 +242,7 @@ impl Conn {
         bad: &mut usize,
         bad_max: usize,
     ) -> Option<Command> {
+        self.command_done();
         loop {
             let bytes = match self.next_command(timeout_ms, true).await {
                 Next::Command(b) => b,
@@ -265,7 +269,12 @@ impl Conn {
                 Next::Closed => return None,
             };
             match command::parse(&bytes) {
-                Ok(c) => return Some(c),
+                Ok(c) => {
+                    let op = ImapOp::from_name(c.body.name());
+                    self.core.metrics.imap_command(op);
+                    self.command = Some((op, Instant::now()));
+                    return Some(c);
+                }
                 Err(e) => {
                     session::parse_error(&mut self.out, &e);
                     *bad += 1;
@@ -275,6 +284,16 @@ impl Conn {
                         return None;
                     }
                 }
+            }
+        }
+    }
+
+    /// The command parsed last is done: its time goes to the metrics (IDLE's, the client's
+    /// time, does not).
+    fn command_done(&mut self) {
+        if let Some((op, parsed)) = self.command.take() {
+            if op != ImapOp::Idle {
+                self.core.metrics.imap_command_done(op, parsed.elapsed());
             }
         }
     }
@@ -517,6 +536,7 @@ pub async fn serve(stream: Transport, core: Rc<Core>) {
         };
         match verified {
             Some(user) => {
+                conn.command_done();
                 // Nothing of ours may be left in the output: the owner answers the login.
                 if conn.flush().await.is_err() {
                     return;
@@ -537,6 +557,7 @@ pub async fn serve(stream: Transport, core: Rc<Core>) {
             }
             None => {
                 failures += 1;
+                core.metrics.auth_failed(crate::net::Protocol::Imap);
                 put!(
                     conn.out,
                     "{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"

@@ -21,10 +21,6 @@ pub mod transport;
 
 use transport::Transport;
 
-/// Read buffer of one connection. A command line is ≤ 512 bytes, a DATA text line ≤ 1000:
-/// the session consumes data as it arrives, so this bounds memory per connection.
-pub const READ_BUFFER_BYTES: usize = 64 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("cannot listen on {addr}: {source}{hint}")]
@@ -268,8 +264,16 @@ impl Listener {
     }
 }
 
-/// Accepts until shutdown; each connection becomes a session task on this core.
-pub async fn accept_loop(listener: TcpListener, core: Rc<Core>, kind: Listener) {
+/// Accepts until shutdown; each connection becomes a session task on this core (in the task
+/// queue of the accept loop). A connection beyond its protocol's per-core limit, or beyond
+/// `connections_max` (this core's `[cores] connections_max`, every protocol together), gets
+/// the protocol's "too many connections" answer and is closed.
+pub async fn accept_loop(
+    listener: TcpListener,
+    core: Rc<Core>,
+    kind: Listener,
+    connections_max: usize,
+) {
     let protocol = kind.protocol;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -291,6 +295,7 @@ pub async fn accept_loop(listener: TcpListener, core: Rc<Core>, kind: Listener) 
         if let Err(e) = stream.set_nodelay(true) {
             eprintln!("ringmail: core {}: TCP_NODELAY: {e}", core.index);
         }
+        core.metrics.connection_accepted(protocol);
         let core = core.clone();
         glommio::spawn_local(async move {
             let _guard = ConnectionGuard::new(&core, protocol);
@@ -312,7 +317,8 @@ pub async fn accept_loop(listener: TcpListener, core: Rc<Core>, kind: Listener) 
             } else {
                 Transport::Plain(stream)
             };
-            if core.protocol_connections(protocol) > max {
+            if core.protocol_connections(protocol) > max || core.connections() > connections_max {
+                core.metrics.connection_refused(protocol);
                 refuse(transport, &core, protocol).await;
                 return;
             }
@@ -350,6 +356,7 @@ pub struct ConnectionGuard<'a> {
 impl<'a> ConnectionGuard<'a> {
     pub fn new(core: &'a Core, protocol: Protocol) -> Self {
         core.count_connection(protocol, 1);
+        core.metrics.connection_opened(protocol);
         ConnectionGuard { core, protocol }
     }
 }
@@ -357,6 +364,7 @@ impl<'a> ConnectionGuard<'a> {
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
         self.core.count_connection(self.protocol, -1);
+        self.core.metrics.connection_closed(self.protocol);
     }
 }
 

@@ -116,6 +116,7 @@ impl Sender {
     pub async fn pass(self: &Rc<Self>) {
         let now = unix_now();
         let entries = self.core.store.queue_entries();
+        self.core.metrics.outbound_queue(entries.len());
         for entry in entries {
             if entry.is_complete() {
                 self.retire(entry.id).await;
@@ -532,6 +533,9 @@ impl Sender {
                 entry.id_text()
             );
             return;
+        }
+        for c in &changes {
+            self.core.metrics.outbound_recipient(c.state);
         }
         // Bounces and success notices (dsn::build applies NOTIFY and the null sender rule).
         let mut reports = Vec::new();

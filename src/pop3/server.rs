@@ -7,10 +7,10 @@
 //! snapshots INBOX from the local store and serves TRANSACTION and UPDATE: every store call
 //! is local.
 //!
-//! One fixed read buffer per connection ([`READ_BUFFER_BYTES`]); the session parses in
+//! One fixed read buffer per connection (`[cores] read_buffer_bytes`); the session parses in
 //! place and says how much it consumed. Replies accumulate in one output buffer written once
 //! per batch of pipelined commands (when the session needs more input), or as soon as it
-//! holds [`OUT_FLUSH_BYTES`] (a pipelined run of RETRs does not pile up in memory).
+//! holds `[cores] write_buffer_bytes` (a pipelined run of RETRs does not pile up in memory).
 //!
 //! Message sizes are measured at login: every blob of the snapshot is read once and its
 //! served size (CRLF line ends, see [`served_size`]) computed, so STAT, LIST and RETR's
@@ -23,7 +23,6 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::net::transport::Transport;
-use crate::net::READ_BUFFER_BYTES;
 use crate::runtime::core::{Core, INBOX};
 use crate::runtime::handoff::{Handoff, Resume as HandoffResume};
 use crate::store::{BlobRef, StoreError, UIDS_PER_CALL_MAX};
@@ -34,9 +33,6 @@ use super::session::{
 
 /// The state that travels with a logged-in connection to the owner core.
 pub use super::session::Resume;
-
-/// Pending output above which the driver writes before serving the next command.
-pub const OUT_FLUSH_BYTES: usize = 256 * 1024;
 
 /// Initial capacity of a connection's output buffer (shrunk back to it after a big RETR).
 const OUT_CAPACITY: usize = 1024;
@@ -52,7 +48,7 @@ pub async fn serve(stream: Transport, core: Rc<Core>) {
     if stream.is_tls() {
         session.tls_started();
     }
-    let mut conn = Connection::new(stream, Vec::new());
+    let mut conn = Connection::new(stream, Vec::new(), &core);
     session.greeting(&mut conn.out);
     if conn.flush().await.is_err() {
         return conn.close().await;
@@ -77,7 +73,11 @@ pub async fn serve(stream: Transport, core: Rc<Core>) {
                     break;
                 };
                 let Connection {
-                    stream, buf, out, ..
+                    stream,
+                    buf,
+                    out,
+                    write_buffer_bytes,
+                    ..
                 } = conn;
                 let Ok(stream) = stream.start_tls(tls).await else {
                     return;
@@ -88,6 +88,7 @@ pub async fn serve(stream: Transport, core: Rc<Core>) {
                     start: 0,
                     end: 0,
                     out,
+                    write_buffer_bytes,
                 };
                 session.tls_started();
             }
@@ -98,6 +99,7 @@ pub async fn serve(stream: Transport, core: Rc<Core>) {
                     _ => None,
                 };
                 let Some(user) = verified else {
+                    core.metrics.auth_failed(crate::net::Protocol::Pop3);
                     session.login_failed(&mut conn.out);
                     continue;
                 };
@@ -150,7 +152,7 @@ pub async fn serve_user(stream: Transport, core: Rc<Core>, handoff: Handoff) {
         return;
     };
     let mut session = Session::resume(limits(&core), resume);
-    let mut conn = Connection::new(stream, input);
+    let mut conn = Connection::new(stream, input, &core);
     // Held until the connection ends; dropping it releases the maildrop.
     let mut _lock = None;
     let mut blobs: Vec<BlobRef> = Vec::new();
@@ -181,6 +183,7 @@ pub async fn serve_user(stream: Transport, core: Rc<Core>, handoff: Handoff) {
                 },
             },
             Step::Read { message } => {
+                core.metrics.pop3_retrieved();
                 let read = match (message as usize).checked_sub(1).and_then(|i| blobs.get(i)) {
                     Some(blob) => Some(core.store.read_blob_settled(*blob).await),
                     None => None,
@@ -198,14 +201,17 @@ pub async fn serve_user(stream: Transport, core: Rc<Core>, handoff: Handoff) {
                     }
                     None => session.message_read(ReadOutcome::Failed, &mut conn.out),
                 }
-                if conn.out.len() >= OUT_FLUSH_BYTES && conn.flush().await.is_err() {
+                if conn.out.len() >= conn.write_buffer_bytes && conn.flush().await.is_err() {
                     break;
                 }
             }
             Step::Commit => {
                 let uids = session.deletions();
                 let outcome = match core.store.expunge_uids(&user, INBOX, &uids).await {
-                    Ok(_) => CommitOutcome::Committed,
+                    Ok(_) => {
+                        core.metrics.pop3_deleted(uids.len());
+                        CommitOutcome::Committed
+                    }
                     Err(e) => {
                         eprintln!(
                             "ringmail: core {}: pop3: deleting {} message(s) of {user} failed: {e}",
@@ -285,6 +291,8 @@ struct Connection {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    /// Pending output above which the driver writes before serving the next command.
+    write_buffer_bytes: usize,
 }
 
 enum Input {
@@ -297,16 +305,17 @@ enum Input {
 
 impl Connection {
     /// `input`: bytes already read (handed over with the connection).
-    fn new(stream: Transport, input: Vec<u8>) -> Connection {
+    fn new(stream: Transport, input: Vec<u8>, core: &Core) -> Connection {
         let mut buf = input;
         let end = buf.len();
-        buf.resize(end.max(READ_BUFFER_BYTES), 0);
+        buf.resize(end.max(core.config.cores.read_buffer_bytes), 0);
         Connection {
             stream,
             buf,
             start: 0,
             end,
             out: Vec::with_capacity(OUT_CAPACITY),
+            write_buffer_bytes: core.config.cores.write_buffer_bytes,
         }
     }
 
@@ -393,7 +402,7 @@ impl Connection {
         self.out.clear();
         // A RETR of a big message grew the buffer to its size: do not keep that for the
         // rest of the connection.
-        if self.out.capacity() > 4 * OUT_FLUSH_BYTES {
+        if self.out.capacity() > 4 * self.write_buffer_bytes {
             self.out.shrink_to(OUT_CAPACITY);
         }
         result

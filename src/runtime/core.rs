@@ -78,6 +78,8 @@ pub struct Core {
     /// messages are \Recent for the first session that sees them (RFC 3501 §2.3.2). Kept in
     /// memory only: after a restart every message is recent again for the first session.
     recent_seen: RefCell<HashMap<u64, u32>>,
+    /// This core's Prometheus counters (written by this core only; `crate::metrics`).
+    pub metrics: Arc<crate::metrics::CoreMetrics>,
 }
 
 impl Core {
@@ -123,7 +125,15 @@ impl Core {
             maildrops: RefCell::new(HashSet::new()),
             watch: Rc::new(MailboxWatch::default()),
             recent_seen: RefCell::new(HashMap::new()),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts into `metrics` (this core's entry of the registry), the store included.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::CoreMetrics>) -> Core {
+        self.store.set_metrics(metrics.clone());
+        self.metrics = metrics;
+        self
     }
 
     /// Wakes the outbound sender (one pending wake-up is enough).
@@ -274,6 +284,7 @@ impl Core {
                 local = group;
             } else {
                 let mesh = &self.mesh;
+                self.metrics.mesh_delivery_sent();
                 remote.push(async move { mesh.deliver_remote(core, group).await });
             }
         }

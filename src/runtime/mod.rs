@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
 use crate::accounts::Accounts;
-use crate::config::{Config, Cores, FsyncPolicy};
+use crate::config::{Config, Cores, CoresConfig, ExecutorSettings, FsyncPolicy};
 use crate::net::tls::{self, TlsAcceptor, TlsShared};
 use crate::net::{self, Listener, Protocol};
 use crate::store::{self, CoreIndex, Store, StoreConfig};
@@ -108,6 +108,69 @@ pub fn resolve_cpus(cores: &Cores) -> Result<Vec<usize>, RuntimeError> {
     Ok(cpus)
 }
 
+/// Every `[[cores.override]]` must name a CPU that runs an executor (with `placement = "all"`
+/// this is known only here).
+pub fn check_overrides(cores: &CoresConfig, cpus: &[usize]) -> Result<(), RuntimeError> {
+    for o in &cores.overrides {
+        if !cpus.contains(&o.cpu) {
+            return Err(RuntimeError::Cores(format!(
+                "[[cores.override]] core = {}: no executor runs on that CPU (executors: {cpus:?})",
+                o.cpu
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The builder of core `core`'s executor, pinned to `cpu`, with its `[cores]` settings.
+fn executor_builder(core: usize, cpu: usize, e: &ExecutorSettings) -> LocalExecutorBuilder {
+    let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("ringmail-core{core}"))
+        .io_memory(e.io_memory_bytes)
+        // Validated: a power of two ≥ 16 (glommio asserts > 0).
+        .ring_depth(e.ring_depth.max(1))
+        .preempt_timer(Duration::from_micros(e.preempt_timer_us));
+    if e.spin_before_park_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(e.spin_before_park_us));
+    }
+    builder
+}
+
+/// This core's two task queues: sessions (accept loops and the connections they spawn, which
+/// inherit the queue) and background work (the outbound sender), sharing the CPU by
+/// `[cores] shares_sessions` : `shares_background` when both have work.
+struct TaskQueues {
+    sessions: TaskQueueHandle,
+    background: TaskQueueHandle,
+}
+
+impl TaskQueues {
+    fn create(cores: &CoresConfig) -> TaskQueues {
+        let ex = glommio::executor();
+        TaskQueues {
+            sessions: ex.create_task_queue(
+                Shares::Static(cores.shares_sessions),
+                Latency::NotImportant,
+                "sessions",
+            ),
+            background: ex.create_task_queue(
+                Shares::Static(cores.shares_background),
+                Latency::NotImportant,
+                "background",
+            ),
+        }
+    }
+}
+
+/// Spawns `fut` into task queue `tq` of this executor.
+fn spawn_into<T: 'static>(
+    fut: impl std::future::Future<Output = T> + 'static,
+    tq: TaskQueueHandle,
+    what: &str,
+) -> Result<glommio::Task<T>, String> {
+    glommio::spawn_local_into(fut, tq).map_err(|e| format!("spawning the {what}: {e}"))
+}
+
 /// Runs the server until SIGTERM/SIGINT. Prints the listening addresses and `ready` on
 /// stdout once every core accepts connections.
 pub fn serve(config: Config) -> Result<(), RuntimeError> {
@@ -117,7 +180,8 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         source,
     })?;
     let _lock = lock::DataDirLock::acquire(&data_dir)?;
-    let cpus = resolve_cpus(&config.server.cores)?;
+    let cpus = resolve_cpus(&config.cores.placement)?;
+    check_overrides(&config.cores, &cpus)?;
     let ncores = cpus.len();
 
     // Block the signals in every thread; the main thread takes them with sigtimedwait.
@@ -154,10 +218,15 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
             addrs.push(*a);
         }
     }
-    let (resolved, _port_locks) = net::precheck(&addrs)?;
+    // `[metrics] listen` is checked and locked with the others; core 0 serves it.
+    let metrics_from = addrs.len();
+    addrs.extend(config.metrics.listen.iter().copied());
+    let (mut resolved, _port_locks) = net::precheck(&addrs)?;
+    let metrics_listen = Arc::new(resolved.split_off(metrics_from));
+    let metrics_registry = crate::metrics::MetricsRegistry::new(ncores);
     let listen: Vec<(Listener, SocketAddr)> = kinds.into_iter().zip(resolved).collect();
     let tls = Arc::new(load_tls(&config)?);
-    memlock::ensure(ncores, config.server.io_memory_bytes)?;
+    memlock::ensure_executors(&config.cores.executors(&cpus))?;
 
     let started = Instant::now();
     let recovered = store::recover(&data_dir, ncores, &|user: &str| {
@@ -211,19 +280,19 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
         let listen = listen.clone();
         let accounts = accounts.clone();
         let tls = tls.clone();
+        let metrics = crate::metrics::CoreWiring {
+            core,
+            registry: metrics_registry.clone(),
+            listen: metrics_listen.clone(),
+        };
         let control = control_rx[core]
             .take()
             .ok_or_else(|| RuntimeError::Cores(format!("no control channel for core {core}")))?;
-        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("ringmail-core{core}"))
-            .io_memory(config.server.io_memory_bytes);
-        if config.server.spin_before_park_us > 0 {
-            builder =
-                builder.spin_before_park(Duration::from_micros(config.server.spin_before_park_us));
-        }
+        let builder = executor_builder(core, cpu, &config.cores.executor_for(cpu));
         let spawned = builder.spawn(move || async move {
             let result = core_main(
                 core,
+                cpu,
                 ncores,
                 config,
                 index,
@@ -232,6 +301,7 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
                 accounts,
                 tls,
                 control,
+                metrics,
                 Shutdown { stop, drained },
                 &tx,
             )
@@ -308,6 +378,9 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
                     if ready == ncores {
                         for (kind, a) in listen.iter() {
                             println!("{} listening on {a}", kind.name());
+                        }
+                        for a in metrics_listen.iter() {
+                            println!("metrics listening on {a}");
                         }
                         println!("ready ({ncores} cores, data dir {})", data_dir.display());
                     }
@@ -390,6 +463,7 @@ struct Shutdown {
 #[allow(clippy::too_many_arguments)]
 async fn core_main(
     core: usize,
+    cpu: usize,
     ncores: usize,
     config: Arc<Config>,
     index: CoreIndex,
@@ -398,6 +472,7 @@ async fn core_main(
     accounts: Accounts,
     tls: Arc<TlsShared>,
     control: mpsc::Receiver<control::ControlRequest>,
+    metrics: crate::metrics::CoreWiring,
     shutdown: Shutdown,
     events: &mpsc::Sender<CoreEvent>,
 ) -> Result<(), String> {
@@ -413,6 +488,7 @@ async fn core_main(
         meta_segment_bytes_max: config.store.meta_segment_bytes_max,
         batch_bytes_max: config.store.batch_bytes_max,
         checkpoint_meta_bytes_interval: config.store.checkpoint_interval_meta_bytes,
+        commit_window_us: config.store.commit_window_us,
     };
     let store = Store::open(store_config, index)
         .await
@@ -444,7 +520,9 @@ async fn core_main(
     };
     let acceptor = TlsAcceptor::new(tls).map_err(|e| e.to_string())?;
     let core_ctx = Rc::new(
-        Core::new(core, ncores, config.clone(), store.clone(), mesh, accounts).with_tls(acceptor),
+        Core::new(core, ncores, config.clone(), store.clone(), mesh, accounts)
+            .with_tls(acceptor)
+            .with_metrics(metrics.own()),
     );
 
     let mut listeners = Vec::new();
@@ -452,15 +530,22 @@ async fn core_main(
         let l = net::bind(*addr).map_err(|e| e.to_string())?;
         listeners.push((*kind, l));
     }
+    let queues = TaskQueues::create(&config.cores);
+    let connections_max = config.cores.executor_for(cpu).connections_max;
     let mut accept_tasks = Vec::new();
     for (kind, l) in listeners {
-        accept_tasks.push(glommio::spawn_local(net::accept_loop(
-            l,
-            core_ctx.clone(),
-            kind,
-        )));
+        accept_tasks.push(spawn_into(
+            net::accept_loop(l, core_ctx.clone(), kind, connections_max),
+            queues.sessions,
+            "accept loop",
+        )?);
     }
-    glommio::spawn_local(handoff::adoption_loop(core_ctx.clone())).detach();
+    spawn_into(
+        handoff::adoption_loop(core_ctx.clone()),
+        queues.sessions,
+        "adoption loop",
+    )?
+    .detach();
     // Outbound delivery of this core's queue. Without a resolver (no [dns] servers and no
     // usable /etc/resolv.conf) mail still queues; the sender starts only with a smarthost.
     let resolver = match crate::dns::Resolver::new(&config.dns) {
@@ -481,15 +566,15 @@ async fn core_main(
         Some(resolver) => {
             let client_tls = crate::net::tls::ClientConfigs::new(&config.relay.tls_ca_file)
                 .map_err(|e| e.to_string())?;
-            Some(glommio::spawn_local(crate::outbound::sender::run(
-                core_ctx.clone(),
-                resolver,
-                client_tls,
-                control,
-            )))
+            Some(spawn_into(
+                crate::outbound::sender::run(core_ctx.clone(), resolver, client_tls, control),
+                queues.background,
+                "outbound sender",
+            )?)
         }
         None => None,
     };
+    crate::metrics::http::start(&core_ctx, &metrics).map_err(|e| e.to_string())?;
     let watch = core_ctx.watch.clone();
     store.set_change_hook(Box::new(move |ids: &[u64]| watch.notify(ids)));
     let _ = events.send(CoreEvent::Ready);

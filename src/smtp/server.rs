@@ -1,6 +1,6 @@
 //! Drives one sans-IO [`Session`] over a glommio TCP stream.
 //!
-//! One fixed read buffer per connection ([`READ_BUFFER_BYTES`]); the session parses in place
+//! One fixed read buffer per connection (`[cores] read_buffer_bytes`); the session parses in place
 //! and says how much it consumed. Replies accumulate in one output buffer that is written
 //! once per batch of pipelined commands (when the session needs more input), or once after a
 //! delivery: never one write per reply line.
@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::net::transport::Transport;
-use crate::net::{Protocol, READ_BUFFER_BYTES};
+use crate::net::Protocol;
 use crate::runtime::core::Core;
 use crate::smtp::{Context, PeerInfo, Phase, Session, Step};
 use crate::time::unix_now;
@@ -44,7 +44,8 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
         core.next_session_id(),
         stream.is_tls(),
     );
-    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    // At least `Limits::read_buffer_bytes_min` (checked when the config is loaded).
+    let mut buf = vec![0u8; core.config.cores.read_buffer_bytes];
     let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
     session.greeting(&mut out);
@@ -60,8 +61,12 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
         start += consumed;
         match step {
             Step::Deliver => {
+                let data_end = std::time::Instant::now();
                 let txn = session.take_transaction();
                 let result = core.deliver(&txn).await;
+                let stored = result == crate::smtp::DeliveryResult::Stored;
+                core.metrics
+                    .smtp_delivered(stored, txn.message.len(), data_end.elapsed());
                 session.delivered(result, txn.message, &mut out);
             }
             Step::StartTls => {
@@ -86,6 +91,9 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
                     Some((user, password)) => core.authenticate(peer.ip(), &user, &password).await,
                     None => Err(crate::runtime::auth::AuthFailure::Invalid),
                 };
+                if result.is_err() {
+                    core.metrics.auth_failed(protocol);
+                }
                 session.auth_result(result, &mut out);
             }
             Step::Close => {

@@ -320,6 +320,8 @@ pub(crate) struct LogWriter<T> {
     zero_fill: bool,
     state: RefCell<State<T>>,
     stats: Cell<LogStats>,
+    /// The core's Prometheus counters (`Store::set_metrics`).
+    metrics: std::cell::OnceCell<std::sync::Arc<crate::metrics::CoreMetrics>>,
 }
 
 impl<T: 'static> LogWriter<T> {
@@ -388,6 +390,7 @@ impl<T: 'static> LogWriter<T> {
                 zero_off_segment: None,
             }),
             stats: Cell::new(stats),
+            metrics: std::cell::OnceCell::new(),
         }))
     }
 
@@ -504,6 +507,10 @@ impl<T: 'static> LogWriter<T> {
 
     pub(crate) fn stats(&self) -> LogStats {
         self.stats.get()
+    }
+
+    pub(crate) fn set_metrics(&self, m: std::sync::Arc<crate::metrics::CoreMetrics>) {
+        let _ = self.metrics.set(m);
     }
 
     pub(crate) fn inject_fault(&self, fault: Option<Fault>) {
@@ -699,7 +706,11 @@ impl<T: 'static> LogWriter<T> {
         }
         if self.fsync == Fsync::Always {
             self.bump(|s| s.syncs += 1);
+            let started = std::time::Instant::now();
             file.sync_data().await.map_err(|e| ("fdatasync", e))?;
+            if let Some(m) = self.metrics.get() {
+                m.store_sync(self.kind.into(), started.elapsed());
+            }
         }
         Ok(())
     }
@@ -918,13 +929,19 @@ impl<T> Future for WorkReady<'_, T> {
 /// The commit task of one log. `on_durable(ops, batch_bytes)` runs after a batch is
 /// durable and before its waiters are woken (the meta log publishes to the index there,
 /// so a `deliver` returns only after its messages are visible, in record order).
+/// `window` > 0: once there is work, wait that long (unless the batch fills up first:
+/// appenders then wait for room anyway) so more appenders share the write and the sync.
 pub(crate) async fn run<T: 'static>(
     log: Rc<LogWriter<T>>,
+    window: std::time::Duration,
     mut on_durable: impl FnMut(Vec<T>, u64),
 ) {
     log.maybe_zero_fill();
     loop {
         WorkReady { log: &log }.await;
+        if !window.is_zero() && log.state.borrow().pending.buf.len() < log.batch_limit() {
+            glommio::timer::sleep(window).await;
+        }
         let batch = {
             let mut st = log.state.borrow_mut();
             let b = std::mem::replace(&mut st.pending, Batch::new());
@@ -976,6 +993,9 @@ pub(crate) async fn run<T: 'static>(
                     s.records += records;
                     s.bytes += len;
                 });
+                if let Some(m) = log.metrics.get() {
+                    m.store_batch(log.kind.into(), records, len);
+                }
                 on_durable(ops, len);
                 log.maybe_zero_fill();
             }

@@ -179,9 +179,10 @@ impl Store {
             checkpoints_written: Cell::new(0),
             checkpoint_keep_from,
         });
-        let blob_task = glommio::spawn_local(commit::run(blob, |_, _| {}));
+        let window = std::time::Duration::from_micros(inner.cfg.commit_window_us);
+        let blob_task = glommio::spawn_local(commit::run(blob, window, |_, _| {}));
         let publisher = inner.clone();
-        let meta_task = glommio::spawn_local(commit::run(meta, move |ops, bytes| {
+        let meta_task = glommio::spawn_local(commit::run(meta, window, move |ops, bytes| {
             publisher.publish(ops, bytes)
         }));
         Ok(Rc::new(Store {
@@ -437,6 +438,13 @@ impl Store {
     /// commit task: it must not block; it may read the store.
     pub fn set_change_hook(&self, hook: ChangeHookFn) {
         *self.inner.change_hook.borrow_mut() = Some(Rc::from(hook));
+    }
+
+    /// Counts this store's group commits and fdatasyncs in `m` (set once; later calls are
+    /// ignored).
+    pub fn set_metrics(&self, m: std::sync::Arc<crate::metrics::CoreMetrics>) {
+        self.inner.blob.set_metrics(m.clone());
+        self.inner.meta.set_metrics(m);
     }
 
     /// A blob's bytes, verified, shared with every other reader on this core (see `cache`).

@@ -228,6 +228,10 @@ pub struct StoreConfig {
     /// Write a checkpoint each time this many meta bytes were appended since the last one
     /// (0: only on `flush`). Default 64 MiB.
     pub checkpoint_meta_bytes_interval: u64,
+    /// Group-commit window: a commit task that finds work waits this long before taking
+    /// the batch, so more appenders join one write + fdatasync (fewer syncs per message,
+    /// more latency). 0 (default): take the batch at once.
+    pub commit_window_us: u64,
 }
 
 impl StoreConfig {
@@ -241,6 +245,7 @@ impl StoreConfig {
             meta_segment_bytes_max: 64 << 20,
             batch_bytes_max: 4 << 20,
             checkpoint_meta_bytes_interval: 64 << 20,
+            commit_window_us: 0,
         }
     }
 

@@ -67,7 +67,6 @@ pub fn base_config(data_dir: &Path) -> toml::Table {
 [server]
 hostname = "{HOSTNAME}"
 data_dir = "{}"
-cores = "all"
 timeout_ms_drain = 3000
 [smtp]
 listen = ["127.0.0.1:0"]

@@ -1,0 +1,238 @@
+//! The tuning milestone from the outside: every profile in `tuning/profiles/` passes
+//! `check-config`; `ringmail tune --check` prints every check and its exit code follows its
+//! `fail` lines; the old `[server]` keys still work with a warning; and a server on one core
+//! with `[cores] connections_max = 2` refuses the third connection, whatever its protocol,
+//! with that protocol's "too many connections" answer.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    base_config, bin, merge_toml, ringmail, Proc, IO_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT,
+};
+
+/// The check names `tune --check` prints, in order.
+const CHECKS: [&str; 11] = ringmail::tune::CHECK_NAMES;
+
+/// The test config with `overrides` merged, `[server] cores` (the old name) removed so
+/// `[cores] placement` can be given, written to `dir/ringmail.toml`.
+fn write_config(dir: &Path, overrides: &str) -> PathBuf {
+    let data_dir = dir.join("data");
+    let mut table = base_config(&data_dir);
+    if let Some(toml::Value::Table(server)) = table.get_mut("server") {
+        server.remove("cores");
+    }
+    merge_toml(&mut table, overrides);
+    let path = dir.join("ringmail.toml");
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    path
+}
+
+#[test]
+fn every_profile_passes_check_config() {
+    let dir = common::manifest_dir().join("tuning/profiles");
+    let mut profiles: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    profiles.sort();
+    let names: Vec<String> = profiles
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in ["small-vm.toml", "ingest-mx-16core.toml", "imap-heavy.toml"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    for p in &profiles {
+        let path = p.to_str().unwrap();
+        let r = ringmail(&["check-config", "--config", path], b"");
+        r.assert_ok(&format!("check-config {path}"));
+        // Profiles use the current key names only, and no key ringmail does not know.
+        assert!(
+            !r.stderr.contains("warning"),
+            "{path}: stderr: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn tune_check_prints_every_check_and_exits_by_its_fail_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[cores]\nplacement = [0]\n");
+    let r = ringmail(&["tune", "--check", "--config", cfg.to_str().unwrap()], b"");
+    let out = r.stdout_text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        CHECKS.len(),
+        "one line per check:\n{out}{}",
+        r.stderr
+    );
+    for (line, name) in lines.iter().zip(CHECKS) {
+        let mut words = line.split_whitespace();
+        let level = words.next().unwrap_or("");
+        assert!(matches!(level, "ok" | "warn" | "fail"), "level of {line:?}");
+        assert_eq!(words.next(), Some(name), "{line:?}");
+        if level != "ok" {
+            assert!(
+                line.contains("; fix: "),
+                "a {level} without a fix: {line:?}"
+            );
+        }
+    }
+    let failed = lines.iter().any(|l| l.starts_with("fail"));
+    assert_eq!(
+        r.status.code(),
+        Some(i32::from(failed)),
+        "exit code vs fail lines:\n{out}"
+    );
+    // This VM: io_uring works and one executor fits its locked-memory limit.
+    for name in ["placement", "memlock", "io_uring"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("ok") && l.contains(name)),
+            "{name} not ok:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn tune_check_fails_on_a_cpu_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[cores]\nplacement = [4095]\n");
+    let r = ringmail(&["tune", "--check", "--config", cfg.to_str().unwrap()], b"");
+    let out = r.stdout_text();
+    assert_eq!(r.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("fail") && l.contains("placement") && l.contains("4095")),
+        "{out}"
+    );
+}
+
+#[test]
+fn old_server_keys_warn_and_both_names_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[server]\ncores = [0]\nio_memory_bytes = 262144\n",
+    );
+    let r = ringmail(&["check-config", "--config", cfg.to_str().unwrap()], b"");
+    r.assert_ok("check-config with the old keys");
+    for moved in [
+        "server.cores has moved to cores.placement",
+        "server.io_memory_bytes has moved to cores.io_memory_bytes",
+    ] {
+        assert!(r.stderr.contains(moved), "{moved:?} missing: {}", r.stderr);
+    }
+    let cfg = write_config(
+        dir.path(),
+        "[server]\ncores = [0]\n[cores]\nplacement = [0]\nring_depth = 100\n",
+    );
+    let r = ringmail(&["check-config", "--config", cfg.to_str().unwrap()], b"");
+    assert!(!r.status.success());
+    assert!(r.stderr.contains("2 error(s)"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("server.cores and cores.placement are both set"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("cores.ring_depth = 100"), "{}", r.stderr);
+}
+
+/// A connection and its first line from the server.
+fn connect(port: u16) -> (TcpStream, String) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut line = String::new();
+    BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (s, line)
+}
+
+fn listener_port(p: &Proc, name: &str) -> u16 {
+    let prefix = format!("{name} listening on 127.0.0.1:");
+    p.wait_stdout_line(0, Duration::ZERO, &|l| l.starts_with(&prefix))
+        .and_then(|(_, l)| l.rsplit(':').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} listener:\n{}", p.output()))
+}
+
+#[test]
+fn connections_max_counts_every_protocol_on_the_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[cores]\nplacement = [0]\nconnections_max = 2\nread_buffer_bytes = 16384\n",
+    );
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--config", cfg.to_str().unwrap()])
+        .current_dir(dir.path());
+    let mut p = Proc::spawn(&mut cmd);
+    assert!(
+        p.wait_stdout_line(0, READY_TIMEOUT, &|l| l.starts_with("ready"))
+            .is_some(),
+        "serve did not start:\n{}",
+        p.output()
+    );
+    let (smtp, imap, pop3) = (
+        listener_port(&p, "smtp"),
+        listener_port(&p, "imap"),
+        listener_port(&p, "pop3"),
+    );
+
+    // Two sessions (an SMTP and an IMAP one) fill the core.
+    let (mut first, greeting) = connect(smtp);
+    assert!(greeting.starts_with("220 "), "{greeting:?}");
+    let (_second, greeting) = connect(imap);
+    assert!(greeting.starts_with("* OK"), "{greeting:?}");
+    // The third is refused, in its own protocol's words.
+    let (_, refused) = connect(smtp);
+    assert!(refused.starts_with("421 4.7.0 "), "smtp: {refused:?}");
+    assert!(refused.contains("too many connections"), "{refused:?}");
+    let (_, refused) = connect(imap);
+    assert!(refused.starts_with("* BYE "), "imap: {refused:?}");
+    let (_, refused) = connect(pop3);
+    assert!(refused.starts_with("-ERR "), "pop3: {refused:?}");
+    assert!(refused.contains("Too many connections"), "{refused:?}");
+
+    // A session that ends frees its place.
+    first.write_all(b"QUIT\r\n").unwrap();
+    let mut bye = String::new();
+    BufReader::new(first.try_clone().unwrap())
+        .read_line(&mut bye)
+        .unwrap();
+    assert!(bye.starts_with("221"), "{bye:?}");
+    drop(first);
+    // The server counts the closed session down once it has seen the close; retry a few
+    // times (bounded) rather than assume when that happens.
+    let mut answer = String::new();
+    for _ in 0..50 {
+        let (_s, line) = connect(pop3);
+        answer = line;
+        if answer.starts_with("+OK") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answer.starts_with("+OK"), "pop3 after a QUIT: {answer:?}");
+
+    p.signal(libc::SIGTERM);
+    let status = p.wait_exit(STOP_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "serve did not stop cleanly ({status:?}):\n{}",
+        p.output()
+    );
+}
