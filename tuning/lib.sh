@@ -395,3 +395,174 @@ sink_count() {
   n=$(tail -c 200 "$1" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1 | cut -d= -f2)
   echo "${n:-0}"
 }
+
+# apt_install_missing PKG...: installs the packages that are not installed yet with apt-get,
+# non-interactively (Postfix preseeded to "No configuration", as .ci/run does: no system
+# instance is set up; the scripts run private ones). Needs root when something is missing.
+apt_install_missing() {
+  local missing=() p
+  for p in "$@"; do
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"install ok installed"* ]] || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || { echo "missing packages (${missing[*]}): run as root or apt-get install them" >&2; return 1; }
+  echo "installing with apt-get: ${missing[*]}" >&2
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; }
+}
+
+# write_postfix_lmtp_config DIR SMTPD_PORT LMTP_PORT DOMAIN: like write_postfix_config (a private
+# instance in DIR, smtpd on 127.0.0.1:SMTPD_PORT), but instead of relaying it delivers every
+# recipient of DOMAIN (a virtual mailbox domain: any local part accepted, no recipient map) over
+# LMTP to 127.0.0.1:LMTP_PORT (e.g. Dovecot's LMTP). Postfix's defaults otherwise (queue files
+# fsync'd before the 250, lmtp destination concurrency 20 with slow start).
+write_postfix_lmtp_config() {
+  write_postfix_config "$1" "$2" ""
+  postconf -c "$1/etc" -e \
+    "virtual_mailbox_domains = $4" \
+    "virtual_mailbox_maps =" \
+    "virtual_transport = lmtp:inet:127.0.0.1:$3"
+}
+
+# write_dovecot_lmtp_config FILE DIR IMAP_PORT POP3_PORT LMTP_PORT: write_dovecot_config (IMAP and
+# POP3, apt's defaults, users from DIR/passwd, Maildir under DIR/mail) plus LMTP on
+# 127.0.0.1:LMTP_PORT, delivering into the same Maildirs (mail_fsync = optimized: each delivered
+# message is fsync'd before LMTP's 250).
+write_dovecot_lmtp_config() {
+  write_dovecot_config "$1" "$2" "$3" "$4"
+  sed -i 's/^protocols = imap pop3$/protocols = imap pop3 lmtp/' "$1"
+  cat >>"$1" <<CONF
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $5
+  }
+}
+CONF
+}
+
+# wait_maildir_count MAIL_DIR TARGET T0 WAIT_SECS: how many messages are in the Maildirs under
+# MAIL_DIR (files in MAIL_DIR/*/Maildir/new and .../cur: INBOX only), waiting until there are
+# TARGET or WAIT_SECS have passed; prints "COUNT SECS", SECS from T0 (a `date +%s.%N`) to the
+# last count. Listing 20 000 files costs ~30 ms of CPU, so it counts at most every 0.25 s or
+# every 4 listings' time: during a load, prefer wait_postfix_sent.
+wait_maildir_count() {
+  python3 - "$@" <<'PY'
+import os, sys, time
+mail, target, t0, wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+def count():
+    n = 0
+    for user in os.listdir(mail):
+        for sub in ("new", "cur"):
+            try:
+                n += sum(1 for _ in os.scandir(os.path.join(mail, user, "Maildir", sub)))
+            except OSError:
+                pass
+    return n
+deadline = time.time() + wait
+while True:
+    began = time.time()
+    n = count()
+    if n >= target or time.time() >= deadline:
+        break
+    time.sleep(max(0.25, 4 * (time.time() - began)))
+print(n, f"{time.time() - t0:.3f}")
+PY
+}
+
+# wait_postfix_sent LOG OFFSET TARGET T0 WAIT_SECS: counts Postfix's `status=sent` lines (one per
+# recipient delivered, logged after the next hop's 250) in its maillog_file LOG after byte
+# OFFSET, every 20 ms, reading only what was appended, until there are TARGET or WAIT_SECS have
+# passed; prints "COUNT SECS", SECS from T0 (a `date +%s.%N`) to the poll that saw the count.
+wait_postfix_sent() {
+  python3 - "$@" <<'PY'
+import sys, time
+log, offset, target, t0, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+deadline, n, rest = time.time() + wait, 0, b""
+with open(log, "rb") as f:
+    f.seek(offset)
+    while True:
+        chunk = rest + f.read()
+        lines = chunk.split(b"\n")
+        rest = lines.pop()  # an unfinished last line waits for its end
+        n += sum(1 for line in lines if b" status=sent " in line)
+        now = time.time()
+        if n >= target or now >= deadline:
+            break
+        time.sleep(0.02)
+print(n, f"{now - t0:.3f}")
+PY
+}
+
+# imap_messages_total HOST PORT PASS USER...: the sum of STATUS INBOX (MESSAGES) over the users
+# (each logs in with PASS, plaintext LOGIN); exits 1 when a login or STATUS fails.
+imap_messages_total() {
+  python3 - "$@" <<'PY'
+import imaplib, re, sys
+host, port, password, users = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+total = 0
+for user in users:
+    try:
+        c = imaplib.IMAP4(host, port, timeout=30)
+        c.login(user, password)
+        typ, data = c.status("INBOX", "(MESSAGES)")
+        c.logout()
+    except (OSError, imaplib.IMAP4.error) as e:
+        sys.exit(f"IMAP STATUS for {user}: {e}")
+    m = re.search(rb"MESSAGES (\d+)", data[0] if typ == "OK" and data else b"")
+    if not m:
+        sys.exit(f"IMAP STATUS for {user}: {typ} {data!r}")
+    total += int(m.group(1))
+print(total)
+PY
+}
+
+# loadgen_figures JSON [OP]: "RATE OK P99_US ERRORS REFUSED ABORTED P50_US" from a
+# ringmail-loadgen --json file: the rate (successes per second), the successes, and the p99 and
+# p50 latency in µs of operation OP (default: the run's headline operation, e.g. `message` for
+# SMTP, `retr` for POP3; `all` = every operation: rate and successes summed, no percentiles),
+# the connection-level errors, and over all operations those refused (4xx/5xx, NO/BAD, -ERR) and
+# those aborted (in flight when a connection failed or the run's deadline hit). Reads the common
+# JSON (`headline_rate`, `ops`) and the earlier SMTP-only one (`throughput_msgs_per_sec`,
+# `latency_us`). Every field "nan" when the file is missing or not JSON.
+loadgen_figures() {
+  python3 - "$@" <<'PY'
+import json, math, sys
+try:
+    j = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    print(" ".join(["nan"] * 7))
+    sys.exit()
+def pick(d, key):
+    """A latency percentile from an op, however it is nested (key, key_us, latency[_us].key)."""
+    for k in (key, key + "_us"):
+        if isinstance(d.get(k), (int, float)):
+            return d[k]
+    for sub in ("latency_us", "latency"):
+        if isinstance(d.get(sub), dict):
+            v = pick(d[sub], key)
+            if v is not None:
+                return v
+    return None
+if "ops" in j:
+    name = sys.argv[2] if len(sys.argv) > 2 else j.get("headline", "message")
+    ops = j["ops"]
+    chosen = [o for o in ops if name == "all" or o.get("name") == name]
+    ok = sum(o.get("ok", 0) for o in chosen)
+    refused = sum(o.get("tempfail", 0) + o.get("permfail", 0) for o in ops)
+    aborted = sum(o.get("aborted", 0) for o in ops)
+    rate = j.get("headline_rate")
+    if rate is None or name != j.get("headline"):
+        rate = ok / j["elapsed_secs"] if j.get("elapsed_secs") else math.nan
+    one = chosen[0] if len(chosen) == 1 else {}
+    p99, p50 = pick(one, "p99"), pick(one, "p50")
+else:
+    rate, ok = j.get("throughput_msgs_per_sec", math.nan), j.get("ok_2xx", 0)
+    p99, p50 = pick(j, "p99"), pick(j, "p50")
+    refused = j.get("tempfail_4xx", 0) + j.get("permfail_5xx", 0)
+    aborted = j.get("aborted", 0)
+print(f"{rate:.1f}", ok, "nan" if p99 is None else p99, j.get("errors", 0), refused, aborted,
+      "nan" if p50 is None else p50)
+PY
+}
