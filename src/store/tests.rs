@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use rkyv::util::AlignedVec;
 
@@ -511,6 +512,46 @@ fn group_commit_batches_concurrent_appends() {
                 format!("message {i}").as_bytes()
             );
         }
+    });
+}
+
+/// Appends `n` blobs one after the other, `gap` apart, each in a task of its own, and returns
+/// how many batches the blob log wrote for them.
+async fn batches_for_spaced_appends(store: Rc<Store>, n: usize, gap: Duration) -> u64 {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = store.clone();
+        tasks.push(glommio::spawn_local(async move {
+            s.append_blob(format!("spaced {i}").as_bytes()).await
+        }));
+        glommio::timer::sleep(gap).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.stats().blob.batches
+}
+
+#[test]
+fn a_commit_window_gathers_appends_that_arrive_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    run_local(move || async move {
+        // Without a window, an append arriving while nothing is in flight is committed at
+        // once: five appends 20 ms apart (far longer than a tmpfs or disk write) are five
+        // batches.
+        let mut c = cfg(&data.join("a"), 0);
+        c.fsync = Fsync::Never;
+        let store = open_one(&data.join("a"), c).await;
+        let gap = Duration::from_millis(20);
+        assert_eq!(batches_for_spaced_appends(store, 5, gap).await, 5);
+        // With a window much longer than the whole sequence, the first append holds the
+        // batch open and the other four join it.
+        let mut c = cfg(&data.join("b"), 0);
+        c.fsync = Fsync::Never;
+        c.commit_window_us = 2_000_000;
+        let store = open_one(&data.join("b"), c).await;
+        assert_eq!(batches_for_spaced_appends(store, 5, gap).await, 1);
     });
 }
 
