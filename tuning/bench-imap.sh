@@ -80,7 +80,7 @@ mbox=${MBOX:-$work/bench.mbox}
 
 # ringmail is given the users in every mode: its stored argon2id hashes are also what Dovecot
 # verifies with DOVECOT_SCHEME=argon2id (ONLY=dovecot reuses an existing release binary).
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release # where cargo build just put them
 if [ "$only" != dovecot ] || { [ "$scheme" = argon2id ] && [ ! -x "$bin/ringmail" ]; }; then
   cargo build --release -q -p ringmail
 fi

@@ -16,7 +16,7 @@ size=${3:-2048}
 [ -x /usr/sbin/smtp-sink ] || { echo "smtp-sink not found: apt-get install postfix" >&2; exit 2; }
 
 cargo build --release -q -p ringmail -p ringmail-loadgen
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release # where cargo build just put them
 work=$(mktemp -d /tmp/ringmail-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -24,7 +24,7 @@ trap cleanup EXIT
 
 load() { # target json
   "$bin/ringmail-loadgen" smtp --target "$1" --connections "$conns" --messages "$msgs" \
-    --size "$size" --to alice@example.test --threads 1 --duration-secs 120 --json "$2"
+    --size "$size" --to alice@example.test --threads 1 --duration-secs 120 --quiet --json "$2"
 }
 
 echo "== smtp-sink (no storage) =="

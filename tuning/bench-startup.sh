@@ -14,7 +14,7 @@ msgs=${1:-1000000}
 size=${2:-1024}
 users=${3:-20}
 cargo build --release -q -p ringmail -p ringmail-loadgen
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release # where cargo build just put them
 work=$(mktemp -d /tmp/ringmail-startup.XXXXXX)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }

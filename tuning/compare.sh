@@ -169,6 +169,22 @@ start_ringmail "$bin/ringmail" "$work/ringmail.toml" "$work/ringmail.log"
 imap_ready 127.0.0.1 "$imap_port" || { cat "$work/ringmail.log" >&2; echo "ringmail: no IMAP on $imap_port" >&2; exit 1; }
 echo "ringmail on 127.0.0.1: SMTP $smtp_port, IMAP $imap_port, POP3 $pop3_port (store.fsync = always)"
 
+# settle PID...: waits (at most 15 s) until the process trees use < 10 % of a CPU over 0.5 s.
+# Right after start ringmail zero-fills the space ahead of its logs and Dovecot forks its
+# services; measured here, a load started in that moment ran at half speed (smtp-sink too).
+settle() {
+  local i before after
+  for i in $(seq 30); do
+    before=0 after=0
+    for p in "$@"; do before=$(python3 -c "print($before + $(cpu_of "$p"))"); done
+    sleep 0.5
+    for p in "$@"; do after=$(python3 -c "print($after + $(cpu_of "$p"))"); done
+    python3 -c "import sys; sys.exit(0 if $after - $before < 0.05 else 1)" && return 0
+  done
+  echo "    (servers still busy after 15 s; measuring anyway)"
+}
+settle "$ringmail_pid" "$dovecot_pid"
+
 # ---- SMTP ----------------------------------------------------------------------------------
 stage_sink() {
   echo "== smtp a) smtp-sink (the protocol ceiling: stores nothing) =="

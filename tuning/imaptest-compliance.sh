@@ -45,7 +45,7 @@ if [ $# -ge 1 ]; then
   if [ "$host" = "$1" ] || [ -z "$port" ]; then echo "usage: $0 [HOST:PORT]" >&2; exit 2; fi
 else
   cargo build --release -q -p ringmail
-  bin=target/release
+  bin=${CARGO_TARGET_DIR:-target}/release
   host=127.0.0.1
   port=$(free_port)
   write_config "$work/ringmail.toml" "$work/data" "$(free_port)" always "$port" "$(free_port)"
