@@ -39,8 +39,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a worker sleeps without checking deadlines, timeouts and retries.
 const TICK: Duration = Duration::from_millis(50);
 const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// Longest sleep between non-blocking polls in the last millisecond before a wake-up.
-const FINE_WAIT_MAX: Duration = Duration::from_micros(100);
 /// Most `--to` addresses listed in [`Outcome::config`].
 const CONFIG_TO_LISTED_MAX: usize = 10;
 
@@ -455,19 +453,14 @@ fn epoll_worker(
         reported.sync(&stats, sh.progress);
         let wake_at = next_due.map_or(scan_at, |due| due.min(scan_at));
         let wait = wake_at.min(sh.deadline).saturating_duration_since(now);
-        // epoll_wait counts whole milliseconds: wait the whole ones there, and
-        // the last fraction in short sleeps between non-blocking polls, so a
-        // due message starts within about FINE_WAIT_MAX of its time.
-        let timeout_ms = (wait.as_micros() / 1000).min(i32::MAX as u128) as i32;
-        if let Err(e) = poller.wait(&mut events, timeout_ms) {
+        // A nanosecond timeout: a due message starts on time without spinning
+        // (spinning would take CPU from a server on the same host).
+        if let Err(e) = poller.wait_precise(&mut events, wait) {
             stats.count_error(|| format!("epoll_wait: {e}"));
             for conn in &mut conns {
                 conn.client.on_deadline(&mut stats);
             }
             break;
-        }
-        if events.is_empty() && timeout_ms == 0 && !wait.is_zero() {
-            std::thread::sleep(wait.min(FINE_WAIT_MAX));
         }
         for event in &events {
             let Some(conn) = conns.get_mut(event.token as usize) else {
