@@ -15,7 +15,8 @@ use common::{Server, ALICE};
 const METRICS: &str = "[metrics]\nlisten = [\"127.0.0.1:0\"]\n";
 
 /// Validates exposition text (stdin) and prints, for each metric named on the command line,
-/// `name total` summed over every series. Exits 1 with the reason on a malformed line, a
+/// `name total` summed over every series (`name:CLASS`: over the series with that `class`
+/// label). Exits 1 with the reason on a malformed line, a
 /// sample of an undeclared family, a family declared twice, non-cumulative buckets, or a
 /// histogram whose `+Inf` bucket differs from its `_count`.
 const PARSER: &str = r#"
@@ -62,6 +63,9 @@ for line in text.split('\n')[:-1]:
     if name.endswith('_count') and base != name:
         counts[(base, labels.replace('{}', ''))] = v
     totals[name] = totals.get(name, 0.0) + v
+    cls = re.search(r'class="([^"]*)"', labels)
+    if cls:
+        totals[name + ':' + cls.group(1)] = totals.get(name + ':' + cls.group(1), 0.0) + v
 for (base, labels), (bound, v) in buckets.items():
     clean = labels if labels not in ('{}',) else ''
     if bound != float('inf'):
@@ -84,6 +88,8 @@ const WATCHED: &[&str] = &[
     "ringmail_connections_accepted_total",
     "ringmail_imap_commands_total",
     "ringmail_imap_command_seconds_count",
+    "ringmail_smtp_replies_total:2xx",
+    "ringmail_smtp_replies_total:5xx",
 ];
 
 /// `curl -sS -D - http://127.0.0.1:PORT/PATH`: (status line, headers, body).
@@ -186,7 +192,57 @@ fn five_smtplib_messages_show_in_the_counters_and_histograms() {
     // Each message is one blob record and one index record at least.
     assert!(rose(&before, &after, "ringmail_store_batch_records_sum") >= 10.0);
     assert!(rose(&before, &after, "ringmail_connections_accepted_total") >= 1.0);
+    // Greeting, EHLO, 5 × (MAIL, RCPT, DATA end), QUIT at least; no refusal.
+    assert!(rose(&before, &after, "ringmail_smtp_replies_total:2xx") >= 18.0);
+    assert_eq!(
+        rose(&before, &after, "ringmail_smtp_replies_total:5xx"),
+        0.0
+    );
     assert_eq!(server.export(ALICE).len(), 5);
+}
+
+#[test]
+fn refusals_at_rcpt_are_counted_as_5xx_replies() {
+    let server = Server::start(METRICS);
+    let before = scrape(&server);
+    // Two unknown local users and one relay attempt: three 5xx refusals at RCPT, and
+    // smtplib's sendmail raises once every recipient was refused.
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), local_hostname='client.test', timeout=10)
+try:
+    s.sendmail('sender@client.test', ['nobody@example.test', 'ghost@example.test',
+                                      'someone@elsewhere.test'], b'Subject: x\r\n\r\nx\r\n')
+    sys.exit('accepted')
+except smtplib.SMTPRecipientsRefused as e:
+    codes = sorted(code for code, _ in e.recipients.values())
+    print(codes)
+s.quit()
+"#;
+    let r = common::run(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(server.port().to_string()),
+        b"",
+    );
+    assert!(
+        r.status.success(),
+        "{}
+{}",
+        r.stderr,
+        r.stdout_text()
+    );
+    assert_eq!(r.stdout_text().trim(), "[550, 550, 554]");
+    let after = scrape(&server);
+    assert_eq!(
+        rose(&before, &after, "ringmail_smtp_replies_total:5xx"),
+        3.0
+    );
+    assert_eq!(
+        rose(&before, &after, "ringmail_smtp_messages_accepted_total"),
+        0.0
+    );
 }
 
 #[test]

@@ -258,6 +258,9 @@ pub struct CoreMetrics {
     /// Transactions refused after DATA (storage full or failed).
     pub smtp_rejected: Cell64,
     pub smtp_bytes: Cell64,
+    /// Final SMTP reply lines sent, by class: 2xx, 3xx, 4xx, 5xx (RCPT and MAIL refusals,
+    /// syntax errors, relay denials: every refusal a client saw).
+    pub smtp_replies: [Cell64; 4],
     /// End of data → 250, µs.
     pub smtp_data_us: Histogram,
     /// Indexed like [`StoreLog::ALL`].
@@ -298,6 +301,7 @@ impl CoreMetrics {
             smtp_accepted: Cell64::default(),
             smtp_rejected: Cell64::default(),
             smtp_bytes: Cell64::default(),
+            smtp_replies: Default::default(),
             smtp_data_us: Histogram::new(&LATENCY_BUCKETS_US),
             store: Default::default(),
             imap_commands: Default::default(),
@@ -339,6 +343,18 @@ impl CoreMetrics {
             self.smtp_data_us.observe(micros(elapsed));
         } else {
             self.smtp_rejected.add(1);
+        }
+    }
+
+    /// Counts the final reply lines (`NNN ` + text) in `out`, the bytes an SMTP session is
+    /// about to send; continuation lines (`NNN-`) are not replies of their own.
+    pub fn smtp_replies(&self, out: &[u8]) {
+        for line in out.split(|&b| b == b'\n') {
+            if let [class @ b'2'..=b'5', d1, d2, b' ', ..] = line {
+                if d1.is_ascii_digit() && d2.is_ascii_digit() {
+                    self.smtp_replies[usize::from(class - b'2')].add(1);
+                }
+            }
         }
     }
 
@@ -467,6 +483,19 @@ mod tests {
         m.connection_closed(Protocol::Imap);
         m.connection_closed(Protocol::Imap);
         assert_eq!(m.connections_open[Protocol::Imap.index()].get(), 0);
+    }
+
+    #[test]
+    fn smtp_replies_are_counted_by_class_once_per_reply() {
+        let m = CoreMetrics::new();
+        // A multi-line EHLO reply is one reply; a pipelined batch is several; text that
+        // only looks like a code (inside a line, or without its space) is not a reply.
+        m.smtp_replies(b"250-mx.example.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n");
+        m.smtp_replies(b"250 2.1.0 Ok\r\n550 5.1.1 <x@y>: unknown\r\n354 go\r\n");
+        m.smtp_replies(b"452 4.5.3 Too many recipients\r\n554 5.7.1 Relay access denied\r\n");
+        m.smtp_replies(b"221 2.0.0 Bye 550 \r\n5501 x\r\n600 no\r\n25 x\r\n");
+        let counts: Vec<u64> = m.smtp_replies.iter().map(Cell64::get).collect();
+        assert_eq!(counts, [3, 1, 1, 2]);
     }
 
     #[test]

@@ -226,6 +226,19 @@ pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
         "SMTP transactions refused after DATA or BDAT (storage full or failed).",
         |m| m.smtp_rejected.get(),
     );
+    let name = "ringmail_smtp_replies_total";
+    per_core(
+        &mut w,
+        cores,
+        name,
+        Kind::Counter,
+        "Final SMTP replies sent, by class (4xx and 5xx: every refusal, at MAIL, RCPT, DATA or a syntax error).",
+        |w, core, m| {
+            for (class, n) in ["2xx", "3xx", "4xx", "5xx"].iter().zip(&m.smtp_replies) {
+                w.sample(name, &[("core", core), ("class", class)], &n.get().to_string());
+            }
+        },
+    );
     plain(
         &mut w,
         "ringmail_smtp_message_bytes_total",
@@ -401,6 +414,7 @@ mod tests {
         c1.connection_accepted(Protocol::Pop3);
         c1.connection_accepted(Protocol::Pop3);
         c0.store_batch(StoreLog::Meta, 3, 96);
+        c0.smtp_replies(b"250 2.1.0 Ok\r\n550 5.1.1 unknown user\r\n");
         r
     }
 
@@ -427,6 +441,19 @@ mod tests {
                 "ringmail_connections_accepted_total{core=\"1\",protocol=\"submission\"} 0",
                 "ringmail_connections_accepted_total{core=\"1\",protocol=\"imap\"} 0",
                 "ringmail_connections_accepted_total{core=\"1\",protocol=\"pop3\"} 2",
+            ]
+        );
+        assert_eq!(
+            block(&text, "ringmail_smtp_replies_total")[2..],
+            [
+                "ringmail_smtp_replies_total{core=\"0\",class=\"2xx\"} 1",
+                "ringmail_smtp_replies_total{core=\"0\",class=\"3xx\"} 0",
+                "ringmail_smtp_replies_total{core=\"0\",class=\"4xx\"} 0",
+                "ringmail_smtp_replies_total{core=\"0\",class=\"5xx\"} 1",
+                "ringmail_smtp_replies_total{core=\"1\",class=\"2xx\"} 0",
+                "ringmail_smtp_replies_total{core=\"1\",class=\"3xx\"} 0",
+                "ringmail_smtp_replies_total{core=\"1\",class=\"4xx\"} 0",
+                "ringmail_smtp_replies_total{core=\"1\",class=\"5xx\"} 0",
             ]
         );
         assert_eq!(

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 
+use crate::metrics::CoreMetrics;
 use crate::net::transport::Transport;
 use crate::net::Protocol;
 use crate::runtime::core::Core;
@@ -49,7 +50,7 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
     let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
     session.greeting(&mut out);
-    if flush(&mut stream, &mut out).await.is_err() {
+    if flush(&mut stream, &mut out, &core.metrics).await.is_err() {
         return;
     }
     loop {
@@ -70,7 +71,7 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
                 session.delivered(result, txn.message, &mut out);
             }
             Step::StartTls => {
-                if flush(&mut stream, &mut out).await.is_err() {
+                if flush(&mut stream, &mut out, &core.metrics).await.is_err() {
                     break;
                 }
                 // Whatever the client pipelined after STARTTLS was sent in the clear and
@@ -97,17 +98,17 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
                 session.auth_result(result, &mut out);
             }
             Step::Close => {
-                let _ = flush(&mut stream, &mut out).await;
+                let _ = flush(&mut stream, &mut out, &core.metrics).await;
                 break;
             }
             Step::NeedInput => {
-                if flush(&mut stream, &mut out).await.is_err() {
+                if flush(&mut stream, &mut out, &core.metrics).await.is_err() {
                     break;
                 }
                 let idle = matches!(session.phase(), Phase::Command) && !session.in_transaction();
                 if idle && core.is_shutting_down() {
                     session.shutting_down(&mut out);
-                    let _ = flush(&mut stream, &mut out).await;
+                    let _ = flush(&mut stream, &mut out, &core.metrics).await;
                     break;
                 }
                 // Make room: move the unconsumed tail to the front.
@@ -136,12 +137,12 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
                     Input::Eof | Input::Failed => break,
                     Input::TimedOut => {
                         session.timeout(&mut out);
-                        let _ = flush(&mut stream, &mut out).await;
+                        let _ = flush(&mut stream, &mut out, &core.metrics).await;
                         break;
                     }
                     Input::Shutdown => {
                         session.shutting_down(&mut out);
-                        let _ = flush(&mut stream, &mut out).await;
+                        let _ = flush(&mut stream, &mut out, &core.metrics).await;
                         break;
                     }
                 }
@@ -182,10 +183,11 @@ async fn read(
     .await
 }
 
-async fn flush(stream: &mut Transport, out: &mut Vec<u8>) -> io::Result<()> {
+async fn flush(stream: &mut Transport, out: &mut Vec<u8>, metrics: &CoreMetrics) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
+    metrics.smtp_replies(out);
     let r = stream.write_all(out).await;
     out.clear();
     r
