@@ -16,6 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::args::number;
 use crate::outcome::{Outcome, Timeline};
 use crate::output::OutputOptions;
 use crate::poller::{Event, Poller};
@@ -222,6 +223,63 @@ impl RawArgs {
     pub(crate) fn flag(&self, name: &str) -> bool {
         self.flags.contains(&name)
     }
+
+    /// The options `imap` and `pop3` share: target (`--allow-remote` respected), users,
+    /// connections, duration and threads (at most one per connection), with their defaults.
+    pub(crate) fn common(&self, cpus: usize, problems: &mut Vec<String>) -> CommonArgs {
+        let allow_remote = self.flag("--allow-remote");
+        let target_text = self.single("--target", problems);
+        let target = target(&target_text, allow_remote, problems);
+        let user_count = self.single("--user-count", problems);
+        let user_count = user_count
+            .is_some()
+            .then(|| number(&user_count, "--user-count", 1, 1, USERS_MAX, problems));
+        let users = parse_users(&self.all("--user"), user_count, problems);
+        let connections = number(
+            &self.single("--connections", problems),
+            "--connections",
+            20,
+            1,
+            CONNECTIONS_MAX,
+            problems,
+        ) as u32;
+        let duration_secs = number(
+            &self.single("--duration-secs", problems),
+            "--duration-secs",
+            60,
+            1,
+            DURATION_SECS_MAX,
+            problems,
+        );
+        let threads = number(
+            &self.single("--threads", problems),
+            "--threads",
+            cpus.clamp(1, THREADS_MAX as usize) as u64,
+            1,
+            THREADS_MAX,
+            problems,
+        ) as usize;
+        CommonArgs {
+            target_text: target_text.unwrap_or_default(),
+            target,
+            users,
+            connections,
+            duration: Duration::from_secs(duration_secs),
+            threads: threads.min(connections as usize),
+            allow_remote,
+        }
+    }
+}
+
+/// See [`RawArgs::common`]; `target` is `None` when a problem was recorded for it.
+pub(crate) struct CommonArgs {
+    pub target_text: String,
+    pub target: Option<SocketAddr>,
+    pub users: Vec<Credentials>,
+    pub connections: u32,
+    pub duration: Duration,
+    pub threads: usize,
+    pub allow_remote: bool,
 }
 
 /// The target, `--allow-remote` respected; `None` (and a problem) when missing or refused.

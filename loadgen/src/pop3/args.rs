@@ -5,10 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::args::{number, ArgsError};
-use crate::mailrun::{
-    self, describe_users, parse_users, Credentials, RawArgs, CONNECTIONS_MAX, DURATION_SECS_MAX,
-    THREADS_MAX, USERS_MAX,
-};
+use crate::mailrun::{self, describe_users, Credentials, RawArgs};
 use crate::output::{OutputOptions, OUTPUT_USAGE};
 
 const USAGE_HEAD: &str = "\
@@ -107,23 +104,8 @@ pub fn parse_pop3_args(
     let raw = RawArgs::collect(args, &VALUE_OPTIONS, &FLAG_OPTIONS, &mut problems);
     let single = |name: &str, problems: &mut Vec<String>| raw.single(name, problems);
 
-    let allow_remote = raw.flag("--allow-remote");
     let dele = raw.flag("--dele");
-    let target_text = single("--target", &mut problems);
-    let target = mailrun::target(&target_text, allow_remote, &mut problems);
-    let user_count = single("--user-count", &mut problems);
-    let user_count = user_count
-        .is_some()
-        .then(|| number(&user_count, "--user-count", 1, 1, USERS_MAX, &mut problems));
-    let users = parse_users(&raw.all("--user"), user_count, &mut problems);
-    let connections = number(
-        &single("--connections", &mut problems),
-        "--connections",
-        20,
-        1,
-        CONNECTIONS_MAX,
-        &mut problems,
-    ) as u32;
+    let common = raw.common(cpus, &mut problems);
     let sessions = number(
         &single("--sessions", &mut problems),
         "--sessions",
@@ -132,22 +114,6 @@ pub fn parse_pop3_args(
         SESSIONS_MAX,
         &mut problems,
     );
-    let duration_secs = number(
-        &single("--duration-secs", &mut problems),
-        "--duration-secs",
-        60,
-        1,
-        DURATION_SECS_MAX,
-        &mut problems,
-    );
-    let threads = number(
-        &single("--threads", &mut problems),
-        "--threads",
-        cpus.clamp(1, THREADS_MAX as usize) as u64,
-        1,
-        THREADS_MAX,
-        &mut problems,
-    ) as usize;
     let retr_per_session = number(
         &single("--retr-per-session", &mut problems),
         "--retr-per-session",
@@ -157,19 +123,19 @@ pub fn parse_pop3_args(
         &mut problems,
     ) as u32;
 
-    match target {
+    match common.target {
         Some(target) if problems.is_empty() => Ok(Pop3Config {
-            target_text: target_text.unwrap_or_default(),
+            target_text: common.target_text,
             target,
             output: raw.output,
-            users,
-            connections,
+            users: common.users,
+            connections: common.connections,
             sessions,
-            duration: Duration::from_secs(duration_secs),
-            threads: threads.min(connections as usize),
+            duration: common.duration,
+            threads: common.threads,
             retr_per_session,
             dele,
-            allow_remote,
+            allow_remote: common.allow_remote,
         }),
         _ => Err(ArgsError::Invalid(problems)),
     }
