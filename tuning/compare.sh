@@ -263,7 +263,10 @@ stage_latency() {
   rcpt_prefix=lat smtp_load smtp-ringmail-half "$smtp_port" --rate "$half" ||
     { note[latency]="failed: loadgen exited $?"; }
   cpu[latency]=$(minus "$(cpu_of "$ringmail_pid")" "$before")
-  fig[latency]=$(loadgen_figures "$work/smtp-ringmail-half.json" message)
+  # The target is the server's own end of DATA -> 250 (`data_reply`); `message` adds how late
+  # each message started when all connections were busy (no coordinated omission), shown too.
+  fig[latency]=$(loadgen_figures "$work/smtp-ringmail-half.json" data_reply)
+  fig[latency_sched]=$(loadgen_figures "$work/smtp-ringmail-half.json" message)
 }
 
 if wants smtp; then
@@ -404,6 +407,9 @@ if ",smtp," in only:
                  fmt(p99_ms, "{:.2f}"), "", "", "<= 5 ms",
                  failed("latency") or ("n/a" if math.isnan(p99_ms) else "met" if p99_ms <= 5 else "missed"),
                  c("latency")))
+    sched_ms = figure("latency_sched", 2) / 1000
+    rows.append(("  (p99 ms from each message's scheduled start: + waiting for a free connection)",
+                 fmt(sched_ms, "{:.2f}"), "", "", "", "", ""))
 if ",imap," in only:
     ratio_row("IMAP commands/s, persistent sessions: ringmail vs Dovecot", figure("imap-ringmail", 0),
               figure("imap-dovecot", 0), 2, failed("imap-ringmail", "imap-dovecot"),

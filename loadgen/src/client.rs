@@ -824,7 +824,11 @@ impl<'a> Client<'a> {
     /// Counts the transaction's final reply (`code`) at `now`.
     fn finish(&mut self, code: u16, now: Instant, stats: &mut Stats) {
         if let Some(txn) = self.txn.take() {
-            let from = self.dot_sent_at.take().unwrap_or(txn.started_at);
+            let dot_sent_at = self.dot_sent_at.take();
+            if let Some(dot) = dot_sent_at {
+                stats.count_data_reply(code, now.saturating_duration_since(dot));
+            }
+            let from = dot_sent_at.unwrap_or(txn.started_at);
             let latency = now.saturating_duration_since(from) + txn.lateness;
             stats.count_message(code, latency, now);
         }

@@ -176,6 +176,9 @@ fn outcome(cfg: &SmtpConfig, stats: Stats, elapsed: Duration, started_unix_ms: u
     if cfg.auth.is_some() {
         ops.push(stats.auth.clone());
     }
+    if cfg.rate_per_sec.is_some() {
+        ops.push(stats.data_reply.clone());
+    }
     Outcome {
         protocol: "smtp".into(),
         label: cfg
@@ -801,7 +804,7 @@ mod tests {
         assert_eq!(get("per_connection"), Some("unlimited"));
         assert!(!o.config.iter().any(|(_, v)| v.contains("topsecret")));
         let names: Vec<&str> = o.ops.iter().map(|op| op.name.as_str()).collect();
-        assert_eq!(names, ["message", "session_setup", "auth"]);
+        assert_eq!(names, ["message", "session_setup", "auth", "data_reply"]);
         assert_eq!(
             (o.protocol.as_str(), o.headline.as_str()),
             ("smtp", "message")

@@ -8,6 +8,11 @@
 //! - `session_setup`: connect → ready for `MAIL` (greeting, EHLO, STARTTLS and
 //!   the second EHLO, AUTH); aborted when the connection failed on the way.
 //! - `auth`: the AUTH exchange (235 ok, 4xx tempfail, 5xx permfail).
+//! - `data_reply`: end of DATA written → final reply, for the transactions that
+//!   got that far, *without* the open-loop lateness that `message` adds (so in
+//!   open loop `message` is what a sender on schedule sees, `data_reply` is the
+//!   server's own DATA→250 time). Reported for open-loop runs only; in closed
+//!   loop it equals `message` for every transaction that reached DATA.
 //!
 //! `errors` counts connection-level failures (connect refused, reset,
 //! unexpected EOF, protocol or TLS error, timeout, AUTH refused), which may or
@@ -27,6 +32,7 @@ pub struct Stats {
     pub message: OpOutcome,
     pub session_setup: OpOutcome,
     pub auth: OpOutcome,
+    pub data_reply: OpOutcome,
     /// Accepted messages over time.
     pub timeline: Timeline,
     /// Open loop: transactions that started later than their due time.
@@ -53,6 +59,7 @@ impl Stats {
             message: OpOutcome::new("message"),
             session_setup: OpOutcome::new("session_setup"),
             auth: OpOutcome::new("auth"),
+            data_reply: OpOutcome::new("data_reply"),
             timeline: Timeline::for_duration(duration),
             late: 0,
             errors: 0,
@@ -69,6 +76,11 @@ impl Stats {
         if count_class(&mut self.message, code, latency) {
             self.timeline.record(self.start, now);
         }
+    }
+
+    /// A final reply to a transaction whose end of DATA went out `latency` before it.
+    pub fn count_data_reply(&mut self, code: u16, latency: Duration) {
+        count_class(&mut self.data_reply, code, latency);
     }
 
     pub fn count_error(&mut self, what: impl FnOnce() -> String) {
@@ -88,6 +100,7 @@ impl Stats {
         self.message.merge(&other.message);
         self.session_setup.merge(&other.session_setup);
         self.auth.merge(&other.auth);
+        self.data_reply.merge(&other.data_reply);
         self.timeline.merge(&other.timeline);
         self.late += other.late;
         self.errors += other.errors;

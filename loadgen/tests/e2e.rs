@@ -491,6 +491,8 @@ fn epoll_pipelined_counts_match_the_sink_and_add_up() {
     assert_eq!((progress.completed(), progress.errors()), (300, 0));
     assert_eq!(o.connects, 4);
     assert_eq!(op(&o, "session_setup").ok, 4);
+    // Closed loop: no lateness, so no separate DATA -> reply operation.
+    assert!(o.ops.iter().all(|op| op.name != "data_reply"));
     assert_eq!(config(&o, "pipelining_used"), "yes");
     assert_eq!(config(&o, "message_bytes"), "300000");
     assert_eq!(sink.get(&sink.counts.connections), 4);
@@ -631,6 +633,21 @@ fn open_loop_rate_counts_add_up_in_both_drivers() {
         );
         assert_eq!(progress.completed(), 60);
         assert_eq!(config(&o, "rate"), "400/s");
+        // Every transaction reached the end of DATA (the sink decides there), so the
+        // server's own DATA -> reply times count the same replies, each no longer than the
+        // message's latency from its scheduled start.
+        let d = o
+            .ops
+            .iter()
+            .find(|op| op.name == "data_reply")
+            .expect("an open-loop run reports data_reply");
+        let m = message(&o);
+        assert_eq!(
+            (d.ok, d.tempfail, d.permfail),
+            (m.ok, m.tempfail, m.permfail),
+            "{io}"
+        );
+        assert!(d.latency.max_us() <= m.latency.max_us(), "{io}");
         let late: u64 = config(&o, "late").parse().unwrap();
         assert!(late <= 60);
         // Every connection opened once, stayed open and QUIT at the end.
