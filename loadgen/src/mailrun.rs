@@ -528,6 +528,9 @@ pub(crate) struct Recorder<'p> {
     start: Instant,
     /// The op whose successes the timeline counts; `None` = every op.
     headline: Option<usize>,
+    /// Completions not yet added to the shared `progress` (added once per event-loop turn,
+    /// not once per operation: the counter is shared by every worker thread).
+    unreported: u64,
 }
 
 impl<'p> Recorder<'p> {
@@ -543,6 +546,15 @@ impl<'p> Recorder<'p> {
             progress,
             start,
             headline,
+            unreported: 0,
+        }
+    }
+
+    /// Adds the completions since the last call to the shared progress counter.
+    pub(crate) fn report_progress(&mut self) {
+        if self.unreported > 0 {
+            self.progress.add_completed(self.unreported);
+            self.unreported = 0;
         }
     }
 
@@ -567,7 +579,7 @@ impl<'p> Recorder<'p> {
         if class == Class::Ok && self.headline.is_none_or(|h| h == op) {
             self.outcome.timeline.record(self.start, now);
         }
-        self.progress.add_completed(1);
+        self.unreported += 1;
     }
 
     /// Op `op` was in flight when its connection ended or the run did.
@@ -701,6 +713,7 @@ where
                         .collect();
                     let mut rec = Recorder::new(outcome, progress, start, plan.headline);
                     worker(plan.target, clients, deadline, &mut rec);
+                    rec.report_progress();
                     rec.outcome
                 })
             })
@@ -798,6 +811,7 @@ fn worker<C: SlotClient>(
                 break;
             }
         }
+        rec.report_progress();
         let wait = scan_at
             .min(deadline)
             .saturating_duration_since(Instant::now());

@@ -29,7 +29,11 @@ impl Progress {
     }
 
     pub fn add_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.add_errors(1);
+    }
+
+    pub fn add_errors(&self, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn completed(&self) -> u64 {

@@ -314,9 +314,9 @@ impl Reported {
             progress.add_completed(completed - self.completed);
             self.completed = completed;
         }
-        while self.errors < stats.errors {
-            progress.add_error();
-            self.errors += 1;
+        if stats.errors > self.errors {
+            progress.add_errors(stats.errors - self.errors);
+            self.errors = stats.errors;
         }
     }
 }

@@ -127,8 +127,8 @@ fn executor_builder(core: usize, cpu: usize, e: &ExecutorSettings) -> LocalExecu
     let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("ringmail-core{core}"))
         .io_memory(e.io_memory_bytes)
-        // Validated: a power of two ≥ 16 (glommio asserts > 0).
-        .ring_depth(e.ring_depth.max(1))
+        // Validated when the config is loaded: a power of two ≥ 16.
+        .ring_depth(e.ring_depth)
         .preempt_timer(Duration::from_micros(e.preempt_timer_us));
     if e.spin_before_park_us > 0 {
         builder = builder.spin_before_park(Duration::from_micros(e.spin_before_park_us));

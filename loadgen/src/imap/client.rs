@@ -791,6 +791,8 @@ mod tests {
         assert!(h.client.is_closing());
         let completed: u64 = h.rec.outcome.ops.iter().map(|o| o.ok).sum();
         assert_eq!(completed, 10);
+        // The worker loop reports once per turn; the test drives the client alone.
+        h.rec.report_progress();
         assert_eq!(progress.completed(), 10);
         assert_eq!(h.op(Op::Login), (1, 0, 0, 0));
         assert_eq!(h.op(Op::Logout), (1, 0, 0, 0));

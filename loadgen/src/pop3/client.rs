@@ -529,6 +529,8 @@ mod tests {
             3,
             "retr only"
         );
+        // The worker loop reports once per turn; the test drives the client alone.
+        h.rec.report_progress();
         assert_eq!(progress.completed(), 6);
     }
 
