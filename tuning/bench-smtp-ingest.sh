@@ -3,6 +3,9 @@
 # protocol-only ceiling: it stores nothing), same load generator, same run, same machine.
 #
 #   tuning/bench-smtp-ingest.sh [connections=20] [messages=40000] [size=2048]
+#   PLACEMENT='[1]' tuning/bench-smtp-ingest.sh ...   ringmail on the listed cores only
+#       ([cores] placement; default: every core), to compare placements on a small VM that
+#       also runs the load generator (tuning/results/2026-11-22-ingest-gap.md).
 #
 # Needs: postfix installed (for /usr/sbin/smtp-sink; `apt-get install postfix`). Builds
 # ringmail and ringmail-loadgen in release mode. Everything listens on 127.0.0.1 only, every
@@ -36,6 +39,7 @@ load "127.0.0.1:$port" "$work/sink.json" | tee "$work/sink.txt"
 echo "== ringmail (fsync = always) =="
 port=$(free_port)
 write_config "$work/ringmail.toml" "$work/data" "$port" always
+if [ -n "${PLACEMENT:-}" ]; then printf '[cores]\nplacement = %s\n' "$PLACEMENT" >>"$work/ringmail.toml"; fi
 echo 'bench-password' | "$bin/ringmail" user add alice@example.test --password-stdin --config "$work/ringmail.toml" >/dev/null
 start_ringmail "$bin/ringmail" "$work/ringmail.toml" "$work/serve.log"
 pids+=("$ringmail_pid")
