@@ -57,9 +57,8 @@ const USAGE_TAIL: &str = "
 
 Stops at --messages or --duration-secs, whichever comes first.";
 
-const SMTP_USAGE_BYTES: usize = USAGE_HEAD.len() + OUTPUT_USAGE.len() + USAGE_TAIL.len();
-const SMTP_USAGE_ARRAY: [u8; SMTP_USAGE_BYTES] =
-    concat_usage([USAGE_HEAD, OUTPUT_USAGE, USAGE_TAIL]);
+const SMTP_USAGE_PARTS: [&str; 3] = [USAGE_HEAD, OUTPUT_USAGE, USAGE_TAIL];
+const SMTP_USAGE_ARRAY: [u8; usage_len(&SMTP_USAGE_PARTS)] = concat_usage(&SMTP_USAGE_PARTS);
 
 /// Help text of `ringmail-loadgen smtp` (the output options included).
 pub const SMTP_USAGE: &str = match std::str::from_utf8(&SMTP_USAGE_ARRAY) {
@@ -67,23 +66,34 @@ pub const SMTP_USAGE: &str = match std::str::from_utf8(&SMTP_USAGE_ARRAY) {
     Err(_) => panic!("usage text is not UTF-8"),
 };
 
-/// Concatenates string constants at compile time (`concat!` takes literals only).
-const fn concat_usage<const N: usize>(parts: [&str; 3]) -> [u8; N] {
+/// Joins usage text pieces at compile time: `[u8; N]` with N the total length.
+pub(crate) const fn concat_usage<const N: usize>(parts: &[&str]) -> [u8; N] {
     let mut out = [0u8; N];
     let mut at = 0;
-    let mut part = 0;
-    while part < parts.len() {
-        let bytes = parts[part].as_bytes();
+    let mut p = 0;
+    while p < parts.len() {
+        let bytes = parts[p].as_bytes();
         let mut i = 0;
         while i < bytes.len() {
             out[at] = bytes[i];
             at += 1;
             i += 1;
         }
-        part += 1;
+        p += 1;
     }
     assert!(at == N, "usage length mismatch");
     out
+}
+
+/// Total length of usage pieces, for [`concat_usage`].
+pub(crate) const fn usage_len(parts: &[&str]) -> usize {
+    let mut n = 0;
+    let mut p = 0;
+    while p < parts.len() {
+        n += parts[p].len();
+        p += 1;
+    }
+    n
 }
 
 pub const CONNECTIONS_MAX: u32 = 10_000;
@@ -776,6 +786,13 @@ pub(crate) fn is_loopback(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_pieces_concatenate() {
+        const PARTS: [&str; 3] = ["ab", "", "cde"];
+        const BYTES: [u8; usage_len(&PARTS)] = concat_usage(&PARTS);
+        assert_eq!(&BYTES, b"abcde");
+    }
 
     fn smtp(args: &[&str]) -> Result<SmtpConfig, ArgsError> {
         let mut all = vec!["smtp"];

@@ -303,36 +303,6 @@ pub(crate) fn target(
     }
 }
 
-/// Joins usage text pieces at compile time: `[u8; N]` with N the total length.
-pub(crate) const fn concat_usage<const N: usize>(parts: &[&str]) -> [u8; N] {
-    let mut out = [0u8; N];
-    let mut at = 0;
-    let mut p = 0;
-    while p < parts.len() {
-        let bytes = parts[p].as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            out[at] = bytes[i];
-            at += 1;
-            i += 1;
-        }
-        p += 1;
-    }
-    assert!(at == N, "usage length mismatch");
-    out
-}
-
-/// Total length of usage pieces, for [`concat_usage`].
-pub(crate) const fn usage_len(parts: &[&str]) -> usize {
-    let mut n = 0;
-    let mut p = 0;
-    while p < parts.len() {
-        n += parts[p].len();
-        p += 1;
-    }
-    n
-}
-
 // ---------------------------------------------------------------------------------------------
 // Random choices and the retry policy
 
@@ -1122,12 +1092,5 @@ mod tests {
         }
         r.failed(t0);
         assert!(r.stopped);
-    }
-
-    #[test]
-    fn usage_pieces_concatenate() {
-        const PARTS: [&str; 3] = ["ab", "", "cde"];
-        const BYTES: [u8; usage_len(&PARTS)] = concat_usage(&PARTS);
-        assert_eq!(&BYTES, b"abcde");
     }
 }

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::args::{number, ArgsError};
-use crate::mailrun::{self, describe_users, Credentials, RawArgs};
+use crate::args::{self, number, ArgsError};
+use crate::mailrun::{describe_users, Credentials, RawArgs};
 use crate::output::{OutputOptions, OUTPUT_USAGE};
 
 const USAGE_HEAD: &str = "\
@@ -35,7 +35,7 @@ deadline are counted but not applied. Stops at --sessions or --duration-secs,
 whichever comes first.";
 
 const USAGE_PARTS: [&str; 3] = [USAGE_HEAD, OUTPUT_USAGE, USAGE_TAIL];
-const USAGE_BYTES: [u8; mailrun::usage_len(&USAGE_PARTS)] = mailrun::concat_usage(&USAGE_PARTS);
+const USAGE_BYTES: [u8; args::usage_len(&USAGE_PARTS)] = args::concat_usage(&USAGE_PARTS);
 
 /// The `pop3` help text.
 pub const POP3_USAGE: &str = match std::str::from_utf8(&USAGE_BYTES) {
