@@ -6,6 +6,9 @@
 #   PLACEMENT='[1]' tuning/bench-smtp-ingest.sh ...   ringmail on the listed cores only
 #       ([cores] placement; default: every core), to compare placements on a small VM that
 #       also runs the load generator (tuning/results/2026-11-22-ingest-gap.md).
+#   BENCH_DIR=/srv/mail tuning/bench-smtp-ingest.sh ...   put ringmail's data directory (and
+#       the run's scratch files) under BENCH_DIR instead of /tmp: benchmark the disk the mail
+#       will live on, since durable ingest is bound by that disk's flush latency.
 #
 # Needs: postfix installed (for /usr/sbin/smtp-sink; `apt-get install postfix`). Builds
 # ringmail and ringmail-loadgen in release mode. Everything listens on 127.0.0.1 only, every
@@ -20,7 +23,7 @@ size=${3:-2048}
 
 cargo build --release -q -p ringmail -p ringmail-loadgen
 bin=${CARGO_TARGET_DIR:-target}/release # where cargo build just put them
-work=$(mktemp -d /tmp/ringmail-bench.XXXXXX)
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/ringmail-bench.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
