@@ -104,19 +104,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM # so that cleanup runs on ^C too
 
-# has_option MODE OPTION: whether this loadgen's MODE takes OPTION (per its --help).
-has_option() { [[ $("$loadgen" "$1" --help 2>/dev/null) == *"$2 "* ]]; }
-# has_mode MODE: whether this loadgen has the subcommand MODE.
-has_mode() { "$loadgen" "$1" --help >/dev/null 2>&1; }
-
 # loadgen LABEL MODE ARGS...: one bounded loadgen run, JSON in $work/LABEL.json, output in
 # $work/LABEL.txt; prints its summary line(s); returns loadgen's status.
 loadgen() {
-  local label=$1 mode=$2 extra=()
+  local label=$1 mode=$2 status=0
   shift 2
-  if has_option "$mode" --label; then extra=(--label "$label" --quiet); fi
-  local status=0
-  "$loadgen" "$mode" "$@" --json "$work/$label.json" "${extra[@]}" >"$work/$label.txt" 2>&1 || status=$?
+  "$loadgen" "$mode" "$@" --json "$work/$label.json" --label "$label" --quiet >"$work/$label.txt" 2>&1 || status=$?
   tail -n +2 "$work/$label.txt" | head -n 16 | sed 's/^/    /' # line 1: the run's settings
   return "$status"
 }
@@ -255,7 +248,6 @@ stage_latency() {
   echo "== smtp d) ringmail at half of b)'s rate: DATA -> 250 latency =="
   local rate half before
   rate=$(cut -d' ' -f1 <<<"${fig[ringmail]:-nan}")
-  if ! has_option smtp --rate; then note[latency]="failed: loadgen smtp has no --rate yet"; echo "    ${note[latency]}"; return 1; fi
   case $rate in nan | 0.0 | '') note[latency]="failed: no rate from b)"; return 1 ;; esac
   half=$(python3 -c "import sys; print(max(1, round(float(sys.argv[1]) / 2)))" "$rate")
   note[half]=$half
@@ -306,12 +298,6 @@ proto_pair() {
 
 for proto in imap pop3; do
   wants "$proto" || continue
-  if ! has_mode "$proto"; then
-    note[$proto-ringmail]="failed: loadgen has no $proto mode yet"
-    note[$proto-dovecot]=${note[$proto-ringmail]}
-    echo "== $proto: ${note[$proto-ringmail]} =="
-    continue
-  fi
   if [ "$proto" = imap ]; then
     proto_pair imap --commands "$imap_commands_max" --sessions persistent ${IMAP_MIX:+--mix "$IMAP_MIX"}
   else
@@ -320,16 +306,12 @@ for proto in imap pop3; do
 done
 
 # ---- the table ------------------------------------------------------------------------------
-if ! has_mode compare; then
-  echo "(loadgen has no compare mode yet: no HTML report)"
-else
-  for pair in smtp-ringmail:smtp-sink smtp-ringmail:smtp-postfix imap-ringmail:imap-dovecot pop3-ringmail:pop3-dovecot; do
-    a=$work/${pair%%:*}.json b=$work/${pair##*:}.json
-    if [ ! -s "$a" ] || [ ! -s "$b" ]; then continue; fi
-    "$loadgen" compare "$a" "$b" --html "$work/compare-${pair%%:*}-vs-${pair##*:}.html" \
-      >"$work/compare-${pair%%:*}-vs-${pair##*:}.txt" 2>&1 || true
-  done
-fi
+for pair in smtp-ringmail:smtp-sink smtp-ringmail:smtp-postfix imap-ringmail:imap-dovecot pop3-ringmail:pop3-dovecot; do
+  a=$work/${pair%%:*}.json b=$work/${pair##*:}.json
+  if [ ! -s "$a" ] || [ ! -s "$b" ]; then continue; fi
+  "$loadgen" compare "$a" "$b" --html "$work/compare-${pair%%:*}-vs-${pair##*:}.html" \
+    >"$work/compare-${pair%%:*}-vs-${pair##*:}.txt" 2>&1 || true
+done
 
 {
   for k in "${!fig[@]}"; do echo "fig $k ${fig[$k]}"; done

@@ -523,45 +523,30 @@ PY
 # p50 latency in µs of operation OP (default: the run's headline operation, e.g. `message` for
 # SMTP, `retr` for POP3; `all` = every operation: rate and successes summed, no percentiles),
 # the connection-level errors, and over all operations those refused (4xx/5xx, NO/BAD, -ERR) and
-# those aborted (in flight when a connection failed or the run's deadline hit). Reads the common
-# JSON (`headline_rate`, `ops`) and the earlier SMTP-only one (`throughput_msgs_per_sec`,
-# `latency_us`). Every field "nan" when the file is missing or not JSON.
+# those aborted (in flight when a connection failed or the run's deadline hit), from the JSON's
+# `headline`, `headline_rate` and `ops`. Every field "nan" when the file is missing or is not
+# such a JSON.
 loadgen_figures() {
   python3 - "$@" <<'PY'
 import json, math, sys
 try:
     j = json.load(open(sys.argv[1]))
 except (OSError, ValueError):
+    j = None
+if not isinstance(j, dict) or not isinstance(j.get("ops"), list):
     print(" ".join(["nan"] * 7))
     sys.exit()
-def pick(d, key):
-    """A latency percentile from an op, however it is nested (key, key_us, latency[_us].key)."""
-    for k in (key, key + "_us"):
-        if isinstance(d.get(k), (int, float)):
-            return d[k]
-    for sub in ("latency_us", "latency"):
-        if isinstance(d.get(sub), dict):
-            v = pick(d[sub], key)
-            if v is not None:
-                return v
-    return None
-if "ops" in j:
-    name = sys.argv[2] if len(sys.argv) > 2 else j.get("headline", "message")
-    ops = j["ops"]
-    chosen = [o for o in ops if name == "all" or o.get("name") == name]
-    ok = sum(o.get("ok", 0) for o in chosen)
-    refused = sum(o.get("tempfail", 0) + o.get("permfail", 0) for o in ops)
-    aborted = sum(o.get("aborted", 0) for o in ops)
-    rate = j.get("headline_rate")
-    if rate is None or name != j.get("headline"):
-        rate = ok / j["elapsed_secs"] if j.get("elapsed_secs") else math.nan
-    one = chosen[0] if len(chosen) == 1 else {}
-    p99, p50 = pick(one, "p99"), pick(one, "p50")
-else:
-    rate, ok = j.get("throughput_msgs_per_sec", math.nan), j.get("ok_2xx", 0)
-    p99, p50 = pick(j, "p99"), pick(j, "p50")
-    refused = j.get("tempfail_4xx", 0) + j.get("permfail_5xx", 0)
-    aborted = j.get("aborted", 0)
+name = sys.argv[2] if len(sys.argv) > 2 else j.get("headline", "message")
+ops = j["ops"]
+chosen = [o for o in ops if name == "all" or o.get("name") == name]
+ok = sum(o.get("ok", 0) for o in chosen)
+refused = sum(o.get("tempfail", 0) + o.get("permfail", 0) for o in ops)
+aborted = sum(o.get("aborted", 0) for o in ops)
+rate = j.get("headline_rate")
+if rate is None or name != j.get("headline"):
+    rate = ok / j["elapsed_secs"] if j.get("elapsed_secs") else math.nan
+latency = chosen[0].get("latency_us", {}) if len(chosen) == 1 else {}
+p99, p50 = latency.get("p99"), latency.get("p50")
 print(f"{rate:.1f}", ok, "nan" if p99 is None else p99, j.get("errors", 0), refused, aborted,
       "nan" if p50 is None else p50)
 PY
