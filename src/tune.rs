@@ -292,23 +292,19 @@ pub fn judge_memlock(soft: u64, hard: u64, needed: u64, cap_ipc_lock: bool) -> C
     let fix = "systemd `LimitMEMLOCK=infinity` (or `ulimit -l unlimited` as root), or \
                `setcap cap_ipc_lock+ep ringmail`, or lower [cores] io_memory_bytes / ring_depth \
                or use fewer cores";
-    let floor = memlock::GLOMMIO_MEMLOCK_BYTES_MIN;
-    if soft >= needed {
-        Check::new("memlock", Level::Ok, figure)
-    } else if hard >= needed {
-        Check::new(
+    match memlock::verdict(hard, needed, cap_ipc_lock) {
+        memlock::Verdict::Enough if soft >= needed => Check::new("memlock", Level::Ok, figure),
+        memlock::Verdict::Enough => Check::new(
             "memlock",
             Level::Ok,
             format!("{figure} (serve raises the soft limit to the hard one)"),
-        )
-    } else if cap_ipc_lock && hard >= floor {
-        Check::new(
+        ),
+        memlock::Verdict::CapIpcLock => Check::new(
             "memlock",
             Level::Ok,
             format!("{figure} (io_uring memory is not charged with CAP_IPC_LOCK)"),
-        )
-    } else {
-        Check::new("memlock", Level::Fail, figure).fix(fix)
+        ),
+        memlock::Verdict::TooSmall { .. } => Check::new("memlock", Level::Fail, figure).fix(fix),
     }
 }
 
@@ -616,19 +612,6 @@ fn read(path: impl AsRef<Path>) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-/// The soft and hard RLIMIT_NOFILE.
-fn nofile_limits() -> Option<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    Some((lim.rlim_cur, lim.rlim_max))
-}
-
 /// Sets up (and closes) a 4-entry io_uring; returns its feature bits.
 pub fn try_io_uring_setup() -> Result<u32, String> {
     // struct io_uring_params is 120 bytes: ten u32 fields (features at index 5) followed by
@@ -756,9 +739,9 @@ pub fn run(config: &Config) -> Report {
     ));
 
     let fds = descriptors_needed(&executors);
-    checks.push(match nofile_limits() {
-        Some((soft, hard)) => judge_nofile(soft, hard, fds),
-        None => Check::new("nofile", Level::Warn, "getrlimit(RLIMIT_NOFILE) failed"),
+    checks.push(match memlock::getrlimit(memlock::Resource::Nofile) {
+        Ok((soft, hard)) => judge_nofile(soft, hard, fds),
+        Err(_) => Check::new("nofile", Level::Warn, "getrlimit(RLIMIT_NOFILE) failed"),
     });
     checks.push(judge_file_max(
         read("/proc/sys/fs/file-max").and_then(|t| parse_u64(&t)),

@@ -12,26 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    base_config, bin, merge_toml, ringmail, Proc, IO_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT,
-};
+use common::{bin, ringmail, Proc, IO_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT};
 
 /// The check names `tune --check` prints, in order.
 const CHECKS: [&str; 11] = ringmail::tune::CHECK_NAMES;
 
-/// The test config with `overrides` merged, `[server] cores` (the old name) removed so
-/// `[cores] placement` can be given, written to `dir/ringmail.toml`.
+/// The test config with `overrides` merged, written to `dir/ringmail.toml`, its data
+/// directory `dir/data` created.
 fn write_config(dir: &Path, overrides: &str) -> PathBuf {
     let data_dir = dir.join("data");
-    let mut table = base_config(&data_dir);
-    if let Some(toml::Value::Table(server)) = table.get_mut("server") {
-        server.remove("cores");
-    }
-    merge_toml(&mut table, overrides);
-    let path = dir.join("ringmail.toml");
-    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
     std::fs::create_dir_all(&data_dir).unwrap();
-    path
+    common::write_config(dir, &data_dir, overrides)
 }
 
 #[test]

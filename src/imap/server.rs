@@ -270,7 +270,7 @@ impl Conn {
             };
             match command::parse(&bytes) {
                 Ok(c) => {
-                    let op = ImapOp::from_name(c.body.name());
+                    let op = imap_op(&c.body);
                     self.core.metrics.imap_command(op);
                     self.command = Some((op, Instant::now()));
                     return Some(c);
@@ -613,4 +613,46 @@ pub async fn serve_user(
     session.run(&mut conn).await;
     let _ = conn.flush().await;
     conn.stream.close().await;
+}
+
+/// The metrics bucket of a parsed command (UID variants count with their command).
+fn imap_op(body: &CommandBody) -> ImapOp {
+    match body {
+        CommandBody::Login { .. } | CommandBody::Authenticate { .. } => ImapOp::Login,
+        CommandBody::Select { .. } | CommandBody::Examine { .. } => ImapOp::Select,
+        CommandBody::Fetch { .. } => ImapOp::Fetch,
+        CommandBody::Store { .. } => ImapOp::Store,
+        CommandBody::Search { .. } => ImapOp::Search,
+        CommandBody::Append { .. } => ImapOp::Append,
+        CommandBody::Idle => ImapOp::Idle,
+        _ => ImapOp::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imap_commands_map_to_their_op() {
+        for (line, op) in [
+            ("a LOGIN u p\r\n", ImapOp::Login),
+            ("a AUTHENTICATE PLAIN\r\n", ImapOp::Login),
+            ("a SELECT INBOX\r\n", ImapOp::Select),
+            ("a EXAMINE INBOX\r\n", ImapOp::Select),
+            ("a FETCH 1 FLAGS\r\n", ImapOp::Fetch),
+            ("a UID FETCH 1 FLAGS\r\n", ImapOp::Fetch),
+            ("a STORE 1 +FLAGS (\\Seen)\r\n", ImapOp::Store),
+            ("a UID STORE 1 +FLAGS (\\Seen)\r\n", ImapOp::Store),
+            ("a SEARCH ALL\r\n", ImapOp::Search),
+            ("a UID SEARCH ALL\r\n", ImapOp::Search),
+            ("a APPEND INBOX {1}\r\nm\r\n", ImapOp::Append),
+            ("a IDLE\r\n", ImapOp::Idle),
+            ("a NOOP\r\n", ImapOp::Other),
+            ("a UID COPY 1 x\r\n", ImapOp::Other),
+        ] {
+            let c = command::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            assert_eq!(imap_op(&c.body), op, "{line}");
+        }
+    }
 }

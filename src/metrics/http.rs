@@ -10,7 +10,6 @@
 
 use std::cell::Cell;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::{CoreWiring, MetricsRegistry};
+use crate::net::NetError;
 use crate::runtime::core::Core;
 
 /// Most bytes of a request head (request line and headers).
@@ -30,12 +30,6 @@ pub const TIMEOUT_MS_READ: u64 = 5_000;
 pub const TIMEOUT_MS_WRITE: u64 = 10_000;
 /// Scrape connections served at once; more are closed at once.
 pub const CONNECTIONS_MAX: usize = 16;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    #[error("metrics: cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -52,25 +46,25 @@ pub struct Request {
     pub path: String,
 }
 
-/// What a buffered head gave.
+/// What a complete (or oversized) head gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    /// The head is not complete yet: read more (within [`HEAD_BYTES_MAX`]).
-    Incomplete,
     Request(Request),
     /// Answer 400.
     Bad(&'static str),
 }
 
-/// Parses the request head at the start of `buf` (everything received so far).
-pub fn parse_head(buf: &[u8]) -> Parsed {
+/// Parses the request head at the start of `buf` (everything received so far). None: the
+/// head is not complete yet, read more (never once `buf` holds [`HEAD_BYTES_MAX`] bytes).
+pub fn parse_head(buf: &[u8]) -> Option<Parsed> {
     let Some(end) = head_end(buf) else {
-        return if buf.len() >= HEAD_BYTES_MAX {
-            Parsed::Bad("request head too large")
-        } else {
-            Parsed::Incomplete
-        };
+        return (buf.len() >= HEAD_BYTES_MAX).then_some(Parsed::Bad("request head too large"));
     };
+    Some(parse_complete_head(buf, end))
+}
+
+/// Parses the head `buf[..end]` (`end` from [`head_end`]).
+fn parse_complete_head(buf: &[u8], end: usize) -> Parsed {
     if end > HEAD_BYTES_MAX {
         return Parsed::Bad("request head too large");
     }
@@ -158,8 +152,7 @@ pub fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -
     out
 }
 
-/// The answer to what [`parse_head`] gave (`Incomplete` is answered as a bad request: the
-/// connection ended or timed out before the head did). `render` is called for a scrape only.
+/// The answer to what [`parse_head`] gave. `render` is called for a scrape only.
 pub fn answer(parsed: &Parsed, render: impl FnOnce() -> String) -> Vec<u8> {
     const TEXT: &str = "text/plain; charset=utf-8";
     match parsed {
@@ -179,24 +172,17 @@ pub fn answer(parsed: &Parsed, render: impl FnOnce() -> String) -> Vec<u8> {
             r.method == Method::Head,
         ),
         Parsed::Bad(why) => response(400, TEXT, format!("bad request: {why}\n").as_bytes(), false),
-        Parsed::Incomplete => response(400, TEXT, b"bad request: incomplete head\n", false),
     }
 }
 
 /// Binds `[metrics] listen` on core 0 and serves scrapes there until shutdown; on every
 /// other core (or with no address) it does nothing.
-pub fn start(core: &Rc<Core>, wiring: &CoreWiring) -> Result<(), MetricsError> {
+pub fn start(core: &Rc<Core>, wiring: &CoreWiring) -> Result<(), NetError> {
     if wiring.core != 0 {
         return Ok(());
     }
     for &addr in wiring.listen.iter() {
-        let listener = TcpListener::bind(addr).map_err(|e| MetricsError::Bind {
-            addr,
-            source: match e {
-                glommio::GlommioError::IoError(e) => e,
-                other => io::Error::other(other.to_string()),
-            },
-        })?;
+        let listener = crate::net::bind(addr)?;
         glommio::spawn_local(accept_loop(listener, core.clone(), wiring.registry.clone())).detach();
     }
     Ok(())
@@ -242,22 +228,24 @@ async fn accept_loop(
 /// One connection: read the head, answer, close.
 async fn serve(mut stream: TcpStream, registry: &MetricsRegistry) -> io::Result<()> {
     stream
-        .set_read_timeout(Some(Duration::from_millis(TIMEOUT_MS_READ)))
-        .map_err(io::Error::from)?;
-    stream
         .set_write_timeout(Some(Duration::from_millis(TIMEOUT_MS_WRITE)))
         .map_err(io::Error::from)?;
     let deadline = std::time::Instant::now() + Duration::from_millis(TIMEOUT_MS_READ);
     let mut buf = vec![0u8; HEAD_BYTES_MAX];
     let mut len = 0;
     let parsed = loop {
-        let parsed = parse_head(&buf[..len]);
-        if parsed != Parsed::Incomplete || len == buf.len() {
+        // Some once `len` reaches the buffer's size: a read below always has room.
+        if let Some(parsed) = parse_head(&buf[..len]) {
             break parsed;
         }
-        if std::time::Instant::now() >= deadline {
+        // Each read may take only what is left of the whole head's time.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
             return Ok(());
         }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(io::Error::from)?;
         match stream.read(&mut buf[len..]).await {
             Ok(0) => return Ok(()),
             Ok(n) => len += n,
@@ -282,16 +270,20 @@ mod tests {
         })
     }
 
+    fn parse_whole(buf: &[u8]) -> Parsed {
+        parse_head(buf).unwrap_or_else(|| panic!("incomplete: {buf:?}"))
+    }
+
     /// Feeds `input` one prefix at a time, as reads may split it: every prefix short of
-    /// the head's end is `Incomplete`, the first that holds the head gives `want`, and so
+    /// the head's end is incomplete (None), the first that holds the head gives `want`, and so
     /// does every longer one.
     fn at_every_split(input: &[u8], head_len: usize, want: &Parsed) {
         for n in 0..=input.len() {
             let got = parse_head(&input[..n]);
             if n < head_len {
-                assert_eq!(got, Parsed::Incomplete, "prefix {n} of {input:?}");
+                assert_eq!(got, None, "prefix {n} of {input:?}");
             } else {
-                assert_eq!(&got, want, "prefix {n} of {input:?}");
+                assert_eq!(got.as_ref(), Some(want), "prefix {n} of {input:?}");
             }
         }
     }
@@ -330,7 +322,7 @@ mod tests {
             b"GET /m\xffetrics HTTP/1.1\r\n\r\n",
             b"\r\n\r\n",
         ] {
-            let got = parse_head(input);
+            let got = parse_whole(input);
             assert!(matches!(got, Parsed::Bad(_)), "{input:?}: {got:?}");
             at_every_split(input, input.len(), &got);
         }
@@ -342,10 +334,10 @@ mod tests {
         while input.len() < HEAD_BYTES_MAX {
             input.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
         }
-        assert_eq!(parse_head(&input[..HEAD_BYTES_MAX - 1]), Parsed::Incomplete);
+        assert_eq!(parse_head(&input[..HEAD_BYTES_MAX - 1]), None);
         assert!(matches!(
             parse_head(&input[..HEAD_BYTES_MAX]),
-            Parsed::Bad("request head too large")
+            Some(Parsed::Bad("request head too large"))
         ));
         // Too many header lines, within the byte limit.
         let mut input = b"GET /metrics HTTP/1.1\r\n".to_vec();
@@ -353,7 +345,7 @@ mod tests {
             input.extend_from_slice(b"A: b\r\n");
         }
         input.extend_from_slice(b"\r\n");
-        assert_eq!(parse_head(&input), Parsed::Bad("too many header lines"));
+        assert_eq!(parse_whole(&input), Parsed::Bad("too many header lines"));
     }
 
     fn status_and_body(out: &[u8]) -> (String, String) {
@@ -391,12 +383,10 @@ mod tests {
         }));
         assert_eq!(s, "HTTP/1.1 405 Method Not Allowed");
         let (s, b) = status_and_body(&answer(
-            &parse_head(b"BREW /pot HTCPCP/1.0\r\n\r\n"),
+            &parse_whole(b"BREW /pot HTCPCP/1.0\r\n\r\n"),
             || panic!("no scrape for a 400"),
         ));
         assert_eq!(s, "HTTP/1.1 400 Bad Request");
         assert!(b.starts_with("bad request: "), "{b}");
-        let (s, _) = status_and_body(&answer(&Parsed::Incomplete, render));
-        assert_eq!(s, "HTTP/1.1 400 Bad Request");
     }
 }

@@ -131,21 +131,6 @@ impl ImapOp {
         ImapOp::Other,
     ];
 
-    /// From a command name as `imap::command::CommandBody::name` gives it (UID variants
-    /// count with their command).
-    pub fn from_name(name: &str) -> ImapOp {
-        match name {
-            "LOGIN" | "AUTHENTICATE" => ImapOp::Login,
-            "SELECT" | "EXAMINE" => ImapOp::Select,
-            "FETCH" | "UID FETCH" => ImapOp::Fetch,
-            "STORE" | "UID STORE" => ImapOp::Store,
-            "SEARCH" | "UID SEARCH" => ImapOp::Search,
-            "APPEND" => ImapOp::Append,
-            "IDLE" => ImapOp::Idle,
-            _ => ImapOp::Other,
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             ImapOp::Login => "login",
@@ -517,20 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn imap_command_names_map_to_their_op() {
-        for (name, op) in [
-            ("LOGIN", ImapOp::Login),
-            ("AUTHENTICATE", ImapOp::Login),
-            ("EXAMINE", ImapOp::Select),
-            ("UID FETCH", ImapOp::Fetch),
-            ("STORE", ImapOp::Store),
-            ("UID SEARCH", ImapOp::Search),
-            ("APPEND", ImapOp::Append),
-            ("IDLE", ImapOp::Idle),
-            ("NOOP", ImapOp::Other),
-        ] {
-            assert_eq!(ImapOp::from_name(name), op, "{name}");
-        }
+    fn imap_ops_are_indexed_in_order() {
         for (i, op) in ImapOp::ALL.iter().enumerate() {
             assert_eq!(*op as usize, i);
         }

@@ -355,7 +355,6 @@ pub struct ConnectionGuard<'a> {
 
 impl<'a> ConnectionGuard<'a> {
     pub fn new(core: &'a Core, protocol: Protocol) -> Self {
-        core.count_connection(protocol, 1);
         core.metrics.connection_opened(protocol);
         ConnectionGuard { core, protocol }
     }
@@ -363,7 +362,6 @@ impl<'a> ConnectionGuard<'a> {
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
-        self.core.count_connection(self.protocol, -1);
         self.core.metrics.connection_closed(self.protocol);
     }
 }

@@ -64,8 +64,6 @@ pub struct Core {
     /// wakes the sender (`outbound::sender::run`). Holds at most one permit.
     pub outbound_wake: Rc<Semaphore>,
     shutting_down: Cell<bool>,
-    /// Connections per protocol (indexed by `Protocol::index`); their sum is the core's total.
-    protocol_connections: [Cell<usize>; 4],
     next_session: Cell<u64>,
     pub(crate) logins: LoginCache,
     /// Recent failed logins per client IP and per account (progressive delays).
@@ -118,7 +116,6 @@ impl Core {
             shutdown: Rc::new(Semaphore::new(0)),
             outbound_wake: Rc::new(Semaphore::new(0)),
             shutting_down: Cell::new(false),
-            protocol_connections: Default::default(),
             next_session: Cell::new(0),
             logins: LoginCache::default(),
             login_failures: RefCell::new(FailureTable::new()),
@@ -176,18 +173,19 @@ impl Core {
         }
     }
 
+    /// Open connections of protocol `p` on this core (the `connections_open` gauge, kept
+    /// by `net::ConnectionGuard`).
     pub fn protocol_connections(&self, p: Protocol) -> usize {
-        self.protocol_connections[p.index()].get()
+        usize::try_from(self.metrics.connections_open[p.index()].get()).unwrap_or(usize::MAX)
     }
 
     /// Every open connection on this core, whatever its protocol.
     pub fn connections(&self) -> usize {
-        self.protocol_connections.iter().map(Cell::get).sum()
-    }
-
-    pub(crate) fn count_connection(&self, p: Protocol, delta: isize) {
-        let c = &self.protocol_connections[p.index()];
-        c.set(c.get().saturating_add_signed(delta));
+        self.metrics
+            .connections_open
+            .iter()
+            .map(|c| usize::try_from(c.get()).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add)
     }
 
     /// Takes `user`'s POP3 maildrop lock (None: another session holds it). Call on the

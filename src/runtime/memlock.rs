@@ -60,22 +60,74 @@ pub enum MemlockError {
     },
 }
 
-fn get() -> Result<libc::rlimit, MemlockError> {
+/// The resource limits ringmail reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// RLIMIT_MEMLOCK.
+    Memlock,
+    /// RLIMIT_NOFILE.
+    Nofile,
+}
+
+/// getrlimit(2): the soft and hard limit of `resource` (`u64::MAX`: unlimited).
+pub fn getrlimit(resource: Resource) -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return Err(MemlockError::Get(io::Error::last_os_error()));
+    let rc = unsafe {
+        match resource {
+            Resource::Memlock => libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim),
+            Resource::Nofile => libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
+        }
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(lim)
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// The soft and hard RLIMIT_MEMLOCK (`u64::MAX`: unlimited).
 pub fn limits() -> Result<(u64, u64), MemlockError> {
-    let lim = get()?;
-    Ok((lim.rlim_cur, lim.rlim_max))
+    getrlimit(Resource::Memlock).map_err(MemlockError::Get)
+}
+
+/// Whether a locked-memory limit lets the executors start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The limit covers what the executors need.
+    Enough,
+    /// The limit is short, but CAP_IPC_LOCK exempts io_uring memory and the limit meets
+    /// glommio's own floor.
+    CapIpcLock,
+    /// Too small: `needed` bytes are required, for the reason `why`.
+    TooSmall { needed: u64, why: &'static str },
+}
+
+/// The verdict on a soft RLIMIT_MEMLOCK of `limit` bytes (`u64::MAX`: unlimited) for
+/// executors that need `needed` bytes (from [`bytes_needed`]). Pure: `ensure_executors`
+/// decides by it, `ringmail tune` reports it.
+pub fn verdict(limit: u64, needed: u64, cap_ipc_lock: bool) -> Verdict {
+    if limit >= needed || cap_ipc_lock {
+        // With CAP_IPC_LOCK the kernel does not charge io_uring memory against the limit,
+        // but glommio still checks the soft limit is at least 512 KiB.
+        if limit < GLOMMIO_MEMLOCK_BYTES_MIN {
+            Verdict::TooSmall {
+                needed: GLOMMIO_MEMLOCK_BYTES_MIN,
+                why: "glommio refuses to start below 512 KiB",
+            }
+        } else if limit >= needed {
+            Verdict::Enough
+        } else {
+            Verdict::CapIpcLock
+        }
+    } else {
+        Verdict::TooSmall {
+            needed,
+            why: "3 × io_memory + the rings (64 KiB at depth 128) per executor, at least 512 KiB",
+        }
+    }
 }
 
 /// Whether this process may lock memory beyond the limit (the kernel then does not charge
@@ -111,38 +163,30 @@ pub fn ensure_executors(executors: &[ExecutorSettings]) -> Result<u64, MemlockEr
         .copied()
         .unwrap_or(ExecutorSettings::DEFAULT);
     let (io_memory_bytes, ring_depth) = (first.io_memory_bytes, first.ring_depth);
-    let mut lim = get()?;
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
+    let (mut soft, mut hard) = limits()?;
+    if soft < hard {
+        let lim = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: hard,
+        };
         // SAFETY: setrlimit reads the struct we own. Failure leaves the old limit, checked below.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
-        lim = get()?;
+        (soft, hard) = limits()?;
     }
     let needed = bytes_needed(executors);
-    let soft = lim.rlim_cur;
-    if soft == libc::RLIM_INFINITY || soft >= needed || has_cap_ipc_lock() {
-        // With CAP_IPC_LOCK the kernel does not charge io_uring memory against the limit,
-        // but glommio still checks the soft limit is at least 512 KiB.
-        if soft != libc::RLIM_INFINITY && soft < GLOMMIO_MEMLOCK_BYTES_MIN {
-            return Err(MemlockError::TooSmall {
-                cores,
-                io_memory_bytes,
-                ring_depth,
-                needed: GLOMMIO_MEMLOCK_BYTES_MIN,
-                hard: lim.rlim_max,
-                why: "glommio refuses to start below 512 KiB",
-            });
-        }
-        return Ok(soft);
+    // CAP_IPC_LOCK is looked up only when the limit alone is short.
+    let cap_ipc_lock = soft < needed && has_cap_ipc_lock();
+    match verdict(soft, needed, cap_ipc_lock) {
+        Verdict::Enough | Verdict::CapIpcLock => Ok(soft),
+        Verdict::TooSmall { needed, why } => Err(MemlockError::TooSmall {
+            cores,
+            io_memory_bytes,
+            ring_depth,
+            needed,
+            hard,
+            why,
+        }),
     }
-    Err(MemlockError::TooSmall {
-        cores,
-        io_memory_bytes,
-        ring_depth,
-        needed,
-        hard: lim.rlim_max,
-        why: "3 × io_memory + the rings (64 KiB at depth 128) per executor, at least 512 KiB",
-    })
 }
 
 #[cfg(test)]
@@ -178,6 +222,25 @@ mod tests {
             bytes_needed(&[settings(64 * 1024, 16)]),
             GLOMMIO_MEMLOCK_BYTES_MIN
         );
+    }
+
+    #[test]
+    fn verdict_needs_the_budget_or_the_capability_and_the_floor() {
+        let mib = 1 << 20;
+        assert_eq!(verdict(8 * mib, 2 * mib, false), Verdict::Enough);
+        assert_eq!(verdict(u64::MAX, 100 * mib, false), Verdict::Enough);
+        assert_eq!(verdict(mib, 100 * mib, true), Verdict::CapIpcLock);
+        assert!(matches!(
+            verdict(mib, 100 * mib, false),
+            Verdict::TooSmall { needed, .. } if needed == 100 * mib
+        ));
+        assert!(matches!(
+            verdict(64, 100 * mib, true),
+            Verdict::TooSmall {
+                needed: GLOMMIO_MEMLOCK_BYTES_MIN,
+                ..
+            }
+        ));
     }
 
     #[test]

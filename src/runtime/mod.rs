@@ -574,7 +574,7 @@ async fn core_main(
         }
         None => None,
     };
-    crate::metrics::http::start(&core_ctx, &metrics).map_err(|e| e.to_string())?;
+    crate::metrics::http::start(&core_ctx, &metrics).map_err(|e| format!("metrics: {e}"))?;
     let watch = core_ctx.watch.clone();
     store.set_change_hook(Box::new(move |ids: &[u64]| watch.notify(ids)));
     let _ = events.send(CoreEvent::Ready);

@@ -203,6 +203,10 @@ struct Batch<T> {
     reserved: u64,
     /// The batch starts a new segment.
     rolls: bool,
+    /// When the first record went in; None while the batch is empty. The group-commit
+    /// window counts from here, so a batch that gathered during the previous write
+    /// does not wait again.
+    first_pushed: Option<std::time::Instant>,
 }
 
 impl<T> Batch<T> {
@@ -215,6 +219,7 @@ impl<T> Batch<T> {
             place: None,
             reserved: 0,
             rolls: false,
+            first_pushed: None,
         }
     }
 }
@@ -475,6 +480,9 @@ impl<T: 'static> LogWriter<T> {
     fn pushed(&self, st: &mut State<T>, off: usize, crc: u32, op: T) -> Ticket {
         let bytes = (st.pending.buf.len() - off) as u64;
         self.place(st, bytes);
+        st.pending
+            .first_pushed
+            .get_or_insert_with(std::time::Instant::now);
         st.pending.ops.push(op);
         st.pending.last_record = Some((off as u64, crc));
         if let Some(w) = st.work_waker.take() {
@@ -929,8 +937,9 @@ impl<T> Future for WorkReady<'_, T> {
 /// The commit task of one log. `on_durable(ops, batch_bytes)` runs after a batch is
 /// durable and before its waiters are woken (the meta log publishes to the index there,
 /// so a `deliver` returns only after its messages are visible, in record order).
-/// `window` > 0: once there is work, wait that long (unless the batch fills up first:
-/// appenders then wait for room anyway) so more appenders share the write and the sync.
+/// `window` > 0: once there is work, wait until the pending batch's first record is that
+/// old (unless the batch fills up first: appenders then wait for room anyway) so more
+/// appenders share the write and the sync.
 pub(crate) async fn run<T: 'static>(
     log: Rc<LogWriter<T>>,
     window: std::time::Duration,
@@ -939,8 +948,17 @@ pub(crate) async fn run<T: 'static>(
     log.maybe_zero_fill();
     loop {
         WorkReady { log: &log }.await;
-        if !window.is_zero() && log.state.borrow().pending.buf.len() < log.batch_limit() {
-            glommio::timer::sleep(window).await;
+        let wait = {
+            let st = log.state.borrow();
+            if !window.is_zero() && st.pending.buf.len() < log.batch_limit() {
+                let gathered = st.pending.first_pushed.map(|t| t.elapsed());
+                window.saturating_sub(gathered.unwrap_or_default())
+            } else {
+                std::time::Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            glommio::timer::sleep(wait).await;
         }
         let batch = {
             let mut st = log.state.borrow_mut();
