@@ -16,6 +16,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use memchr::memchr;
+
 use crate::args::number;
 use crate::outcome::{Outcome, Timeline};
 use crate::output::OutputOptions;
@@ -36,6 +38,8 @@ const RETRY_DELAY_MAX: Duration = Duration::from_millis(500);
 const TICK: Duration = Duration::from_millis(50);
 /// One read buffer per worker thread.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Largest command buffer kept allocated between commands (an APPEND may be 64 MiB).
+const OUTBOX_CAPACITY_MAX: usize = 1 << 20;
 
 /// Most users after `%` expansion.
 pub const USERS_MAX: u64 = 100_000;
@@ -316,11 +320,10 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
+        // `mix64` adds the golden-ratio increment itself; the state advances by it.
+        let z = crate::message::mix64(self.0);
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        z
     }
 
     /// Uniform in `0..n` (n > 0; the modulo bias is below 2^-32 for n < 2^32).
@@ -419,11 +422,7 @@ impl Outbox {
     /// marks segments with [`Outbox::hold_here`], then calls [`Outbox::seal`].
     /// Whatever was not written yet is dropped (the server answered early).
     pub(crate) fn start(&mut self) -> &mut Vec<u8> {
-        self.buf.clear();
-        self.pos = 0;
-        self.released = 0;
-        self.holds.clear();
-        self.first_end = None;
+        self.clear();
         self.sent_at = None;
         &mut self.buf
     }
@@ -462,8 +461,12 @@ impl Outbox {
     }
 
     /// Drops whatever was not written (the server answered early, or the connection ended).
+    /// A large command's buffer shrinks back to [`OUTBOX_CAPACITY_MAX`].
     pub(crate) fn clear(&mut self) {
         self.buf.clear();
+        if self.buf.capacity() > OUTBOX_CAPACITY_MAX {
+            self.buf.shrink_to(OUTBOX_CAPACITY_MAX);
+        }
         self.pos = 0;
         self.released = 0;
         self.holds.clear();
@@ -478,6 +481,43 @@ impl Outbox {
             self.sent_at = Some(now);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Received bytes
+
+/// Feeds bytes from the server to `process`, which handles the complete
+/// replies at the start of its input and returns the bytes it used; what it
+/// leaves is an unfinished line (no LF, shorter than `line_bytes_max`), kept
+/// in `carry` until the rest arrives. A line is scanned for its LF once: a
+/// read without one only grows the carry, until it reaches `line_bytes_max`
+/// (then `process` sees it and reports the line as too long).
+pub(crate) fn feed<E>(
+    carry: &mut Vec<u8>,
+    data: &[u8],
+    line_bytes_max: usize,
+    mut process: impl FnMut(&[u8]) -> Result<usize, E>,
+) -> Result<(), E> {
+    let mut data = data;
+    if !carry.is_empty() {
+        let lf = memchr(b'\n', data);
+        if lf.is_none() && carry.len() + data.len() < line_bytes_max {
+            carry.extend_from_slice(data);
+            return Ok(());
+        }
+        // Complete the unfinished line (a reader is never inside a literal or body then).
+        let take = lf.map_or(data.len(), |i| i + 1);
+        carry.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        let used = process(carry)?;
+        carry.drain(..used);
+        if !carry.is_empty() {
+            return Ok(());
+        }
+    }
+    let used = process(data)?;
+    carry.extend_from_slice(&data[used..]);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1045,6 +1085,68 @@ mod tests {
         assert_eq!(o.pending(), b"pw\r\n");
         assert!(!o.holding() && !o.release());
         assert_eq!(o.sent_at, Some(t0 + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn outbox_shrinks_after_a_large_command() {
+        let mut o = Outbox::default();
+        o.start().resize(4 * OUTBOX_CAPACITY_MAX, b'x');
+        o.seal();
+        assert!(o.start().capacity() <= OUTBOX_CAPACITY_MAX);
+        o.buf_mut().resize(OUTBOX_CAPACITY_MAX / 2, b'y');
+        o.clear();
+        assert!(
+            o.buf_mut().capacity() >= OUTBOX_CAPACITY_MAX / 2,
+            "a small one is kept"
+        );
+    }
+
+    #[test]
+    fn feed_carries_an_unfinished_line_and_scans_it_once() {
+        // `process` takes whole lines, as the readers do, and logs what it was given.
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let mut carry = Vec::new();
+        let mut step = |carry: &mut Vec<u8>, data: &[u8]| {
+            feed(carry, data, 16, |bytes: &[u8]| {
+                seen.push(bytes.to_vec());
+                let window = &bytes[..bytes.len().min(16)];
+                match window.iter().rposition(|&b| b == b'\n') {
+                    Some(end) => {
+                        lines.extend(
+                            bytes[..=end]
+                                .split_inclusive(|&b| b == b'\n')
+                                .map(<[u8]>::to_vec),
+                        );
+                        Ok(end + 1)
+                    }
+                    None if bytes.len() >= 16 => Err("too long"),
+                    None => Ok(0),
+                }
+            })
+        };
+        step(&mut carry, b"a1\nb").unwrap();
+        step(&mut carry, b"cd").unwrap();
+        step(&mut carry, b"ef").unwrap();
+        assert_eq!(carry, b"bcdef");
+        step(&mut carry, b"g\nh\n").unwrap();
+        assert!(carry.is_empty());
+        step(&mut carry, b"0123456").unwrap();
+        step(&mut carry, b"789abcde").unwrap();
+        assert_eq!(carry, b"0123456789abcde", "one byte short of the limit");
+        assert_eq!(step(&mut carry, b"f"), Err("too long"));
+        assert_eq!(lines, [&b"a1\n"[..], b"bcdefg\n", b"h\n"]);
+        // Reads without LF reach `process` only at the limit.
+        assert_eq!(
+            seen,
+            [
+                &b"a1\nb"[..],
+                b"bcdefg\n",
+                b"h\n",
+                b"0123456",
+                b"0123456789abcdef"
+            ]
+        );
     }
 
     #[test]

@@ -14,15 +14,15 @@ use std::fmt::Display;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use memchr::memchr;
-
 use super::args::{ImapConfig, MixOp, SessionMode};
 use super::message::{write_message, SEARCH_WORD};
 use super::response::{
     appended_uid, capability_code, classify, excerpt, has_capability, search_numbers, Response,
     ResponseError, ResponseLimits, ResponseReader, Status, Untagged,
 };
-use crate::mailrun::{Class, Credentials, Outbox, Recorder, Retry, Rng, SlotClient, REPLY_TIMEOUT};
+use crate::mailrun::{
+    feed, Class, Credentials, Outbox, Recorder, Retry, Rng, SlotClient, REPLY_TIMEOUT,
+};
 
 /// The operations, in report order; `Op as usize` indexes this.
 pub const OPS: [&str; 9] = [
@@ -569,25 +569,16 @@ impl SlotClient for ImapClient<'_> {
         rec: &mut Recorder,
     ) -> Result<(), ImapClientError> {
         self.last_progress = now;
-        let mut data = data;
-        if !self.carry.is_empty() {
-            // Complete the unfinished line (the reader is never inside a literal then).
-            let take = memchr(b'\n', data).map_or(data.len(), |i| i + 1);
-            let mut carry = std::mem::take(&mut self.carry);
-            carry.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            let used = self.process(&carry, now, rec)?;
-            carry.drain(..used);
-            self.carry = carry;
-            if !self.carry.is_empty() {
-                return Ok(());
-            }
-        }
-        let used = self.process(data, now, rec)?;
-        if matches!(self.phase, Phase::Greeting | Phase::Command) {
-            self.carry.extend_from_slice(&data[used..]);
-        }
-        Ok(())
+        let mut carry = std::mem::take(&mut self.carry);
+        let line_bytes_max = self.reader.limits().line_bytes_max;
+        let result = feed(&mut carry, data, line_bytes_max, |bytes| {
+            let used = self.process(bytes, now, rec)?;
+            // Once the session stops reading, nothing is carried.
+            let reading = matches!(self.phase, Phase::Greeting | Phase::Command);
+            Ok(if reading { used } else { bytes.len() })
+        });
+        self.carry = carry;
+        result
     }
 
     fn on_timer(&mut self, now: Instant, _rec: &mut Recorder) -> Result<(), ImapClientError> {

@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::message::write_rfc5322_date;
+
 /// The word every generated body contains (the `search` op's BODY key).
 pub const SEARCH_WORD: &str = "loadgen";
 /// Longest the headers get (sequence numbers of 20 digits included).
@@ -35,10 +37,13 @@ Date: {date}\r\nMessage-ID: <{seq}.{run:x}@loadgen.test>\r\n\r\n"
             r if r == LINE_BYTES + 3 => LINE_BYTES - 1,
             _ => LINE_BYTES,
         };
-        for i in 0..content {
-            out.push(FILLER[(offset + i) % FILLER.len()]);
+        let mut left = content;
+        while left > 0 {
+            let take = left.min(FILLER.len() - offset);
+            out.extend_from_slice(&FILLER[offset..offset + take]);
+            offset = (offset + take) % FILLER.len();
+            left -= take;
         }
-        offset = (offset + content) % FILLER.len();
         out.extend_from_slice(b"\r\n");
         remaining -= (content + 2).min(remaining);
     }
@@ -49,37 +54,10 @@ pub fn rfc5322_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    rfc5322_date(secs)
-}
-
-/// `secs` since the Unix epoch as an RFC 5322 date in UTC.
-pub fn rfc5322_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil from days (H. Hinnant's algorithm), for days ≥ 0.
-    let z = days as i64 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    let mut date = Vec::new();
+    write_rfc5322_date(&mut date, secs);
+    // The date is ASCII.
+    String::from_utf8_lossy(&date).into_owned()
 }
 
 #[cfg(test)]
@@ -88,10 +66,10 @@ mod tests {
 
     #[test]
     fn exact_sizes_crlf_lines_and_the_search_word() {
-        let date = rfc5322_date(0);
+        let date = "Thu, 01 Jan 1970 00:00:00 +0000";
         for size in (HEADER_BYTES_MAX + 2..HEADER_BYTES_MAX + 400).chain([2048, 65_536, 100_003]) {
             let mut out = b"prefix".to_vec();
-            write_message(&mut out, size, &date, u64::MAX, u64::MAX - 1);
+            write_message(&mut out, size, date, u64::MAX, u64::MAX - 1);
             let m = &out[6..];
             assert_eq!(m.len(), size, "size {size}");
             assert!(m.ends_with(b"\r\n"));
@@ -108,12 +86,26 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-        assert_eq!(
-            rfc5322_date(1_795_344_725),
-            "Sun, 22 Nov 2026 10:52:05 +0000"
-        );
+    fn body_lines_cycle_the_filler() {
+        let mut out = Vec::new();
+        write_message(&mut out, 1_000, "d", 1, 5);
+        let body = &out[out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+        let text: Vec<u8> = body
+            .split(|&b| b == b'\n')
+            .flat_map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .copied()
+            .collect();
+        let expected: Vec<u8> = (0..text.len())
+            .map(|i| FILLER[(5 + i) % FILLER.len()])
+            .collect();
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn now_is_an_rfc5322_date() {
+        // The format itself is tested with `crate::message::write_rfc5322_date`.
+        let now = rfc5322_now();
+        assert_eq!(now.len(), "Sun, 22 Nov 2026 10:52:05 +0000".len(), "{now}");
+        assert!(now.ends_with(" +0000"), "{now}");
     }
 }

@@ -100,6 +100,10 @@ impl ResponseReader {
         self.state = State::Head;
     }
 
+    pub fn limits(&self) -> ResponseLimits {
+        self.limits
+    }
+
     /// Consumes a prefix of `buf`: `(bytes used, a response head if one was
     /// completed)`. `(0, None)` means more bytes are needed.
     pub fn next<'a>(
@@ -221,8 +225,6 @@ pub enum Untagged<'a> {
     Capability(&'a [u8]),
     /// `* SEARCH n n n ...`: the numbers, space-separated.
     Search(&'a [u8]),
-    /// `* n EXISTS`.
-    Exists(u32),
     Other,
 }
 
@@ -237,13 +239,6 @@ pub fn classify(line: &[u8]) -> Untagged<'_> {
         Untagged::Search(rest)
     } else if word.eq_ignore_ascii_case(b"OK") || word.eq_ignore_ascii_case(b"PREAUTH") {
         capability_code(rest).map_or(Untagged::Other, Untagged::Capability)
-    } else if let Some(n) = number(word) {
-        let (kind, _) = split_word(rest);
-        if kind.eq_ignore_ascii_case(b"EXISTS") {
-            Untagged::Exists(n)
-        } else {
-            Untagged::Other
-        }
     } else {
         Untagged::Other
     }
@@ -456,7 +451,7 @@ a4 bad\r\n";
         );
         assert_eq!(classify(b"CAPABILITY A B"), Untagged::Capability(b"A B"));
         assert_eq!(classify(b"OK [UIDNEXT 5] x"), Untagged::Other);
-        assert_eq!(classify(b"12 EXISTS"), Untagged::Exists(12));
+        assert_eq!(classify(b"12 EXISTS"), Untagged::Other);
         assert_eq!(classify(b"12 RECENT"), Untagged::Other);
         assert_eq!(classify(b"SEARCH"), Untagged::Search(b""));
         let nums: Vec<u32> = search_numbers(b"1 5 x 4294967295 4294967296 (MODSEQ 9)").collect();

@@ -14,11 +14,11 @@ use std::fmt::Display;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use memchr::memchr;
-
 use super::args::Pop3Config;
 use super::reply::{stat_count, Reply, ReplyError, ReplyLimits, ReplyReader};
-use crate::mailrun::{Class, Credentials, Outbox, Recorder, Retry, Rng, SlotClient, REPLY_TIMEOUT};
+use crate::mailrun::{
+    feed, Class, Credentials, Outbox, Recorder, Retry, Rng, SlotClient, REPLY_TIMEOUT,
+};
 
 /// The operations, in report order; `Op as usize` indexes this.
 pub const OPS: [&str; 5] = ["login", "stat", "retr", "dele", "quit"];
@@ -68,7 +68,7 @@ enum Waiting {
     Stat,
     /// RETR's status line, then its body.
     Retr(u32),
-    Dele,
+    Dele(u32),
     Quit,
     /// The session is over: the driver closes the socket.
     Closing,
@@ -83,7 +83,7 @@ impl Waiting {
             Waiting::Pass => "PASS reply",
             Waiting::Stat => "STAT reply",
             Waiting::Retr(_) => "RETR reply",
-            Waiting::Dele => "DELE reply",
+            Waiting::Dele(_) => "DELE reply",
             Waiting::Quit => "QUIT reply",
             Waiting::Closing => "close",
         }
@@ -95,7 +95,7 @@ impl Waiting {
             Waiting::User | Waiting::Pass => Some(Op::Login),
             Waiting::Stat => Some(Op::Stat),
             Waiting::Retr(_) => Some(Op::Retr),
-            Waiting::Dele => Some(Op::Dele),
+            Waiting::Dele(_) => Some(Op::Dele),
             Waiting::Quit => Some(Op::Quit),
             Waiting::Disconnected | Waiting::Greeting | Waiting::Closing => None,
         }
@@ -120,6 +120,8 @@ pub struct Pop3Client<'a> {
     login_sent_at: Option<Instant>,
     /// Messages left to retrieve this session, last first.
     plan: Vec<u32>,
+    /// With --dele: the numbers already in `plan` (kept to reuse its allocation).
+    chosen: HashSet<u32>,
     retry: Retry,
     last_progress: Instant,
     rng: Rng,
@@ -138,6 +140,7 @@ impl<'a> Pop3Client<'a> {
             outbox: Outbox::default(),
             login_sent_at: None,
             plan: Vec::new(),
+            chosen: HashSet::new(),
             retry: Retry::new(now),
             last_progress: now,
             rng,
@@ -221,13 +224,12 @@ impl<'a> Pop3Client<'a> {
             Waiting::Retr(number) => {
                 rec.complete(Op::Retr as usize, class, self.outbox.sent_at, now);
                 if ok && self.cfg.dele {
-                    self.send(Waiting::Dele);
-                    self.write_number("DELE", number);
+                    self.send(Waiting::Dele(number));
                 } else {
                     self.next_command();
                 }
             }
-            Waiting::Dele => {
+            Waiting::Dele(_) => {
                 rec.complete(Op::Dele as usize, class, self.outbox.sent_at, now);
                 self.next_command();
             }
@@ -255,11 +257,12 @@ impl<'a> Pop3Client<'a> {
         if self.cfg.dele {
             let k = wanted.min(count);
             // Floyd's algorithm: k distinct numbers without a list of all `count`.
-            let mut chosen = HashSet::with_capacity(k as usize);
+            self.chosen.clear();
+            self.chosen.reserve(k as usize);
             for j in (count - k + 1)..=count {
                 let t = 1 + self.rng.below(u64::from(j)) as u32;
-                let pick = if chosen.contains(&t) { j } else { t };
-                chosen.insert(pick);
+                let pick = if self.chosen.contains(&t) { j } else { t };
+                self.chosen.insert(pick);
                 self.plan.push(pick);
             }
         } else {
@@ -271,15 +274,12 @@ impl<'a> Pop3Client<'a> {
 
     fn next_command(&mut self) {
         match self.plan.pop() {
-            Some(number) => {
-                self.send(Waiting::Retr(number));
-                self.write_number("RETR", number);
-            }
+            Some(number) => self.send(Waiting::Retr(number)),
             None => self.send(Waiting::Quit),
         }
     }
 
-    /// Queues the command of `waiting` (RETR/DELE: [`Pop3Client::write_number`] adds it).
+    /// Queues the command of `waiting`.
     fn send(&mut self, waiting: Waiting) {
         self.waiting = waiting;
         let out = self.outbox.start();
@@ -288,16 +288,11 @@ impl<'a> Pop3Client<'a> {
             Waiting::User => write!(out, "USER {}\r\n", self.user.login),
             Waiting::Pass => write!(out, "PASS {}\r\n", self.user.password.expose()),
             Waiting::Stat => write!(out, "STAT\r\n"),
+            Waiting::Retr(number) => write!(out, "RETR {number}\r\n"),
+            Waiting::Dele(number) => write!(out, "DELE {number}\r\n"),
             Waiting::Quit => write!(out, "QUIT\r\n"),
-            _ => Ok(()),
+            Waiting::Disconnected | Waiting::Greeting | Waiting::Closing => Ok(()),
         };
-        if !matches!(waiting, Waiting::Retr(_) | Waiting::Dele) {
-            self.outbox.seal();
-        }
-    }
-
-    fn write_number(&mut self, command: &str, number: u32) {
-        let _ = write!(self.outbox.buf_mut(), "{command} {number}\r\n");
         self.outbox.seal();
     }
 
@@ -351,25 +346,19 @@ impl SlotClient for Pop3Client<'_> {
         rec: &mut Recorder,
     ) -> Result<(), Pop3ClientError> {
         self.last_progress = now;
-        let mut data = data;
-        if !self.carry.is_empty() {
-            // Complete the unfinished status line (bodies are never carried).
-            let take = memchr(b'\n', data).map_or(data.len(), |i| i + 1);
-            let mut carry = std::mem::take(&mut self.carry);
-            carry.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            let used = self.process(&carry, now, rec)?;
-            carry.drain(..used);
-            self.carry = carry;
-            if !self.carry.is_empty() {
-                return Ok(());
-            }
-        }
-        let used = self.process(data, now, rec)?;
-        if self.waiting.connected() {
-            self.carry.extend_from_slice(&data[used..]);
-        }
-        Ok(())
+        let mut carry = std::mem::take(&mut self.carry);
+        let line_bytes_max = self.reader.limits().line_bytes_max;
+        let result = feed(&mut carry, data, line_bytes_max, |bytes| {
+            let used = self.process(bytes, now, rec)?;
+            // Once the session stops reading, nothing is carried (bodies never are).
+            Ok(if self.waiting.connected() {
+                used
+            } else {
+                bytes.len()
+            })
+        });
+        self.carry = carry;
+        result
     }
 
     fn on_timer(&mut self, now: Instant, _rec: &mut Recorder) -> Result<(), Pop3ClientError> {

@@ -91,6 +91,10 @@ impl ReplyReader {
         self.body_bytes = 0;
     }
 
+    pub fn limits(&self) -> ReplyLimits {
+        self.limits
+    }
+
     /// Consumes a prefix of `buf`. `multi_line`: the command in flight
     /// answers `+OK` with a body (RETR); `-ERR` never has one.
     pub fn next<'a>(
