@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ringmail, Server, ALICE, BOB, USERS};
+use common::{Server, ALICE, BOB, USERS};
 use ringmail_loadgen::args::{parse_args, Command};
 use ringmail_loadgen::outcome::{OpOutcome, Outcome};
 use ringmail_loadgen::progress::Progress;
@@ -46,19 +46,6 @@ fn assert_all_accepted(o: &Outcome, messages: u64) {
         o.first_error
     );
     assert_eq!(op(o, "session_setup").ok, o.connects);
-}
-
-/// Messages in `user`'s INBOX, by `ringmail export` (read-only, safe while serve runs).
-fn exported(server: &Server, user: &str) -> u64 {
-    let r = ringmail(&["export", user, "--config", server.config_str()], b"");
-    r.assert_ok(&format!("export {user}"));
-    let count = r
-        .stderr
-        .split_whitespace()
-        .skip_while(|w| *w != "exported")
-        .nth(1)
-        .and_then(|n| n.parse().ok());
-    count.unwrap_or_else(|| panic!("no count in {:?}", r.stderr))
 }
 
 #[test]
@@ -138,8 +125,8 @@ fn tls_and_auth_runs_deliver_every_message() {
     ]);
     assert_all_accepted(&o, 60);
 
-    assert_eq!(exported(&server, BOB), 100);
-    assert_eq!(exported(&server, ALICE), 30 + 60);
+    assert_eq!(server.export(BOB).len(), 100);
+    assert_eq!(server.export(ALICE).len(), 30 + 60);
 }
 
 #[test]
@@ -168,5 +155,5 @@ fn a_certificate_that_does_not_name_the_server_is_refused() {
     );
     let error = o.first_error.unwrap_or_default();
     assert!(error.contains("certificate"), "{error}");
-    assert_eq!(exported(&server, ALICE), 0);
+    assert_eq!(server.export(ALICE).len(), 0);
 }

@@ -4,13 +4,13 @@
 //! Settings are grouped: target and load shape, messages ([`SizeSpec`]),
 //! [`TlsSettings`], [`AuthSettings`], open-loop rate, [`OutputOptions`].
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::corpus::EmlCorpus;
+use crate::mailrun::{Credentials, Secret};
 use crate::message::{MessageTemplate, SizeSpec, SEQUENCE_MAX, SIZE_CHOICES_MAX, SIZE_WEIGHT_MAX};
 use crate::output::{OutputOptions, OUTPUT_USAGE};
 use crate::rate::RATE_PER_SEC_MAX;
@@ -160,32 +160,6 @@ impl AuthMechanism {
     }
 }
 
-/// A password: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(text: String) -> Self {
-        Secret(text)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    pub login: String,
-    pub password: Secret,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthSettings {
     pub mechanism: AuthMechanism,
@@ -331,7 +305,7 @@ fn collect_raw(mut args: impl Iterator<Item = String>) -> (RawSmtpArgs, Vec<Stri
                     "--auth" => &mut raw.auth,
                     "--rate" => &mut raw.rate,
                     "--auth-user" => {
-                        raw.auth_users.push(Secret(value));
+                        raw.auth_users.push(Secret::new(value));
                         continue;
                     }
                     _ => {
@@ -474,19 +448,8 @@ fn validate(raw: RawSmtpArgs, cpus: usize, problems: &mut Vec<String>) -> Option
         problems,
     );
 
+    let target = crate::mailrun::target(&raw.target, raw.allow_remote, problems);
     let target_text = raw.target.unwrap_or_default();
-    let target = if target_text.is_empty() {
-        problems.push("--target HOST:PORT is required".into());
-        None
-    } else {
-        match resolve_target(&target_text, raw.allow_remote) {
-            Ok(addr) => Some(addr),
-            Err(problem) => {
-                problems.push(problem);
-                None
-            }
-        }
-    };
     let auth = auth_settings(raw.auth.as_deref(), raw.auth_users, problems);
 
     Some(SmtpConfig {
@@ -682,11 +645,11 @@ fn auth_settings(
             !s.is_empty() && s.len() <= CREDENTIAL_BYTES_MAX && !s.chars().any(char::is_control)
         };
         // The password is never echoed, only the position of the bad entry.
-        match user.0.split_once(':') {
+        match user.expose().split_once(':') {
             Some((login, password)) if usable(login) && usable(password) && !login.contains(' ') => {
                 credentials.push(Credentials {
                     login: login.to_string(),
-                    password: Secret(password.to_string()),
+                    password: Secret::new(password),
                 })
             }
             _ => problems.push(format!(

@@ -25,6 +25,7 @@ use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::args::{AuthMechanism, PipeliningMode, SmtpConfig};
+use crate::mailrun::{Credentials, Retry};
 use crate::message::{MessageError, MessageTemplate, SizeSpec};
 use crate::rate::{is_late, lateness};
 use crate::reply::{ehlo_has_keyword, excerpt, parse_reply, Parsed, ReplyError};
@@ -35,13 +36,6 @@ use crate::tls::TlsMode;
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unparsed reply bytes buffered at most (a reply without its end is bounded by the parser too).
 pub const REPLY_BYTES_MAX: usize = 64 * 1024;
-/// Failed connects / sessions in a row before a slot gives up, once it has been ready for MAIL.
-pub const FAILURES_IN_A_ROW_MAX: u32 = 20;
-/// Attempts before a slot that never got ready for MAIL gives up (target down,
-/// TLS or AUTH refused).
-pub const FIRST_CONNECT_ATTEMPTS_MAX: u32 = 3;
-const RETRY_DELAY_MIN: Duration = Duration::from_millis(1);
-const RETRY_DELAY_MAX: Duration = Duration::from_millis(500);
 /// Largest message buffer kept allocated between messages.
 const OUT_CAPACITY_MAX: usize = 1 << 20;
 
@@ -194,8 +188,8 @@ pub struct Client<'a> {
     session_messages: u64,
     state: State,
     pipelining: bool,
+    /// STARTTLS done in this session.
     tls_active: bool,
-    authenticated: bool,
     txn: Option<Txn>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -209,10 +203,10 @@ pub struct Client<'a> {
     auth_started: Option<Instant>,
     /// The session is closing because it failed (AUTH refused): retry with backoff.
     session_failed: bool,
-    ever_ready: bool,
-    failures_in_a_row: u32,
-    connect_at: Instant,
-    stopped: bool,
+    /// Reconnect backoff; "connected" once a session got ready for MAIL, so
+    /// a slot that never did (target down, TLS or AUTH refused) gives up
+    /// after [`FIRST_CONNECT_ATTEMPTS_MAX`](crate::mailrun::FIRST_CONNECT_ATTEMPTS_MAX) attempts.
+    retry: Retry,
 }
 
 impl<'a> Client<'a> {
@@ -263,7 +257,6 @@ impl<'a> Client<'a> {
             state: State::Idle,
             pipelining: false,
             tls_active: false,
-            authenticated: false,
             txn: None,
             inbuf: Vec::with_capacity(1024),
             out: Vec::with_capacity(capacity),
@@ -274,17 +267,15 @@ impl<'a> Client<'a> {
             setup_started: None,
             auth_started: None,
             session_failed: false,
-            ever_ready: false,
-            failures_in_a_row: 0,
-            connect_at: now,
-            stopped: false,
+            retry: Retry::new(now),
         }
     }
 
     /// When the driver should open the next connection (an instant in the past
     /// means now); `None` once the slot has finished or given up.
     pub fn next_connect_at(&self) -> Option<Instant> {
-        (self.state == State::Idle && !self.stopped && self.work.left()).then_some(self.connect_at)
+        (self.state == State::Idle && !self.retry.stopped && self.work.left())
+            .then_some(self.retry.connect_at)
     }
 
     pub fn is_closing(&self) -> bool {
@@ -323,12 +314,10 @@ impl<'a> Client<'a> {
         debug_assert_eq!(self.state, State::Idle);
         stats.connects += 1;
         self.state = State::Greeting;
-        self.tls_active = self.cfg.tls.as_ref().map(|t| t.mode) == Some(TlsMode::Implicit);
-        self.authenticated = false;
+        self.tls_active = false;
         self.session_failed = false;
         self.inbuf.clear();
-        self.out.clear();
-        self.out_pos = 0;
+        self.clear_output();
         self.dot_end = None;
         self.dot_sent_at = None;
         self.session_messages = 0;
@@ -381,7 +370,7 @@ impl<'a> Client<'a> {
             self.schedule_retry(now);
         } else {
             self.state = State::Idle;
-            self.connect_at = now;
+            self.retry.again(now);
         }
     }
 
@@ -389,7 +378,7 @@ impl<'a> Client<'a> {
     pub fn on_deadline(&mut self, stats: &mut Stats) {
         self.abort_in_flight(stats);
         self.state = State::Idle;
-        self.stopped = true;
+        self.retry.stopped = true;
     }
 
     /// Open loop: the driver's schedule has no more messages. A waiting
@@ -425,11 +414,9 @@ impl<'a> Client<'a> {
             self.dot_sent_at = Some(now);
         }
         if self.out_pos == self.out.len() {
+            // The capacity stays for the session's next message.
             self.out.clear();
             self.out_pos = 0;
-            if self.out.capacity() > OUT_CAPACITY_MAX + 1024 {
-                self.out.shrink_to(OUT_CAPACITY_MAX + 1024);
-            }
         }
     }
 
@@ -637,35 +624,35 @@ impl<'a> Client<'a> {
             self.state = State::StartTls;
             return;
         }
+        // Only EHLO/HELO replies lead here, and a session never says EHLO
+        // again after AUTH: no need to remember that it authenticated.
         if let Some(auth) = &self.cfg.auth {
-            if !self.authenticated {
-                self.auth_started = Some(now);
-                match auth.mechanism {
-                    AuthMechanism::Plain => {
-                        let (login, password) = self
-                            .credentials()
-                            .map_or(("", ""), |c| (c.login.as_str(), c.password.expose()));
-                        let mut response = Vec::with_capacity(login.len() + password.len() + 2);
-                        response.push(0);
-                        response.extend_from_slice(login.as_bytes());
-                        response.push(0);
-                        response.extend_from_slice(password.as_bytes());
-                        let line = base64(&response);
-                        self.command(format_args!("AUTH PLAIN {line}"));
-                        self.state = State::AuthPlain;
-                    }
-                    AuthMechanism::Login => {
-                        self.command(format_args!("AUTH LOGIN"));
-                        self.state = State::AuthLoginUser;
-                    }
+            self.auth_started = Some(now);
+            match auth.mechanism {
+                AuthMechanism::Plain => {
+                    let (login, password) = self
+                        .credentials()
+                        .map_or(("", ""), |c| (c.login.as_str(), c.password.expose()));
+                    let mut response = Vec::with_capacity(login.len() + password.len() + 2);
+                    response.push(0);
+                    response.extend_from_slice(login.as_bytes());
+                    response.push(0);
+                    response.extend_from_slice(password.as_bytes());
+                    let line = base64(&response);
+                    self.command(format_args!("AUTH PLAIN {line}"));
+                    self.state = State::AuthPlain;
                 }
-                return;
+                AuthMechanism::Login => {
+                    self.command(format_args!("AUTH LOGIN"));
+                    self.state = State::AuthLoginUser;
+                }
             }
+            return;
         }
         self.session_ready(now, stats);
     }
 
-    fn credentials(&self) -> Option<&'a crate::args::Credentials> {
+    fn credentials(&self) -> Option<&'a Credentials> {
         let users = &self.cfg.auth.as_ref()?.users;
         users.get(self.slot % users.len().max(1))
     }
@@ -677,7 +664,6 @@ impl<'a> Client<'a> {
             code,
             now.saturating_duration_since(started),
         );
-        self.authenticated = true;
     }
 
     /// AUTH got a 4xx/5xx: counted, the session QUITs and the slot retries with backoff.
@@ -712,7 +698,7 @@ impl<'a> Client<'a> {
                 now.saturating_duration_since(started),
             );
         }
-        self.ever_ready = true;
+        self.retry.connected();
         if self.pipelining {
             stats.sessions_pipelined += 1;
         } else {
@@ -741,7 +727,7 @@ impl<'a> Client<'a> {
             .cfg
             .per_connection
             .is_some_and(|n| self.session_messages >= n);
-        let next = if self.stopped || session_full {
+        let next = if self.retry.stopped || session_full {
             None
         } else {
             match &mut self.work {
@@ -804,13 +790,18 @@ impl<'a> Client<'a> {
         let start = self.out.len();
         if let SizeSpec::Eml(corpus) = &self.cfg.size {
             // Stored CRLF-normalised and dot-stuffed, ending in CRLF.
-            self.out.extend_from_slice(corpus.get(seq));
+            let message = corpus.get(seq);
+            // Room for the message and the final `.\r\n`.
+            self.out.reserve(message.len() + 3);
+            self.out.extend_from_slice(message);
         } else {
             let unix_secs = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let to = recipient(self.cfg, seq, 0);
             let size_bytes = self.cfg.size.size_for(seq);
+            // Room for the message (exactly `size_bytes`) and the final `.\r\n`.
+            self.out.reserve(size_bytes + 3);
             self.template
                 .write(&mut self.out, seq, to, unix_secs, size_bytes)
                 .map_err(|source| ClientError::Message { seq, source })?;
@@ -832,7 +823,7 @@ impl<'a> Client<'a> {
             let latency = now.saturating_duration_since(from) + txn.lateness;
             stats.count_message(code, latency, now);
         }
-        self.failures_in_a_row = 0;
+        self.retry.succeeded();
     }
 
     fn txn_mut(&mut self, now: Instant) -> &mut Txn {
@@ -854,21 +845,19 @@ impl<'a> Client<'a> {
 
     fn schedule_retry(&mut self, now: Instant) {
         self.state = State::Idle;
+        self.clear_output();
+        self.session_failed = false;
+        self.retry.failed(now);
+    }
+
+    /// Drops what is queued at the end of a session, and a buffer grown past
+    /// [`OUT_CAPACITY_MAX`] by a large message.
+    fn clear_output(&mut self) {
         self.out.clear();
         self.out_pos = 0;
-        self.session_failed = false;
-        self.failures_in_a_row += 1;
-        let attempts_max = if self.ever_ready {
-            FAILURES_IN_A_ROW_MAX
-        } else {
-            FIRST_CONNECT_ATTEMPTS_MAX
-        };
-        if self.failures_in_a_row >= attempts_max {
-            self.stopped = true;
-            return;
+        if self.out.capacity() > OUT_CAPACITY_MAX + 1024 {
+            self.out.shrink_to(OUT_CAPACITY_MAX + 1024);
         }
-        let doublings = (self.failures_in_a_row - 1).min(16);
-        self.connect_at = now + (RETRY_DELAY_MIN * (1 << doublings)).min(RETRY_DELAY_MAX);
     }
 }
 
@@ -905,6 +894,7 @@ pub fn base64(input: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::args::{parse_args, Command};
+    use crate::mailrun::FIRST_CONNECT_ATTEMPTS_MAX;
 
     const EHLO_PIPELINING: &[u8] = b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n";
     const EHLO_PLAIN: &[u8] = b"250-sink\r\n250 8BITMIME\r\n";

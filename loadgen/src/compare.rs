@@ -180,19 +180,6 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Operation names over all runs, in first-seen order.
-fn op_names(runs: &[RunSummary]) -> Vec<&str> {
-    let mut names: Vec<&str> = Vec::new();
-    for run in runs {
-        for op in &run.ops {
-            if !names.contains(&op.name.as_str()) {
-                names.push(&op.name);
-            }
-        }
-    }
-    names
-}
-
 /// The side-by-side table: one column per run, one row per figure.
 pub fn table(runs: &[RunSummary]) -> String {
     const MISSING: &str = "-";
@@ -214,7 +201,7 @@ pub fn table(runs: &[RunSummary]) -> String {
     });
     row("connects", &|r| r.connects.to_string());
     row("errors", &|r| r.errors.to_string());
-    for name in op_names(runs) {
+    for name in report::op_names(runs) {
         let op_cell = |f: fn(&report::OpSummary) -> String| {
             move |r: &RunSummary| r.op(name).map_or_else(|| MISSING.to_owned(), f)
         };

@@ -28,6 +28,10 @@ pub const PPM: u64 = 1_000_000;
 /// Mergeable latency histogram in microseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatencyHistogram {
+    /// Per-bucket counts: empty (no allocation) until the first sample, then
+    /// [`BUCKET_COUNT`] long. Readers treat missing buckets as zeros, and a
+    /// histogram holds buckets exactly when it holds samples, so the derived
+    /// equality still compares contents.
     counts: Vec<u64>,
     count: u64,
     sum_us: u128,
@@ -65,7 +69,7 @@ impl Default for LatencyHistogram {
 impl LatencyHistogram {
     pub fn new() -> Self {
         Self {
-            counts: vec![0; BUCKET_COUNT],
+            counts: Vec::new(),
             count: 0,
             sum_us: 0,
             min_us: u64::MAX,
@@ -76,6 +80,7 @@ impl LatencyHistogram {
     /// Records one sample.
     pub fn record(&mut self, value_us: u64) {
         let index = bucket_index(value_us.min(TRACKABLE_US_MAX));
+        self.allocate();
         self.counts[index] += 1;
         self.count += 1;
         self.sum_us += u128::from(value_us);
@@ -85,6 +90,9 @@ impl LatencyHistogram {
 
     /// Adds every sample of `other` to `self`.
     pub fn merge(&mut self, other: &LatencyHistogram) {
+        if !other.counts.is_empty() {
+            self.allocate();
+        }
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
             *mine += *theirs;
         }
@@ -92,6 +100,13 @@ impl LatencyHistogram {
         self.sum_us += other.sum_us;
         self.min_us = self.min_us.min(other.min_us);
         self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// Gives the histogram its buckets on first use.
+    fn allocate(&mut self) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKET_COUNT];
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -408,6 +423,19 @@ mod tests {
     fn empty_histogram_reports_zeros() {
         let histogram = LatencyHistogram::new();
         assert_eq!(histogram.percentiles(), Percentiles::default());
+    }
+
+    #[test]
+    fn buckets_are_allocated_on_first_sample_only() {
+        let mut histogram = LatencyHistogram::new();
+        histogram.merge(&LatencyHistogram::new());
+        assert_eq!(histogram.counts.capacity(), 0);
+        assert_eq!(histogram, LatencyHistogram::new());
+        let mut one = LatencyHistogram::new();
+        one.record(42);
+        histogram.merge(&one);
+        assert_eq!(histogram.counts.len(), BUCKET_COUNT);
+        assert_eq!(histogram, one);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 
 use crate::compare::ratio;
-use crate::report::{CdfPoint, RunSummary};
+use crate::report::{op_names, CdfPoint, RunSummary};
 
 /// Line colours, one per run (repeated with dashes after the eighth run).
 const PALETTE: [&str; 8] = [
@@ -246,8 +246,8 @@ pub fn render(runs: &[RunSummary]) -> String {
     out.push_str("<h2>Throughput over time</h2>\n");
     out.push_str(&throughput_plot(runs));
     for op in op_names(runs) {
-        let _ = writeln!(out, "<h2>Latency CDF: {}</h2>", escape(&op));
-        out.push_str(&cdf_plot(runs, &op));
+        let _ = writeln!(out, "<h2>Latency CDF: {}</h2>", escape(op));
+        out.push_str(&cdf_plot(runs, op));
     }
     let _ = write!(
         out,
@@ -348,19 +348,6 @@ fn headline_section(out: &mut String, runs: &[RunSummary]) {
     out.push_str("</table>\n");
 }
 
-/// Operation names over all runs, in first-seen order.
-fn op_names(runs: &[RunSummary]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for run in runs {
-        for op in &run.ops {
-            if !names.contains(&op.name) {
-                names.push(op.name.clone());
-            }
-        }
-    }
-    names
-}
-
 fn ops_section(out: &mut String, runs: &[RunSummary]) {
     out.push_str(
         "<h2>Operations</h2>\n<table>\n<tr><th>operation</th><th>run</th><th>ok</th>\
@@ -369,13 +356,13 @@ fn ops_section(out: &mut String, runs: &[RunSummary]) {
     );
     for name in op_names(runs) {
         for (i, run) in runs.iter().enumerate() {
-            let Some(op) = run.op(&name) else { continue };
+            let Some(op) = run.op(name) else { continue };
             let p = &op.latency;
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                  <td class=\"n\">{}</td><td class=\"n\">{}</td>",
-                escape(&name),
+                escape(name),
                 swatch(i),
                 escape(&run.label),
                 op.ok,

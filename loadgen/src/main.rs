@@ -159,7 +159,7 @@ fn load(
     let start = Instant::now();
     let outcome = std::thread::scope(|scope| {
         if !output.quiet {
-            scope.spawn(|| report_until_finished(&progress, start, total, false));
+            scope.spawn(|| report_until_finished(&progress, start, total));
         }
         let _finish = FinishOnDrop(&progress);
         run(&progress)
@@ -178,12 +178,7 @@ fn load(
         }
     }
     // Nothing of the headline operation (or of any, for `all`) was even started.
-    let started: u64 = outcome
-        .ops
-        .iter()
-        .filter(|op| outcome.headline == "all" || op.name == outcome.headline)
-        .map(|op| op.completed() + op.aborted)
-        .sum();
+    let started: u64 = outcome.headline_ops().map(|op| op.started()).sum();
     if started == 0 && outcome.errors > 0 {
         let why = outcome
             .first_error

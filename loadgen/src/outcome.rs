@@ -51,6 +51,11 @@ impl OpOutcome {
         self.ok + self.tempfail + self.permfail
     }
 
+    /// Started: completed or aborted.
+    pub fn started(&self) -> u64 {
+        self.completed() + self.aborted
+    }
+
     pub fn merge(&mut self, other: &OpOutcome) {
         self.ok += other.ok;
         self.tempfail += other.tempfail;
@@ -168,12 +173,16 @@ impl Outcome {
         if secs <= 0.0 {
             return 0.0;
         }
-        let ok: u64 = if self.headline == "all" {
-            self.ops.iter().map(|op| op.ok).sum()
-        } else {
-            self.op(&self.headline).map_or(0, |op| op.ok)
-        };
+        let ok: u64 = self.headline_ops().map(|op| op.ok).sum();
         ok as f64 / secs
+    }
+
+    /// The operations counted in the headline: the one named [`Outcome::headline`],
+    /// or every operation for `all`.
+    pub fn headline_ops(&self) -> impl Iterator<Item = &OpOutcome> + '_ {
+        self.ops
+            .iter()
+            .filter(|op| self.headline == "all" || op.name == self.headline)
     }
 
     pub fn count_error(&mut self, what: impl FnOnce() -> String) {

@@ -1,5 +1,6 @@
-//! The live progress line: worker threads bump shared counters (relaxed
-//! atomics, one add per completed operation), one reporter thread prints them
+//! The live progress line: worker threads fold their counts into shared
+//! counters (relaxed atomics, added in batches: per event-loop turn or at most
+//! every 50 ms, not per operation), one reporter thread prints them
 //! once per interval to stderr: rewritten in place (`\r`) on a terminal, one
 //! plain line per interval otherwise (logs, CI). The line has a fixed shape:
 //! `progress 3.0s done=45210 rate=15070/s errors=0` (`/TOTAL` after `done`
@@ -72,9 +73,8 @@ pub fn line(
 
 /// Prints progress to stderr every [`PROGRESS_INTERVAL`] until
 /// [`Progress::finish`] is called; run it on its own (scoped) thread. The rate
-/// is that of the last interval. `quiet` prints nothing (but still returns
-/// when finished).
-pub fn report_until_finished(progress: &Progress, start: Instant, total: Option<u64>, quiet: bool) {
+/// is that of the last interval.
+pub fn report_until_finished(progress: &Progress, start: Instant, total: Option<u64>) {
     let tty = std::io::stderr().is_terminal();
     let mut last = (start, 0u64);
     let mut printed = false;
@@ -89,7 +89,7 @@ pub fn report_until_finished(progress: &Progress, start: Instant, total: Option<
             } else {
                 0.0
             };
-            if !quiet && (printed || !finished) {
+            if printed || !finished {
                 let text = line(
                     now.duration_since(start),
                     completed,
@@ -142,8 +142,8 @@ mod tests {
     fn counters_add_up_across_threads_and_the_reporter_returns() {
         let progress = Progress::default();
         std::thread::scope(|scope| {
-            let reporter =
-                scope.spawn(|| report_until_finished(&progress, Instant::now(), None, true));
+            // Normally finished before its first interval, so it prints nothing.
+            let reporter = scope.spawn(|| report_until_finished(&progress, Instant::now(), None));
             let workers: Vec<_> = (0..4)
                 .map(|_| {
                     scope.spawn(|| {

@@ -101,6 +101,7 @@ impl Schedule {
         self.issued >= self.count
     }
 
+    #[cfg(test)]
     pub fn issued(&self) -> u64 {
         self.issued
     }

@@ -18,11 +18,16 @@ use crate::outcome::{Outcome, Timeline, TIMELINE_BUCKETS_MAX};
 
 /// Most points of a latency CDF written per operation.
 pub const CDF_POINTS_MAX: usize = 200;
-/// Largest JSON document [`parse_json`] reads (a run's JSON is a few hundred KiB at most).
-pub const JSON_BYTES_MAX: usize = 64 << 20;
+/// Largest JSON file `compare` reads. [`json`] writes far less: at most ~10
+/// operations (IMAP has 9) of ≤ [`CDF_POINTS_MAX`] CDF points of ≤ 48 bytes
+/// each (≤ 94 KiB), a timeline of ≤ [`TIMELINE_BUCKETS_MAX`] counts of ≤ 21
+/// bytes (≤ 74 KiB) and the settings: ~200 KiB. Even [`OPS_MAX`] operations
+/// with full CDFs of the widest numbers (2.5 MiB) fit: see the test
+/// `largest_document_the_writer_can_produce_fits_the_read_limit`.
+pub const JSON_BYTES_MAX: usize = 4 << 20;
 /// Most operations, CDF points and config entries accepted when reading.
 pub const OPS_MAX: usize = 256;
-pub const CDF_POINTS_READ_MAX: usize = 100_000;
+pub const CDF_POINTS_READ_MAX: usize = 4 * CDF_POINTS_MAX;
 pub const CONFIG_ENTRIES_MAX: usize = 4_096;
 /// Longest string field accepted when reading (labels, errors, config values).
 pub const STRING_BYTES_MAX: usize = 64 << 10;
@@ -32,8 +37,6 @@ pub const TOOL_NAME: &str = "ringmail-loadgen";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("JSON document of {bytes} bytes is larger than the {max} bytes allowed")]
-    TooLarge { bytes: usize, max: usize },
     #[error("not valid JSON: {0}")]
     Syntax(#[from] simd_json::Error),
     #[error("not a {TOOL_NAME} result: field `{field}` {reason}")]
@@ -141,6 +144,19 @@ impl RunSummary {
     }
 }
 
+/// Operation names over all `runs`, in first-seen order.
+pub fn op_names(runs: &[RunSummary]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for run in runs {
+        for op in &run.ops {
+            if !names.contains(&op.name.as_str()) {
+                names.push(&op.name);
+            }
+        }
+    }
+    names
+}
+
 /// `msg/s` for SMTP, `cmd/s` for IMAP, `retr/s` for POP3, else `<headline>/s`.
 pub fn headline_unit(protocol: &str, headline: &str) -> String {
     match protocol {
@@ -205,10 +221,8 @@ fn thin(all: Vec<CdfPoint>, points_max: usize) -> Vec<CdfPoint> {
 /// Merged latency of the run's headline: the named op, or every op for `all`.
 fn headline_latency(outcome: &Outcome) -> LatencyHistogram {
     let mut merged = LatencyHistogram::new();
-    for op in &outcome.ops {
-        if outcome.headline == "all" || op.name == outcome.headline {
-            merged.merge(&op.latency);
-        }
+    for op in outcome.headline_ops() {
+        merged.merge(&op.latency);
     }
     merged
 }
@@ -236,24 +250,20 @@ pub fn human(outcome: &Outcome) -> String {
     }
     out.push('\n');
 
-    let selected = outcome
-        .ops
-        .iter()
-        .filter(|op| outcome.headline == "all" || op.name == outcome.headline);
-    let (mut ok, mut tempfail, mut permfail, mut aborted) = (0u64, 0u64, 0u64, 0u64);
-    for op in selected {
+    let (mut ok, mut tempfail, mut permfail, mut aborted, mut started) = (0u64, 0, 0, 0, 0);
+    for op in outcome.headline_ops() {
         ok += op.ok;
         tempfail += op.tempfail;
         permfail += op.permfail;
         aborted += op.aborted;
+        started += op.started();
     }
     let elapsed = outcome.elapsed.as_secs_f64();
     let smtp = outcome.protocol == "smtp";
     if smtp {
         let _ = writeln!(
             out,
-            "sent={} ok(2xx)={ok} tempfail(4xx)={tempfail} permfail(5xx)={permfail} errors={} elapsed={elapsed:.3}s",
-            ok + tempfail + permfail + aborted,
+            "sent={started} ok(2xx)={ok} tempfail(4xx)={tempfail} permfail(5xx)={permfail} errors={} elapsed={elapsed:.3}s",
             outcome.errors,
         );
     } else {
@@ -500,13 +510,8 @@ fn summary_value(s: &RunSummary) -> OwnedValue {
 }
 
 /// Reads a document written by [`json`] (simd-json parses `bytes` in place).
+/// The caller bounds its size (`compare` reads at most [`JSON_BYTES_MAX`] bytes).
 pub fn parse_json(bytes: &mut [u8]) -> Result<RunSummary, ReportError> {
-    if bytes.len() > JSON_BYTES_MAX {
-        return Err(ReportError::TooLarge {
-            bytes: bytes.len(),
-            max: JSON_BYTES_MAX,
-        });
-    }
     let doc = simd_json::to_owned_value(bytes)?;
     if doc.get_str("tool") != Some(TOOL_NAME) {
         return Err(field_error("tool", "is missing or names another tool"));
@@ -717,6 +722,48 @@ mod tests {
         }
         o.timeline.counts = vec![10, 30, 0, 50];
         o
+    }
+
+    #[test]
+    fn largest_document_the_writer_can_produce_fits_the_read_limit() {
+        // Worse than any run: OPS_MAX operations (a protocol has at most 9),
+        // each with CDF_POINTS_MAX points and every number at its widest, and
+        // a full timeline of 20-digit counts.
+        let mut summary = RunSummary::from_outcome(&smtp_outcome());
+        let widest = Percentiles {
+            count: u64::MAX,
+            min_us: u64::MAX,
+            mean_us: u64::MAX,
+            p50_us: u64::MAX,
+            p90_us: u64::MAX,
+            p99_us: u64::MAX,
+            p99_9_us: u64::MAX,
+            max_us: u64::MAX,
+        };
+        let point = CdfPoint {
+            latency_us: u64::MAX,
+            fraction: 1.0 / 3.0 * 1e-300,
+        };
+        summary.ops.resize(
+            OPS_MAX,
+            OpSummary {
+                name: "session_setup_".into(),
+                // `completed` (their sum) must not overflow.
+                ok: u64::MAX / 4,
+                tempfail: u64::MAX / 4,
+                permfail: u64::MAX / 4,
+                aborted: u64::MAX / 4,
+                latency: widest,
+                cdf: vec![point; CDF_POINTS_MAX],
+            },
+        );
+        summary.timeline.counts = vec![u64::MAX; TIMELINE_BUCKETS_MAX];
+        let text = summary_value(&summary).encode();
+        // `json` adds the SMTP keys of the `message` op: well under 1 KiB.
+        assert!(text.len() + 1024 <= JSON_BYTES_MAX, "{} bytes", text.len());
+        let parsed = parse_json(&mut text.into_bytes()).unwrap();
+        assert_eq!(parsed.ops.len(), OPS_MAX);
+        assert_eq!(parsed.ops[OPS_MAX - 1].cdf.len(), CDF_POINTS_MAX);
     }
 
     #[test]

@@ -305,9 +305,24 @@ fn run_id() -> u64 {
 struct Reported {
     completed: u64,
     errors: u64,
+    /// When [`Reported::sync_throttled`] last synced.
+    synced_at: Option<Instant>,
 }
 
 impl Reported {
+    /// [`Reported::sync`] at most once per [`TICK`]: for loops that turn once
+    /// per message, so the shared counters are not touched per message.
+    fn sync_throttled(&mut self, stats: &Stats, progress: &Progress, now: Instant) {
+        if self
+            .synced_at
+            .is_some_and(|at| now.saturating_duration_since(at) < TICK)
+        {
+            return;
+        }
+        self.synced_at = Some(now);
+        self.sync(stats, progress);
+    }
+
     fn sync(&mut self, stats: &Stats, progress: &Progress) {
         let completed = stats.completed();
         if completed > self.completed {
@@ -707,8 +722,9 @@ fn blocking_session(
                 break;
             }
         }
-        reported.sync(stats, sh.progress);
-        if Instant::now() >= sh.deadline {
+        let now = Instant::now();
+        reported.sync_throttled(stats, sh.progress, now);
+        if now >= sh.deadline {
             client.on_deadline(stats);
             return;
         }
