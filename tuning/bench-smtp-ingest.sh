@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side SMTP ingest: ringmail (durable, fsync = "always") vs Postfix's smtp-sink (the
-# protocol-only ceiling: it stores nothing), same load generator, same run, same machine.
+# protocol-only ceiling: it stores nothing) and vs `ringmail-loadgen sink` (the durable
+# ceiling of this disk: one log, write + fdatasync per group of messages before each 250,
+# nothing else), same load generator, same run, same machine.
 #
 #   tuning/bench-smtp-ingest.sh [connections=20] [messages=40000] [size=2048]
 #   PLACEMENT='[1]' tuning/bench-smtp-ingest.sh ...   ringmail on the listed cores only
@@ -39,6 +41,13 @@ port=$(free_port)
 pids+=($!); sleep 0.5
 load "127.0.0.1:$port" "$work/sink.json" | tee "$work/sink.txt"
 
+echo "== ringmail-loadgen sink (durable: one log, write + fdatasync per group) =="
+"$bin/ringmail-loadgen" sink --listen 127.0.0.1:0 --dir "$work/dsink" >"$work/dsink.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do grep -q '^listening on ' "$work/dsink.out" && break; sleep 0.1; done
+load "$(sed -n 's/^listening on //p' "$work/dsink.out")" "$work/dsink.json" | tee "$work/dsink.txt"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; rm -rf "$work/dsink"
+
 echo "== ringmail (fsync = always) =="
 port=$(free_port)
 write_config "$work/ringmail.toml" "$work/data" "$port" always
@@ -50,4 +59,6 @@ load "127.0.0.1:$port" "$work/ringmail.json" | tee "$work/ringmail.txt"
 
 sink=$(grep -o 'throughput=[0-9.]*' "$work/sink.txt" | cut -d= -f2)
 ring=$(grep -o 'throughput=[0-9.]*' "$work/ringmail.txt" | cut -d= -f2)
+dsink=$(grep -o 'throughput=[0-9.]*' "$work/dsink.txt" | cut -d= -f2)
 python3 -c "print(f'ratio ringmail(durable)/smtp-sink = {float($ring)/float($sink):.2f}  ({float($ring):.0f} vs {float($sink):.0f} msg/s, {$conns} connections, {$size} B)')"
+python3 -c "print(f'ratio durable sink/smtp-sink = {float($dsink)/float($sink):.2f}, ringmail/durable sink = {float($ring)/float($dsink):.2f}  ({float($dsink):.0f} msg/s)')"

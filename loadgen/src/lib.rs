@@ -31,6 +31,8 @@
 //!   sans-IO reply reader (multi-line, dot-stuffing) and client, `run_pop3`.
 //! - [`mailrun`]: what IMAP and POP3 share: `--user` lists, backoff, the
 //!   per-thread recorder and the epoll driver with timers.
+//! - [`sink`]: `sink`, a durable SMTP sink (write + fdatasync per group of messages
+//!   before each 250): the reference for durable ingest on a given disk.
 //! - [`poller`]: the epoll wrapper (the crate's only `unsafe`).
 //!
 //! One message: `Client::next_transaction` queues `MAIL FROM`, `RCPT TO`,
@@ -56,6 +58,7 @@ pub mod rate;
 pub mod reply;
 pub mod report;
 pub mod run;
+pub mod sink;
 pub mod stats;
 pub mod tls;
 pub mod transport;

@@ -1,5 +1,5 @@
 //! `ringmail-loadgen` binary: dispatch on the first word (`smtp`, `imap`,
-//! `pop3`, `compare`/`--compare`, `help`), run with a live progress line on
+//! `pop3`, `compare`/`--compare`, `sink`, `help`), run with a live progress line on
 //! stderr (unless `--quiet`), print the summary, write `--json` / `--html`.
 //!
 //! Exit codes: 0 the run completed (even with refusals) or the comparison was
@@ -17,7 +17,7 @@ use ringmail_loadgen::outcome::Outcome;
 use ringmail_loadgen::output::OutputOptions;
 use ringmail_loadgen::progress::{report_until_finished, Progress};
 use ringmail_loadgen::report::{self, RunSummary};
-use ringmail_loadgen::{html, imap, pop3, run};
+use ringmail_loadgen::{html, imap, pop3, run, sink};
 
 const USAGE: &str = "\
 usage: ringmail-loadgen COMMAND [options]
@@ -26,6 +26,7 @@ commands:
   smtp       SMTP ingest load (messages; TLS, AUTH, open or closed loop)
   imap       IMAP load (weighted command mix, persistent or churning sessions)
   pop3       POP3 load (sessions of STAT/RETR[/DELE])
+  sink       a durable SMTP sink to measure against (250 after write + fdatasync)
   compare    side-by-side table of runs saved with --json, optional HTML report
              (also spelled --compare)
   help [COMMAND]
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
         "imap" => imap(rest, cpus),
         "pop3" => pop3(rest, cpus),
         "compare" | "--compare" => compare(rest),
+        "sink" => sink(rest),
         other => {
             eprintln!("ringmail-loadgen: unknown command `{other}`\n\n{USAGE}");
             ExitCode::from(EXIT_USAGE)
@@ -79,6 +81,7 @@ fn help(topic: Option<&str>) -> ExitCode {
         Some("imap") => out!("{}", imap::IMAP_USAGE),
         Some("pop3") => out!("{}", pop3::POP3_USAGE),
         Some("compare") => out!("{COMPARE_USAGE}"),
+        Some("sink") => out!("{}", sink::SINK_USAGE),
         Some(other) => {
             eprintln!("ringmail-loadgen: no help for `{other}`\n\n{USAGE}");
             return ExitCode::from(EXIT_USAGE);
@@ -103,6 +106,26 @@ fn smtp(args: &[String], cpus: usize) -> ExitCode {
             run::run_smtp(&cfg, progress)
         }),
         Err(e) => usage_error(&e.to_string(), SMTP_USAGE),
+    }
+}
+
+/// Serves until killed; exit 1 if it cannot start or its listener fails.
+fn sink(args: impl Iterator<Item = String>) -> ExitCode {
+    let args: Vec<String> = args.collect();
+    if wants_help(&args) {
+        out!("{}", sink::SINK_USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match sink::parse_sink_args(args.into_iter()) {
+        Ok(cfg) => cfg,
+        Err(e) => return usage_error(&e.to_string(), sink::SINK_USAGE),
+    };
+    match sink::run_sink(&cfg, |addr| out!("listening on {addr}")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringmail-loadgen sink: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
