@@ -199,14 +199,18 @@ pub fn run_sink(cfg: &SinkConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
             let _ = stream.write_all(b"421 4.3.2 Too many connections\r\n");
             continue;
         }
-        let (journal, open, cfg) = (journal.clone(), open.clone(), cfg.clone());
-        std::thread::Builder::new()
+        let (journal, count, cfg) = (journal.clone(), open.clone(), cfg.clone());
+        let spawned = std::thread::Builder::new()
             .name("sink-conn".into())
             .spawn(move || {
                 let _ = Session::new(&cfg, &journal).serve(stream);
-                open.fetch_sub(1, Ordering::AcqRel);
-            })
-            .map_err(SinkError::Thread)?;
+                count.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            // Out of threads for now: this connection is closed, the sink goes on.
+            open.fetch_sub(1, Ordering::AcqRel);
+            eprintln!("ringmail-loadgen sink: no thread for a connection: {e}");
+        }
     }
     Ok(())
 }
@@ -220,12 +224,18 @@ struct Journal {
     changed: Condvar,
 }
 
-#[derive(Default)]
 struct Pending {
+    batch: Batch,
+    /// A batch is being written and flushed (by the thread that took it).
+    flushing: bool,
+}
+
+/// The messages waiting for the next flush, and where their outcome will be.
+#[derive(Default)]
+struct Batch {
     bytes: Vec<u8>,
     messages: usize,
     outcome: Arc<OnceLock<Result<(), String>>>,
-    flushing: bool,
 }
 
 /// One preallocated, zero-filled file written as a ring.
@@ -261,7 +271,10 @@ impl Journal {
             log,
             index,
             fsync: cfg.fsync,
-            state: Mutex::new(Pending::default()),
+            state: Mutex::new(Pending {
+                batch: Batch::default(),
+                flushing: false,
+            }),
             changed: Condvar::new(),
         })
     }
@@ -269,19 +282,20 @@ impl Journal {
     /// Returns once `message` is written (and flushed, with `fsync`), or why not.
     fn commit(&self, message: &[u8]) -> Result<(), String> {
         let mut st = self.lock();
-        while !st.bytes.is_empty() && st.bytes.len() + message.len() > PENDING_BYTES_MAX {
+        while !st.batch.bytes.is_empty() && st.batch.bytes.len() + message.len() > PENDING_BYTES_MAX
+        {
             st = self.wait(st);
         }
-        st.bytes.extend_from_slice(message);
-        st.messages += 1;
-        let outcome = st.outcome.clone();
+        st.batch.bytes.extend_from_slice(message);
+        st.batch.messages += 1;
+        let outcome = st.batch.outcome.clone();
         loop {
             if let Some(done) = outcome.get() {
                 return done.clone();
             }
             if !st.flushing {
                 // Ours is the pending batch (a taken one is in flight or done): lead it.
-                let batch = std::mem::take(&mut *st);
+                let batch = std::mem::take(&mut st.batch);
                 st.flushing = true;
                 drop(st);
                 self.changed.notify_all(); // room for those held back by PENDING_BYTES_MAX
