@@ -20,7 +20,7 @@ use ringmail::store::record::{
 };
 use ringmail::store::segment::{self, SegmentKind};
 use ringmail::store::{
-    checkpoint, recover_with, BlobRef, Delivery, Fsync, RecoverOptions, Store, StoreConfig,
+    checkpoint, recover_with, BlobRef, Delivery, Filing, Fsync, RecoverOptions, Store, StoreConfig,
 };
 use rkyv::util::AlignedVec;
 
@@ -152,7 +152,13 @@ fn no_checkpoint() -> RecoverOptions {
 fn write_checkpoint(data: &Path) {
     let rec = recover_with(data, 1, &|_| 0, no_checkpoint()).unwrap();
     let idx = &rec.cores[0];
-    let bytes = checkpoint::encode(idx, idx.generation(), idx.covered().to_vec()).unwrap();
+    let bytes = checkpoint::encode(
+        idx,
+        idx.generation(),
+        idx.covered().to_vec(),
+        idx.covered_blob().to_vec(),
+    )
+    .unwrap();
     let dir = segment::core_dir(data, 0);
     std::fs::write(dir.join(checkpoint::file_name(idx.generation())), bytes).unwrap();
 }
@@ -341,13 +347,17 @@ fn bench_recovery_blob_scan(c: &mut Criterion) {
     g.finish();
 }
 
-/// Whole deliveries of 2 KiB messages from 64 tasks, as `Core::deliver` makes them: the
-/// blob staged, then its durability and the MessageAppend's commit awaited together.
+/// Whole deliveries of 2 KiB messages from 64 tasks, as `Core::deliver` makes them. For
+/// a recipient another core owns (`two_logs`): the blob staged, then its durability and
+/// the MessageAppend's commit awaited together (two fdatasyncs per batch, one per log).
+/// For a recipient this core owns (`one_log`): blob and MessageAppend in one blob-log
+/// batch (`Store::store_message`, one fdatasync).
 fn bench_deliver(c: &mut Criterion) {
     const CONCURRENCY: usize = 64;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
-    let (req_tx, req_rx) = std::sync::mpsc::channel::<u64>();
+    // (iterations, one log)
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<(u64, bool)>();
     let (resp_tx, resp_rx) = std::sync::mpsc::channel::<(Duration, u64, u64)>();
     let exec = glommio::LocalExecutorBuilder::default()
         .io_memory(512 << 10)
@@ -355,11 +365,13 @@ fn bench_deliver(c: &mut Criterion) {
             let rec = recover_with(&data, 1, &|_| 0, no_checkpoint()).unwrap();
             let mut cfg = StoreConfig::new(&data, 0);
             cfg.checkpoint_meta_bytes_interval = 0;
+            cfg.checkpoint_blob_bytes_interval = 0;
             let store = Store::open(cfg, rec.cores.into_iter().next().unwrap())
                 .await
                 .unwrap();
             let msg = std::rc::Rc::new(vec![b'x'; 2048]);
-            while let Ok(iters) = req_rx.recv() {
+            while let Ok((iters, one_log)) = req_rx.recv() {
+                let before = store.stats();
                 let start = Instant::now();
                 let per_task = iters.div_ceil(CONCURRENCY as u64);
                 let tasks: Vec<_> = (0..CONCURRENCY)
@@ -369,6 +381,16 @@ fn bench_deliver(c: &mut Criterion) {
                         glommio::spawn_local(async move {
                             let user = format!("user{t}@example.org");
                             for _ in 0..per_task {
+                                if one_log {
+                                    let filing = [Filing {
+                                        user: user.clone(),
+                                        mailbox: "INBOX".into(),
+                                    }];
+                                    let (_, _, stored) =
+                                        s.store_message(&m, &filing, 1_700_000_000).await.unwrap();
+                                    stored.wait().await.unwrap();
+                                    continue;
+                                }
                                 let (blob, durable) = s.stage_blob(&m).await.unwrap();
                                 let d = [Delivery {
                                     user: user.clone(),
@@ -390,7 +412,11 @@ fn bench_deliver(c: &mut Criterion) {
                 }
                 let took = start.elapsed();
                 let st = store.stats();
-                let _ = resp_tx.send((took, st.blob.syncs, st.meta.syncs));
+                let _ = resp_tx.send((
+                    took,
+                    st.blob.syncs - before.blob.syncs,
+                    st.meta.syncs - before.meta.syncs,
+                ));
             }
         })
         .unwrap();
@@ -398,25 +424,31 @@ fn bench_deliver(c: &mut Criterion) {
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
-    let mut delivered = 0;
-    let mut syncs = (0, 0);
-    g.bench_function("fsync_always_64_tasks", |b| {
-        b.iter_custom(|iters| {
-            req_tx.send(iters).unwrap();
-            let (took, blob, meta) = resp_rx.recv().unwrap();
-            delivered += iters;
-            syncs = (blob, meta);
-            took
-        })
-    });
+    for (name, one_log) in [
+        ("fsync_always_64_tasks_two_logs", false),
+        ("fsync_always_64_tasks_one_log", true),
+    ] {
+        let mut delivered = 0;
+        let mut syncs = (0, 0);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                req_tx.send((iters, one_log)).unwrap();
+                let (took, blob, meta) = resp_rx.recv().unwrap();
+                delivered += iters;
+                syncs.0 += blob;
+                syncs.1 += meta;
+                took
+            })
+        });
+        println!(
+            "{name}: {delivered} messages, {} blob and {} meta fdatasyncs ({:.1} messages per \
+             sync)",
+            syncs.0,
+            syncs.1,
+            delivered as f64 / (syncs.0 + syncs.1).max(1) as f64
+        );
+    }
     g.finish();
-    println!(
-        "deliver: {delivered} messages, {} blob and {} meta fdatasyncs ({:.1} messages per \
-         sync)",
-        syncs.0,
-        syncs.1,
-        delivered as f64 / (syncs.0 + syncs.1).max(1) as f64
-    );
     drop(req_tx);
     exec.join().unwrap();
 }

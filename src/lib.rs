@@ -18,8 +18,8 @@
 //!   plain or TLS transport).
 //! - [`store`]    — the log-structured mailbox store: `record` (length + CRC32C + type
 //!   framing), `segment` (versioned segment files), `index` (mailbox → UID → blob),
-//!   `commit` (group commit: one write + one fdatasync per batch), `engine` (the per-core
-//!   `Store`), `recover` (scan, truncate torn tails), `checkpoint` (index snapshots that
+//!   `commit` (group commit: one write + one fdatasync per batch), `publish` (records of
+//!   both logs reach the index in push order), `engine` (the per-core `Store`), `recover` (scan, truncate torn tails), `checkpoint` (index snapshots that
 //!   bound recovery), `export` (mboxrd).
 //! - [`imap`]     — IMAP4rev2/rev1: `codec` (sans-IO framer: lines + literals, limits),
 //!   `command` (AST + parser), `session` (one `handle_<command>` per command), `selected`
@@ -53,14 +53,17 @@
 //!    with memchr over that buffer, checks RCPT against `accounts`, and dot-unstuffs DATA
 //!    (or collects BDAT chunks) into the transaction's message buffer, with `Return-Path:`
 //!    and `Received:` prepended.
-//! 3. At end of data the session asks for delivery. `runtime::core` stages the message once
-//!    in this core's blob log (its position is fixed at staging) and, at the same time, asks
-//!    each recipient's owning core (`runtime::placement`) to append the index records
-//!    (mailbox, UID, blob reference) to its meta log: locally, or over the bounded mesh
-//!    channel. `store::commit` batches every append waiting on a core into one write + one
-//!    fdatasync per log (group commit).
-//! 4. Recovery drops, and tombstones durably, any index record whose blob did not survive a
-//!    crash, so running the two commits concurrently never serves the wrong bytes.
+//! 3. At end of data the session asks for delivery. `runtime::core` finds each recipient's
+//!    owning core (`runtime::placement`). When one core owns every local recipient (the
+//!    usual case), the message goes to that core (over the bounded mesh channel if it is
+//!    not this one), which appends the blob and, right after it, the index records
+//!    (mailbox, UID, blob reference) to its blob log: `store::commit` batches every append
+//!    waiting on a core into one write + one fdatasync (group commit), so one flush covers
+//!    message and index. Recipients on several cores: this core stores the blob, and the
+//!    other owners append their index records to their meta logs at the same time.
+//! 4. Recovery reads index records from both logs (`store::publish` made them visible in
+//!    push order); it drops, and tombstones durably, any index record whose blob did not
+//!    survive a crash, so running two commits concurrently never serves the wrong bytes.
 //! 5. Only when the blob and every index record are durable does the session send `250`.
 //! 6. An IMAP client logs in on whichever core accepted it; `runtime::handoff` moves the
 //!    connection (its descriptor and session state, over the mesh) to the core that owns the

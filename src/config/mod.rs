@@ -196,6 +196,8 @@ pub struct StoreSettings {
     pub batch_bytes_max: usize,
     /// Write an index checkpoint after this many meta-log bytes (0: only at shutdown).
     pub checkpoint_interval_meta_bytes: u64,
+    /// ...and after this many blob-log bytes (0: only at shutdown).
+    pub checkpoint_interval_blob_bytes: u64,
     /// Group-commit window (`[cores] group_commit_window_us`): how long a commit waits for
     /// more appenders before it writes and syncs (0: at once).
     pub commit_window_us: u64,
@@ -454,6 +456,8 @@ impl Config {
 
         let checkpoint_interval_meta_bytes =
             r.store.checkpoint_interval_meta_bytes.unwrap_or(64 * MIB);
+        let checkpoint_interval_blob_bytes =
+            r.store.checkpoint_interval_blob_bytes.unwrap_or(1024 * MIB);
 
         // The read buffer must hold the longest line a session waits for whole.
         let smtp_min = crate::smtp::Limits::new(&hostname, 0, 0).read_buffer_bytes_min() as u64;
@@ -537,6 +541,7 @@ impl Config {
                 meta_segment_bytes_max,
                 batch_bytes_max: batch_bytes_max as usize,
                 checkpoint_interval_meta_bytes,
+                checkpoint_interval_blob_bytes,
                 commit_window_us: cores.group_commit_window_us,
             },
             dns,

@@ -135,6 +135,7 @@ pub struct RawStore {
     pub meta_segment_bytes_max: Option<u64>,
     pub batch_bytes_max: Option<u64>,
     pub checkpoint_interval_meta_bytes: Option<u64>,
+    pub checkpoint_interval_blob_bytes: Option<u64>,
 }
 
 /// `[dns]`: the outbound stub resolver.
@@ -456,6 +457,7 @@ impl RawConfig {
                 meta_segment_bytes_max: s.uint("meta_segment_bytes_max"),
                 batch_bytes_max: s.uint("batch_bytes_max"),
                 checkpoint_interval_meta_bytes: s.uint("checkpoint_interval_meta_bytes"),
+                checkpoint_interval_blob_bytes: s.uint("checkpoint_interval_blob_bytes"),
             }),
             dns: doc.section("dns", |s| RawDns {
                 servers: s.strings("servers"),

@@ -27,7 +27,7 @@ use crate::store::queue::{
     clip, NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_NEVER, NOTIFY_SUCCESS, ORCPT_BYTES_MAX,
     QUEUE_RECIPIENTS_MAX, RET_FULL, RET_HDRS, SMTP_ID_BYTES_MAX,
 };
-use crate::store::{BlobRef, Delivery, DoneReason, NewQueueEntry, QueueRecipient, Store};
+use crate::store::{BlobRef, Delivery, DoneReason, Filing, NewQueueEntry, QueueRecipient, Store};
 use crate::time::unix_now;
 
 /// The mailbox every SMTP delivery lands in.
@@ -228,13 +228,17 @@ impl Core {
     /// the message is refused (temporarily) only if no destination remains. (Until issue 5
     /// brings bounces, nobody else is told.)
     ///
-    /// The blob is staged first (its position is fixed at once); the index records and the
-    /// queue entries are then committed on every owner core *while* the blob's batch is
-    /// written: the blob fdatasync and the meta fdatasyncs overlap instead of following
-    /// each other. `Stored` only if all of them succeed. If the blob fails after local index
-    /// records or queue entries became durable, those are expunged or marked done again
-    /// (best effort; see `store` "Ownership and ordering" for why a leftover one is
-    /// harmless).
+    /// One flush per message where possible: the blob goes into the blob log of the core
+    /// that owns the local recipients, with their `MessageAppend` records in the same batch
+    /// ([`Store::store_message`]). When all local recipients belong to one other core and
+    /// nobody is remote, the whole message moves there (work moves to the data: that
+    /// core's single log write covers everything). Otherwise the blob is stored here (with
+    /// this core's recipients), and the other cores' index records and the queue entries
+    /// are committed *while* the blob's batch is written: their fdatasyncs overlap instead
+    /// of following each other. `Stored` only if all of them succeed. If the blob fails,
+    /// queue entries already durable are marked done again (best effort); other cores'
+    /// records for it point at nothing (see `store` "Ownership and ordering" for why that
+    /// is harmless).
     pub async fn deliver(&self, txn: &Transaction) -> DeliveryResult {
         let mut dests = Vec::new();
         // The RCPT (index into `txn.recipients`) each destination came from, for its DSN
@@ -256,43 +260,65 @@ impl Core {
         if locals.is_empty() && remotes.is_empty() {
             return DeliveryResult::TempFail;
         }
-        let (blob, blob_durable) = match self.store.stage_blob(&txn.message).await {
+        let internal_date = unix_now();
+        // Local destinations grouped by owning core.
+        let mut groups: Vec<Vec<Filing>> = (0..self.cores).map(|_| Vec::new()).collect();
+        for user in locals {
+            groups[owner_core(&user, self.cores)].push(Filing {
+                user,
+                mailbox: INBOX.to_string(),
+            });
+        }
+        let owners: Vec<usize> = (0..self.cores).filter(|&c| !groups[c].is_empty()).collect();
+        if let ([owner], true) = (owners.as_slice(), remotes.is_empty()) {
+            if *owner != self.index {
+                let filings = std::mem::take(&mut groups[*owner]);
+                self.metrics.mesh_delivery_sent();
+                let result = self
+                    .mesh
+                    .store_remote(*owner, txn.message.clone(), filings, internal_date)
+                    .await;
+                return match result {
+                    Ok(_) => DeliveryResult::Stored,
+                    Err(DeliverFailure::DiskFull) => DeliveryResult::DiskFull,
+                    Err(f) => {
+                        eprintln!(
+                            "ringmail: core {}: delivery on core {owner} failed: {f:?}",
+                            self.index
+                        );
+                        DeliveryResult::TempFail
+                    }
+                };
+            }
+        }
+        let own = std::mem::take(&mut groups[self.index]);
+        let (blob, _, stored) = match self
+            .store
+            .store_message(&txn.message, &own, internal_date)
+            .await
+        {
             Ok(staged) => staged,
             Err(e) => return storage_failure(&e),
         };
-        let internal_date = unix_now();
-        // Group local destinations by owning core; the local group is committed here, the
-        // others are sent to their owners, all concurrently with the blob's commit.
-        let mut groups: Vec<Vec<Delivery>> = (0..self.cores).map(|_| Vec::new()).collect();
-        for user in locals {
-            groups[owner_core(&user, self.cores)].push(Delivery {
-                user,
-                mailbox: INBOX.to_string(),
-                blob,
-                internal_date,
-            });
-        }
+        // The other cores' deliveries, all concurrently with the blob's commit.
         let mut remote = Vec::new();
-        let mut local = Vec::new();
         for (core, group) in groups.into_iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
-            if core == self.index {
-                local = group;
-            } else {
-                let mesh = &self.mesh;
-                self.metrics.mesh_delivery_sent();
-                remote.push(async move { mesh.deliver_remote(core, group).await });
-            }
+            let deliveries = group
+                .into_iter()
+                .map(|f| Delivery {
+                    user: f.user,
+                    mailbox: f.mailbox,
+                    blob,
+                    internal_date,
+                })
+                .collect();
+            let mesh = &self.mesh;
+            self.metrics.mesh_delivery_sent();
+            remote.push(async move { mesh.deliver_remote(core, deliveries).await });
         }
-        let local_commit = async {
-            if local.is_empty() {
-                Ok(Vec::new())
-            } else {
-                self.store.deliver(&local).await
-            }
-        };
         let entries = queue_entries(txn, blob, internal_date, remotes);
         let queued = std::cell::RefCell::new(Vec::with_capacity(entries.len()));
         let queue_commit = async {
@@ -305,23 +331,14 @@ impl Core {
         };
         // Polled here rather than spawned: a spawned task would send its mesh request
         // only after every task already queued on this core has run.
-        let (((blob_result, local_result), queue_result), remote_results) =
-            futures_lite::future::zip(
-                futures_lite::future::zip(
-                    futures_lite::future::zip(blob_durable.durable(), local_commit),
-                    queue_commit,
-                ),
-                join_all(remote),
-            )
-            .await;
+        let ((stored_result, queue_result), remote_results) = futures_lite::future::zip(
+            futures_lite::future::zip(stored.wait(), queue_commit),
+            join_all(remote),
+        )
+        .await;
         let mut result = DeliveryResult::Stored;
-        for r in [local_result.as_ref().err(), queue_result.as_ref().err()]
-            .into_iter()
-            .flatten()
-        {
-            if result == DeliveryResult::Stored || r.is_disk_full() {
-                result = storage_failure(r);
-            }
+        if let Err(e) = queue_result {
+            result = storage_failure(&e);
         }
         for remote_result in remote_results {
             match remote_result {
@@ -338,16 +355,10 @@ impl Core {
                 }
             }
         }
-        if let Err(e) = blob_result {
-            if let Ok(uids) = &local_result {
-                for (d, uid) in local.iter().zip(uids) {
-                    // The entry points at a blob position that is never reused: removing
-                    // it only keeps readers from seeing a message that cannot be read.
-                    let _ = self.store.expunge(&d.user, &d.mailbox, *uid).await;
-                }
-            }
+        if let Err(e) = stored_result {
+            // This core's records were in the failed batch with the blob: nothing of them
+            // is in the log. The sender must not try to send a message that is not there.
             for id in queued.take() {
-                // Likewise: the sender must not try to send a message that is not there.
                 let _ = self.store.queue_done(id, DoneReason::Lost).await;
             }
             return storage_failure(&e);
@@ -571,7 +582,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_blob_fails_the_delivery_and_takes_its_index_record_back() {
+    fn a_failed_blob_fails_the_delivery_and_its_index_record_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_path_buf();
         users(&data);
@@ -586,8 +597,8 @@ mod tests {
                         batches: 1,
                     }),
                 );
-                // The index record is committed while the blob fails: 452, and UID 2,
-                // durable for a moment, is expunged again.
+                // The index record is in the blob's batch, which fails: 452, and UID 2
+                // never appears (nor after recovery).
                 assert_eq!(core.deliver(&txn("doomed")).await, DeliveryResult::DiskFull);
                 let uids: Vec<u32> = core
                     .store
@@ -785,7 +796,8 @@ mod tests {
                 };
                 assert_eq!(core.deliver(&t).await, DeliveryResult::Stored);
                 assert_eq!(core.store.mailbox_uids(BOB, INBOX).len(), 1);
-                assert_eq!(core.store.stats().blob.records, 1, "nothing stored for x");
+                // One blob and its index record (in the same batch): nothing stored for x.
+                assert_eq!(core.store.stats().blob.records, 2);
             })
         });
     }

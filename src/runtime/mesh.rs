@@ -1,12 +1,16 @@
 //! Work moves to the data: the cross-core mesh.
 //!
 //! Every pair of cores is joined by a bounded single-producer/single-consumer channel
-//! (glommio's full mesh). A core that needs index records appended for a mailbox it does not
-//! own sends `Deliver` to the owner and awaits `Delivered`; no lock, no shared map. The owner
-//! runs each `Deliver` as a task of its own (so a peer's requests group-commit together and
-//! its receiver keeps draining replies), which empties the channel at once: what bounds the
-//! requests in flight is the senders' SMTP sessions, each awaiting its own request, at most one
-//! per owner core (`smtp.connections_per_core_max` on each sending core).
+//! (glommio's full mesh). A core that received a message for mailboxes it does not own sends
+//! work to the owner and awaits `Delivered`; no lock, no shared map. `Store` carries the
+//! whole message (when one other core owns every recipient: the owner stores blob and index
+//! records with one log write); `Deliver` carries only index records for a blob already
+//! stored by the sender (recipients spread over several cores, or remote ones too). The
+//! owner runs each request as a task of its own (so a peer's requests group-commit together
+//! and its receiver keeps draining replies), which empties the channel at once: what bounds
+//! the requests in flight (and the message bytes they carry) is the senders' SMTP sessions,
+//! each awaiting its own request, at most one per owner core
+//! (`smtp.connections_per_core_max` on each sending core).
 //!
 //! The mesh also moves *connections* to their data: after an IMAP or POP3 login on a core that
 //! does not own the user, the session sends `Adopt` (a duplicate of the socket's descriptor and
@@ -23,7 +27,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::runtime::handoff::Handoff;
 
-use crate::store::{Delivery, Store};
+use crate::store::{Delivery, Filing, Store, StoreError};
 
 /// Capacity of each core-to-core channel.
 pub const MESH_CHANNEL_DEPTH: usize = 1024;
@@ -43,6 +47,14 @@ pub enum CoreMsg {
     Deliver {
         req: u64,
         deliveries: Vec<Delivery>,
+    },
+    /// Store this message and file it for these users (all owned by the receiver): one
+    /// log write on the owner covers the blob and its index records.
+    Store {
+        req: u64,
+        message: Vec<u8>,
+        filings: Vec<Filing>,
+        internal_date: i64,
     },
     Delivered {
         req: u64,
@@ -113,13 +125,28 @@ impl Mesh {
                             let mesh = mesh.clone();
                             let store = store.clone();
                             glommio::spawn_local(async move {
-                                let result = store.deliver(&deliveries).await.map_err(|e| {
-                                    if e.is_disk_full() {
-                                        DeliverFailure::DiskFull
-                                    } else {
-                                        DeliverFailure::Storage
-                                    }
-                                });
+                                let result = store.deliver(&deliveries).await.map_err(failure);
+                                mesh.send(peer, CoreMsg::Delivered { req, result }).await;
+                            })
+                            .detach();
+                        }
+                        CoreMsg::Store {
+                            req,
+                            message,
+                            filings,
+                            internal_date,
+                        } => {
+                            let mesh = mesh.clone();
+                            let store = store.clone();
+                            glommio::spawn_local(async move {
+                                let stored =
+                                    store.store_message(&message, &filings, internal_date).await;
+                                drop(message);
+                                let result = match stored {
+                                    Ok((_, uids, ticket)) => ticket.wait().await.map(|()| uids),
+                                    Err(e) => Err(e),
+                                }
+                                .map_err(failure);
                                 mesh.send(peer, CoreMsg::Delivered { req, result }).await;
                             })
                             .detach();
@@ -167,11 +194,39 @@ impl Mesh {
         owner: usize,
         deliveries: Vec<Delivery>,
     ) -> Result<Vec<u32>, DeliverFailure> {
+        self.request(owner, |req| CoreMsg::Deliver { req, deliveries })
+            .await
+    }
+
+    /// Asks core `owner` to store `message` and file it for `filings` (users it owns);
+    /// resolves with their UIDs once durable there.
+    pub async fn store_remote(
+        &self,
+        owner: usize,
+        message: Vec<u8>,
+        filings: Vec<Filing>,
+        internal_date: i64,
+    ) -> Result<Vec<u32>, DeliverFailure> {
+        self.request(owner, |req| CoreMsg::Store {
+            req,
+            message,
+            filings,
+            internal_date,
+        })
+        .await
+    }
+
+    /// Sends a request to `owner` and waits for its `Delivered`.
+    async fn request(
+        &self,
+        owner: usize,
+        msg: impl FnOnce(u64) -> CoreMsg,
+    ) -> Result<Vec<u32>, DeliverFailure> {
         let req = self.next_req.get();
         self.next_req.set(req.wrapping_add(1));
         let (tx, rx) = local_channel::new_bounded(1);
         self.pending.borrow_mut().insert(req, tx);
-        if !self.send(owner, CoreMsg::Deliver { req, deliveries }).await {
+        if !self.send(owner, msg(req)).await {
             self.pending.borrow_mut().remove(&req);
             return Err(DeliverFailure::Unreachable);
         }
@@ -179,5 +234,14 @@ impl Mesh {
             Some(r) => r,
             None => Err(DeliverFailure::Unreachable),
         }
+    }
+}
+
+/// How a store failure crosses the mesh.
+fn failure(e: StoreError) -> DeliverFailure {
+    if e.is_disk_full() {
+        DeliverFailure::DiskFull
+    } else {
+        DeliverFailure::Storage
     }
 }

@@ -488,6 +488,7 @@ async fn core_main(
         meta_segment_bytes_max: config.store.meta_segment_bytes_max,
         batch_bytes_max: config.store.batch_bytes_max,
         checkpoint_meta_bytes_interval: config.store.checkpoint_interval_meta_bytes,
+        checkpoint_blob_bytes_interval: config.store.checkpoint_interval_blob_bytes,
         commit_window_us: config.store.commit_window_us,
     };
     let store = Store::open(store_config, index)

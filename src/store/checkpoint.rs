@@ -1,13 +1,15 @@
-//! Checkpoints: an rkyv snapshot of one core's index plus the meta log positions it
-//! covers, so recovery reads the snapshot (validated once) and scans only the meta
+//! Checkpoints: an rkyv snapshot of one core's index plus the log positions it covers
+//! (meta logs, and blob logs, which hold the `MessageAppend` records of local
+//! deliveries), so recovery reads the snapshot (validated once) and scans only the
 //! records after those positions.
 //!
 //! File: `core-<ii>/checkpoint-<generation, 20 digits>.ckpt`, a segment header (kind
 //! checkpoint) followed by one framed record (CRC-checked) whose payload is a
 //! [`CheckpointData`] archive. The record type is the checkpoint format version:
-//! `CheckpointV3` (version 3: mailboxes with keywords, special-use and counters, accounts,
-//! deleted mailbox ids, and the outbound queue with its id counters) is what this build
-//! writes; a version-1 or version-2 file (`Checkpoint`, `CheckpointV2`, issues 2 and 3) is
+//! `CheckpointV4` (version 4: mailboxes with keywords, special-use and counters, accounts,
+//! deleted mailbox ids, the outbound queue with its id counters, and the positions of
+//! both kinds of log) is what this build writes; a version-1, -2 or -3 file
+//! (`Checkpoint`, `CheckpointV2`, `CheckpointV3`: version 3 had no blob-log positions) is
 //! not used (recovery notes why and scans the meta logs from their start, which rebuilds
 //! everything), and an older build rejects a newer file the same way. Written to a `.tmp` file, fsynced, renamed, directory fsynced.
 //!
@@ -56,6 +58,8 @@ pub struct CheckpointData<'a> {
     pub ncores: u16,
     /// Positions covered, one per meta log known to the writer.
     pub starts: Vec<LogPosition>,
+    /// Positions covered, one per blob log known to the writer.
+    pub blob_starts: Vec<LogPosition>,
     /// Highest mailbox-id sequence per creating core.
     pub mailbox_seq_max: Vec<SeqMax>,
     pub uid_validity_last: u32,
@@ -148,6 +152,7 @@ pub fn encode(
     index: &CoreIndex,
     generation: u64,
     starts: Vec<LogPosition>,
+    blob_starts: Vec<LogPosition>,
 ) -> Result<Vec<u8>, StoreError> {
     let mut mailboxes: Vec<MailboxSnapshot<'_>> = index
         .mailboxes
@@ -210,6 +215,7 @@ pub fn encode(
         core: index.core,
         ncores: index.ncores,
         starts,
+        blob_starts,
         mailbox_seq_max,
         uid_validity_last: index.uid_validity_last,
         mailboxes,
@@ -230,7 +236,7 @@ pub fn encode(
     };
     let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload.len());
     out.extend_from_slice(&header.encode());
-    record::encode_record(&mut out, RecordType::CheckpointV3, &payload);
+    record::encode_record(&mut out, RecordType::CheckpointV4, &payload);
     Ok(out)
 }
 
@@ -290,6 +296,7 @@ struct Parsed {
     seq_max: Vec<(u16, u64)>,
     uid_validity_last: u32,
     starts: Vec<LogPosition>,
+    blob_starts: Vec<LogPosition>,
     mailboxes: Vec<Mailbox>,
     accounts: Vec<(String, Account)>,
     deleted_mailboxes: Vec<u64>,
@@ -329,6 +336,7 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
     let old = match rh.kind {
         RecordType::Checkpoint => Some(1),
         RecordType::CheckpointV2 => Some(2),
+        RecordType::CheckpointV3 => Some(3),
         _ => None,
     };
     if let Some(version) = old {
@@ -337,7 +345,7 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
             record::CHECKPOINT_VERSION
         )));
     }
-    if rh.kind != RecordType::CheckpointV3 || SEGMENT_HEADER_BYTES as u64 + rh.record_bytes() != len
+    if rh.kind != RecordType::CheckpointV4 || SEGMENT_HEADER_BYTES as u64 + rh.record_bytes() != len
     {
         return Err(at(&"not a single checkpoint record"));
     }
@@ -430,6 +438,7 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
             .collect(),
         uid_validity_last: data.uid_validity_last.to_native(),
         starts: data.starts.iter().map(position).collect(),
+        blob_starts: data.blob_starts.iter().map(position).collect(),
         mailboxes,
         accounts,
         deleted_mailboxes: data
@@ -447,14 +456,14 @@ fn read(path: &Path, core: u16, generation: u64) -> Result<Parsed, String> {
     })
 }
 
-/// Checks that `pos` still describes the same bytes of core `core`'s meta log.
-fn anchor_ok(dir: &Path, pos: &LogPosition) -> Result<(), String> {
+/// Checks that `pos` still describes the same bytes of core `pos.core`'s `kind` log.
+fn anchor_ok(dir: &Path, kind: SegmentKind, pos: &LogPosition) -> Result<(), String> {
     if pos.segment == 0 {
         return Ok(());
     }
-    let path = segment::segment_path(dir, SegmentKind::Meta, pos.segment);
+    let path = segment::segment_path(dir, kind, pos.segment);
     let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let h = SegmentHeader::read_expect(&file, &path, SegmentKind::Meta, pos.core, pos.segment)
+    let h = SegmentHeader::read_expect(&file, &path, kind, pos.core, pos.segment)
         .map_err(|e| e.to_string())?;
     if h.nonce != pos.nonce {
         return Err(format!("{} was recreated", path.display()));
@@ -508,6 +517,8 @@ pub(crate) struct LoadedSet {
     pub(crate) uid_validity_last: u32,
     /// Where to start scanning each meta log (logs not listed: from the beginning).
     pub(crate) starts: HashMap<u16, LogPosition>,
+    /// The same for each blob log.
+    pub(crate) blob_starts: HashMap<u16, LogPosition>,
     /// Queue entries of every core (one per id).
     pub(crate) queue: Vec<QueueEntry>,
     /// Highest queue-id sequence per creating core.
@@ -540,6 +551,44 @@ pub(crate) fn load_newest(core_dirs: &[(u16, PathBuf)]) -> (Result<LoadedSet, St
     (Err(notes.join("; ")), max)
 }
 
+/// Where to start scanning each log of `kind`: its own core's position if that core
+/// wrote a checkpoint (it covers everything its core appended), else the lowest position
+/// any file names. Every position's anchor must still match its log.
+fn start_positions(
+    parsed: &[(u16, Parsed)],
+    dirs: &HashMap<u16, &PathBuf>,
+    kind: SegmentKind,
+    positions: impl Fn(&Parsed) -> &[LogPosition],
+) -> Result<HashMap<u16, LogPosition>, String> {
+    let mut own: HashMap<u16, LogPosition> = HashMap::new();
+    let mut others: HashMap<u16, LogPosition> = HashMap::new();
+    for (core, p) in parsed {
+        for pos in positions(p) {
+            let Some(dir) = dirs.get(&pos.core) else {
+                if pos.segment == 0 {
+                    continue;
+                }
+                return Err(format!("core dir {} is gone", pos.core));
+            };
+            anchor_ok(dir, kind, pos)?;
+            if pos.core == *core {
+                own.insert(pos.core, *pos);
+            } else {
+                others
+                    .entry(pos.core)
+                    .and_modify(|cur| {
+                        if (pos.segment, pos.end) < (cur.segment, cur.end) {
+                            *cur = *pos;
+                        }
+                    })
+                    .or_insert(*pos);
+            }
+        }
+    }
+    others.extend(own);
+    Ok(others)
+}
+
 fn load_generation(
     generation: u64,
     cores: &[u16],
@@ -564,35 +613,8 @@ fn load_generation(
         }
         parsed.push((core, p));
     }
-    // Where to start each log: its own core's position if that core wrote a checkpoint
-    // (it covers everything its core appended), else the lowest position any file names.
-    let mut own: HashMap<u16, LogPosition> = HashMap::new();
-    let mut others: HashMap<u16, LogPosition> = HashMap::new();
-    for (core, p) in &parsed {
-        for pos in &p.starts {
-            let Some(dir) = dirs.get(&pos.core) else {
-                if pos.segment == 0 {
-                    continue;
-                }
-                return Err(format!("core dir {} is gone", pos.core));
-            };
-            anchor_ok(dir, pos)?;
-            if pos.core == *core {
-                own.insert(pos.core, *pos);
-            } else {
-                others
-                    .entry(pos.core)
-                    .and_modify(|cur| {
-                        if (pos.segment, pos.end) < (cur.segment, cur.end) {
-                            *cur = *pos;
-                        }
-                    })
-                    .or_insert(*pos);
-            }
-        }
-    }
-    let mut starts = others;
-    starts.extend(own);
+    let starts = start_positions(&parsed, dirs, SegmentKind::Meta, |p| &p.starts)?;
+    let blob_starts = start_positions(&parsed, dirs, SegmentKind::Blob, |p| &p.blob_starts)?;
     let mut bytes = 0;
     let mut mailboxes: HashMap<u64, Mailbox> = HashMap::new();
     let mut accounts: HashMap<String, Account> = HashMap::new();
@@ -657,6 +679,7 @@ fn load_generation(
         mailbox_seq_max,
         uid_validity_last,
         starts,
+        blob_starts,
         queue: queue.into_values().collect(),
         queue_seq_max,
     })

@@ -444,14 +444,15 @@ impl<T: 'static> LogWriter<T> {
 
     /// Appends one record to the pending batch. `encode` appends header + payload of `op`
     /// to the buffer and returns the CRC. Synchronous: call right after `wait_room`.
+    /// `encode` may also update `op` (it runs only once: a failed encode leaves nothing).
     pub(crate) fn push_with(
         &self,
-        op: T,
-        encode: impl FnOnce(&T, &mut Vec<u8>) -> Result<u32, String>,
+        mut op: T,
+        encode: impl FnOnce(&mut T, &mut Vec<u8>) -> Result<u32, String>,
     ) -> Result<Ticket, String> {
         let mut st = self.state.borrow_mut();
         let off = st.pending.buf.len();
-        match encode(&op, &mut st.pending.buf) {
+        match encode(&mut op, &mut st.pending.buf) {
             Ok(crc) => Ok(self.pushed(&mut st, off, crc, op)),
             Err(e) => {
                 st.pending.buf.truncate(off);
@@ -809,8 +810,8 @@ impl<T: 'static> LogWriter<T> {
     }
 
     /// After the batch in flight failed: the pending batch was placed behind it.
-    /// Returns the pending batch's completion if it has to fail too.
-    fn after_failure(&self) -> Option<Rc<BatchDone>> {
+    /// Returns the pending batch if it has to fail too.
+    fn after_failure(&self) -> Option<Batch<T>> {
         let mut st = self.state.borrow_mut();
         st.planned = Cursor::from_tail(&st.tail);
         let poisoned = match self.positions {
@@ -819,8 +820,7 @@ impl<T: 'static> LogWriter<T> {
                 if st.pending.buf.is_empty() {
                     None
                 } else {
-                    let b = std::mem::replace(&mut st.pending, Batch::new());
-                    Some(b.done)
+                    Some(std::mem::replace(&mut st.pending, Batch::new()))
                 }
             }
             LogPositions::Private => {
@@ -934,16 +934,27 @@ impl<T> Future for WorkReady<'_, T> {
     }
 }
 
-/// The commit task of one log. `on_durable(ops, batch_bytes)` runs after a batch is
-/// durable and before its waiters are woken (the meta log publishes to the index there,
-/// so a `deliver` returns only after its messages are visible, in record order).
+/// How a batch ended, for [`run`]'s callback.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum BatchOutcome {
+    /// Written and synced; the log's durable tail is now `tail` (just past the batch).
+    Durable { bytes: u64, tail: LogTail },
+    /// Failed (its waiters get the error): its records are not in the log.
+    Failed,
+}
+
+/// The commit task of one log. `on_batch(ops, outcome)` runs for every batch taken, in
+/// log order, before its waiters are woken: when it is durable (the store publishes its
+/// records to the index there, so a `deliver` returns only after its messages are
+/// visible), and when it failed (also for a pending batch failed with it), so a caller
+/// that orders records across logs can skip the lost ones.
 /// `window` > 0: once there is work, wait until the pending batch's first record is that
 /// old (unless the batch fills up first: appenders then wait for room anyway) so more
 /// appenders share the write and the sync.
 pub(crate) async fn run<T: 'static>(
     log: Rc<LogWriter<T>>,
     window: std::time::Duration,
-    mut on_durable: impl FnMut(Vec<T>, u64),
+    mut on_batch: impl FnMut(Vec<T>, BatchOutcome),
 ) {
     log.maybe_zero_fill();
     loop {
@@ -1014,14 +1025,17 @@ pub(crate) async fn run<T: 'static>(
                 if let Some(m) = log.metrics.get() {
                     m.store_batch(log.kind.into(), records, len);
                 }
-                on_durable(ops, len);
+                let tail = log.tail();
+                on_batch(ops, BatchOutcome::Durable { bytes: len, tail });
                 log.maybe_zero_fill();
             }
             Err(e) => {
                 log.bump(|s| s.failed_batches += 1);
+                on_batch(ops, BatchOutcome::Failed);
                 if let Some(next) = log.after_failure() {
                     log.bump(|s| s.failed_batches += 1);
-                    next.complete(Err(duplicate_error(e)));
+                    on_batch(next.ops, BatchOutcome::Failed);
+                    next.done.complete(Err(duplicate_error(e)));
                 }
             }
         }

@@ -2,10 +2,13 @@
 //!
 //! It owns the core's two log writers (blob and meta, each with its group-commit task),
 //! the core's [`CoreIndex`], and a cache of read handles for blob segments of any core.
-//! Index changes are published by the meta commit task once their batch is durable; the
-//! change hook ([`Store::set_change_hook`]) then hears which mailboxes changed. This file
-//! holds the SMTP path (blobs, `deliver`) and the plumbing; the IMAP/POP3 operations on
-//! mailboxes and messages are in [`ops`](super::ops).
+//! Index records go into the meta log, except the `MessageAppend` records of
+//! [`Store::store_message`], which follow their blob in the blob log (one fdatasync per
+//! local delivery). Either commit task publishes records once their batch is durable, in
+//! push order across both logs ([`publish`](super::publish)); the change hook
+//! ([`Store::set_change_hook`]) then hears which mailboxes changed. This file holds the
+//! SMTP path (blobs, `store_message`, `deliver`) and the plumbing; the IMAP/POP3
+//! operations on mailboxes and messages are in [`ops`](super::ops).
 //!
 //! Namespace changes of one user (create, delete, rename, subscriptions, keyword
 //! definitions, account init) run one at a time under a per-user lock (`UserLocks`),
@@ -25,9 +28,10 @@ use std::task::{Context, Poll, Waker};
 use rkyv::util::AlignedVec;
 
 use super::checkpoint;
-use super::commit::{self, Fault, LogPositions, LogStats, LogWriter, Ticket};
+use super::commit::{self, BatchOutcome, Fault, LogPositions, LogStats, LogWriter, Ticket};
 use super::index::{CoreIndex, LogPosition, MailboxStatus, MessageEntry, MAILBOX_SEQ_BITS};
 use super::ops::{alloc_modseq, alloc_uid, check_blob, no_mailbox};
+use super::publish::{Log, PublishOrder, Sequenced};
 use super::record::{
     self, MailboxAttrs, MailboxCreate, MessageAppend, MetaRecord, RecordType, RECORD_HEADER_BYTES,
 };
@@ -66,9 +70,11 @@ type ChangeHook = Rc<dyn Fn(&[u64])>;
 pub(super) struct Inner {
     pub(super) cfg: StoreConfig,
     core_dir: PathBuf,
-    blob: Rc<LogWriter<()>>,
-    pub(super) meta: Rc<LogWriter<MetaRecord>>,
+    blob: Rc<LogWriter<Option<Sequenced>>>,
+    pub(super) meta: Rc<LogWriter<Option<Sequenced>>>,
     pub(super) index: RefCell<CoreIndex>,
+    /// Index records reach `index` in push order across both logs (see `publish`).
+    order: PublishOrder,
     /// One namespace change per user at a time (see the module doc).
     pub(super) user_locks: UserLocks,
     change_hook: RefCell<Option<ChangeHook>>,
@@ -82,6 +88,7 @@ pub(super) struct Inner {
     /// One checkpoint at a time (periodic ones are skipped while another runs).
     checkpoint_lock: Rc<glommio::sync::Semaphore>,
     meta_bytes_since_checkpoint: Cell<u64>,
+    blob_bytes_since_checkpoint: Cell<u64>,
     checkpoints_written: Cell<u64>,
     /// Generation recovery loaded (older files of this core are removed after a write).
     checkpoint_keep_from: u64,
@@ -106,6 +113,36 @@ impl BlobTicket {
     }
 }
 
+/// A pushed index record ([`Store::push_meta`], [`Store::store_message`]): resolves once
+/// its batch is durable *and* the record is published to the index, which happens in
+/// push order across both logs (see `publish`).
+pub struct MetaTicket {
+    ticket: Ticket,
+    /// The record's number in push order (None: no record, only a blob).
+    seq: Option<u64>,
+    inner: Rc<Inner>,
+}
+
+impl MetaTicket {
+    /// Durable and published (per `Fsync`), or the batch's error.
+    pub async fn wait(&self) -> Result<(), StoreError> {
+        self.ticket.wait().await?;
+        if let Some(seq) = self.seq {
+            self.inner.order.published(seq).await;
+        }
+        Ok(())
+    }
+}
+
+/// Who receives a copy of a message stored with [`Store::store_message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filing {
+    /// Normalized address of the recipient (a user this core owns).
+    pub user: String,
+    /// Mailbox name, usually "INBOX".
+    pub mailbox: String,
+}
+
 impl Store {
     /// Opens this core's logs where recovery left them and spawns the commit tasks.
     pub async fn open(cfg: StoreConfig, index: CoreIndex) -> Result<Rc<Store>, StoreError> {
@@ -118,7 +155,7 @@ impl Store {
         }
         let core_dir = segment::core_dir(&cfg.data_dir, cfg.core);
         segment::ensure_dir(&core_dir)?;
-        let blob = LogWriter::<()>::open(
+        let blob = LogWriter::<Option<Sequenced>>::open(
             SegmentKind::Blob,
             cfg.core,
             core_dir.clone(),
@@ -129,7 +166,7 @@ impl Store {
             LogPositions::Exposed,
         )
         .await?;
-        let meta = LogWriter::<MetaRecord>::open(
+        let meta = LogWriter::<Option<Sequenced>>::open(
             SegmentKind::Meta,
             cfg.core,
             core_dir.clone(),
@@ -162,12 +199,14 @@ impl Store {
                 reason,
             })?;
         let checkpoint_keep_from = index.checkpoint_used;
+        let order = PublishOrder::new(blob.tail(), meta.tail());
         let inner = Rc::new(Inner {
             cfg,
             core_dir,
             blob: blob.clone(),
             meta: meta.clone(),
             index: RefCell::new(index),
+            order,
             user_locks: UserLocks::default(),
             change_hook: RefCell::new(None),
             scratch: RefCell::new(scratch),
@@ -176,14 +215,18 @@ impl Store {
             append_record_bytes: probe.len(),
             checkpoint_lock: Rc::new(glommio::sync::Semaphore::new(1)),
             meta_bytes_since_checkpoint: Cell::new(0),
+            blob_bytes_since_checkpoint: Cell::new(0),
             checkpoints_written: Cell::new(0),
             checkpoint_keep_from,
         });
         let window = std::time::Duration::from_micros(inner.cfg.commit_window_us);
-        let blob_task = glommio::spawn_local(commit::run(blob, window, |_, _| {}));
         let publisher = inner.clone();
-        let meta_task = glommio::spawn_local(commit::run(meta, window, move |ops, bytes| {
-            publisher.publish(ops, bytes)
+        let blob_task = glommio::spawn_local(commit::run(blob, window, move |ops, outcome| {
+            publisher.batch_done(Log::Blob, ops, outcome)
+        }));
+        let publisher = inner.clone();
+        let meta_task = glommio::spawn_local(commit::run(meta, window, move |ops, outcome| {
+            publisher.batch_done(Log::Meta, ops, outcome)
         }));
         Ok(Rc::new(Store {
             inner,
@@ -216,7 +259,7 @@ impl Store {
         }
         let log = &self.inner.blob;
         log.wait_room(RECORD_HEADER_BYTES + message.len()).await;
-        let (ticket, (segment, offset)) = log.push(RecordType::Blob, message, ());
+        let (ticket, (segment, offset)) = log.push(RecordType::Blob, message, None);
         let blob = BlobRef {
             core: self.inner.cfg.core,
             segment,
@@ -275,10 +318,105 @@ impl Store {
                 tickets.push(self.push_meta(MetaRecord::MessageAppend(rec))?);
             }
         }
-        for t in &tickets {
-            t.wait().await?;
-        }
+        wait_all(&tickets).await?;
         Ok(uids)
+    }
+
+    /// Stores a message and files it into mailboxes this core owns with **one** write and
+    /// one fdatasync: the blob and its `MessageAppend` records go into the same blob-log
+    /// batch, the records right after the blob (so a valid record implies a valid blob;
+    /// recovery reads them from the blob log, see `recover`). Creates mailboxes on first
+    /// use. Returns the blob's position and the UIDs (in `filings` order) at once, with a
+    /// ticket that resolves when all of it is durable and published; nobody may be told
+    /// the message is stored before that. On failure nothing of it is in the log.
+    ///
+    /// The caller must send each user's filings to its owner core. The `BlobRef` may be
+    /// used in other records (queue entries, other cores' deliveries) at once, as with
+    /// [`Store::stage_blob`].
+    pub async fn store_message(
+        &self,
+        message: &[u8],
+        filings: &[Filing],
+        internal_date: i64,
+    ) -> Result<(BlobRef, Vec<u32>, MetaTicket), StoreError> {
+        if message.len() > MESSAGE_BYTES_MAX {
+            return Err(StoreError::TooLarge {
+                what: "message",
+                bytes: message.len(),
+                max: MESSAGE_BYTES_MAX,
+            });
+        }
+        let per = self.inner.append_record_bytes;
+        let records_max = (self.inner.cfg.batch_bytes_max / per).clamp(1, DELIVERIES_PER_CALL_MAX);
+        if filings.len() > records_max {
+            return Err(StoreError::TooLarge {
+                what: "filing list",
+                bytes: filings.len(),
+                max: records_max,
+            });
+        }
+        for f in filings {
+            check_names(&f.user, &f.mailbox)?;
+        }
+        for f in filings {
+            self.ensure_mailbox(&f.user, &f.mailbox).await?;
+        }
+        let log = &self.inner.blob;
+        log.wait_room(RECORD_HEADER_BYTES + message.len() + per * filings.len())
+            .await;
+        // From here to the last push: no await, so the records follow the blob in the
+        // batch and UIDs are assigned in the order the records enter it. Every mailbox is
+        // checked first, so a refusal leaves nothing in the batch.
+        {
+            let idx = self.inner.index.borrow();
+            for f in filings {
+                idx.mailbox(&f.user, canonical_name(&f.mailbox))
+                    .filter(|m| !m.deleting)
+                    .ok_or_else(|| no_mailbox(&f.user, &f.mailbox))?;
+            }
+        }
+        let (blob_ticket, (segment, offset)) = log.push(RecordType::Blob, message, None);
+        let blob = BlobRef {
+            core: self.inner.cfg.core,
+            segment,
+            offset,
+            len: message.len() as u32,
+        };
+        let mut uids = Vec::with_capacity(filings.len());
+        let mut last = None;
+        for f in filings {
+            let rec = {
+                let mut idx = self.inner.index.borrow_mut();
+                let mb = idx
+                    .mailbox_mut(&f.user, canonical_name(&f.mailbox))
+                    .filter(|m| !m.deleting)
+                    .ok_or_else(|| no_mailbox(&f.user, &f.mailbox))?;
+                MessageAppend {
+                    mailbox_id: mb.id,
+                    uid: alloc_uid(mb)?,
+                    modseq: alloc_modseq(mb),
+                    blob,
+                    internal_date,
+                    flags: 0,
+                }
+            };
+            uids.push(rec.uid);
+            last = Some(self.push_sequenced(log, MetaRecord::MessageAppend(rec))?);
+        }
+        let ticket = match last {
+            // The records are in the blob's batch: their ticket covers the blob.
+            Some((ticket, seq)) => MetaTicket {
+                ticket,
+                seq: Some(seq),
+                inner: self.inner.clone(),
+            },
+            None => MetaTicket {
+                ticket: blob_ticket,
+                seq: None,
+                inner: self.inner.clone(),
+            },
+        };
+        Ok((blob, uids, ticket))
     }
 
     /// Replaces a message's flags; returns the message's modseq once durable and
@@ -326,13 +464,40 @@ impl Store {
 
     /// Encodes `rec` into the meta log's pending batch (synchronous: call right after
     /// `wait_room`, with no await between the allocation of its ids and this).
-    pub(super) fn push_meta(&self, rec: MetaRecord) -> Result<Ticket, StoreError> {
+    pub(super) fn push_meta(&self, rec: MetaRecord) -> Result<MetaTicket, StoreError> {
+        let (ticket, seq) = self.push_sequenced(&self.inner.meta, rec)?;
+        Ok(MetaTicket {
+            ticket,
+            seq: Some(seq),
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Numbers `rec` in push order and encodes it into `log`'s pending batch.
+    fn push_sequenced(
+        &self,
+        log: &LogWriter<Option<Sequenced>>,
+        rec: MetaRecord,
+    ) -> Result<(Ticket, u64), StoreError> {
         let what = rec.type_name();
         let mut scratch = self.inner.scratch.borrow_mut();
-        self.inner
-            .meta
-            .push_with(rec, |rec, buf| rec.encode(buf, &mut scratch))
-            .map_err(|reason| StoreError::Encode { what, reason })
+        let order = &self.inner.order;
+        let mut seq = 0;
+        let op = Sequenced { seq: 0, rec };
+        let ticket = log
+            .push_with(Some(op), |op, buf| {
+                let Some(op) = op else {
+                    return Err("no record".to_string());
+                };
+                let crc = op.rec.encode(buf, &mut scratch)?;
+                // Numbered only once it is in the batch: a number taken always reaches a
+                // batch (a missing one would stop publication).
+                op.seq = order.number();
+                seq = op.seq;
+                Ok(crc)
+            })
+            .map_err(|reason| StoreError::Encode { what, reason })?;
+        Ok((ticket, seq))
     }
 
     /// The id of a mailbox that exists and is not being deleted.
@@ -393,7 +558,7 @@ impl Store {
         user: &str,
         name: &str,
         special_use: u8,
-    ) -> Result<(u64, Vec<Ticket>), StoreError> {
+    ) -> Result<(u64, Vec<MetaTicket>), StoreError> {
         let rec = {
             let mut idx = self.inner.index.borrow_mut();
             let seq = idx.mailbox_seq_next.max(1);
@@ -431,11 +596,11 @@ impl Store {
         Ok((id, tickets))
     }
 
-    /// Sets the hook called after each durable meta batch is published, with the ids of
-    /// the mailboxes that batch changed (deduplicated, ascending): deliveries, appends,
+    /// Sets the hook called whenever durable records are published, with the ids of
+    /// the mailboxes they changed (deduplicated, ascending): deliveries, appends,
     /// flag changes, expunges, copies, keyword definitions, special-use changes, creates,
-    /// renames and deletes. Replaces any previous hook. The hook runs inside the meta
-    /// commit task: it must not block; it may read the store.
+    /// renames and deletes. Replaces any previous hook. The hook runs inside a commit
+    /// task: it must not block; it may read the store.
     pub fn set_change_hook(&self, hook: ChangeHookFn) {
         *self.inner.change_hook.borrow_mut() = Some(Rc::from(hook));
     }
@@ -581,6 +746,7 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.blob.flush().await;
         self.inner.meta.flush().await;
+        self.settle().await;
         // Wait for a periodic checkpoint in progress, then write a fresh one.
         let _permit = self
             .inner
@@ -591,6 +757,14 @@ impl Store {
                 path: PathBuf::from(format!("checkpoint lock: {e}")),
             })?;
         write_checkpoint(&self.inner).await
+    }
+
+    /// Waits until every index record pushed so far is published (or lost with a failed
+    /// batch).
+    pub(super) async fn settle(&self) {
+        if let Some(last) = self.inner.order.pushed_below().checked_sub(1) {
+            self.inner.order.published(last).await;
+        }
     }
 
     /// Makes the next `fault.batches` batches of `log` fail (fault-injection tests).
@@ -614,18 +788,19 @@ impl Store {
 }
 
 impl Inner {
-    /// Publishes a durable meta batch (called by the meta commit task).
-    fn publish(self: &Rc<Self>, ops: Vec<MetaRecord>, bytes: u64) {
+    /// A batch of `log` finished (called by its commit task before its waiters wake):
+    /// publishes every record that is now next in push order (see `publish`), tells the
+    /// change hook, and starts a periodic checkpoint when one is due.
+    fn batch_done(self: &Rc<Self>, log: Log, ops: Vec<Option<Sequenced>>, outcome: BatchOutcome) {
         let mut changed: Vec<u64> = Vec::new();
         {
             let mut idx = self.index.borrow_mut();
-            for op in &ops {
-                if let Some(id) = idx.publish(op) {
+            self.order.batch_done(log, ops, outcome, |rec| {
+                if let Some(id) = idx.publish(&rec) {
                     changed.push(id);
                 }
-            }
+            });
         }
-        drop(ops);
         if !changed.is_empty() {
             changed.sort_unstable();
             changed.dedup();
@@ -635,10 +810,21 @@ impl Inner {
                 hook(&changed);
             }
         }
-        let since = self.meta_bytes_since_checkpoint.get() + bytes;
-        self.meta_bytes_since_checkpoint.set(since);
-        let interval = self.cfg.checkpoint_meta_bytes_interval;
-        if interval == 0 || since < interval {
+        let BatchOutcome::Durable { bytes, .. } = outcome else {
+            return;
+        };
+        let (since, interval) = match log {
+            Log::Meta => (
+                &self.meta_bytes_since_checkpoint,
+                self.cfg.checkpoint_meta_bytes_interval,
+            ),
+            Log::Blob => (
+                &self.blob_bytes_since_checkpoint,
+                self.cfg.checkpoint_blob_bytes_interval,
+            ),
+        };
+        since.set(since.get() + bytes);
+        if interval == 0 || since.get() < interval {
             return;
         }
         if let Ok(permit) = self.checkpoint_lock.try_acquire_static_permit(1) {
@@ -653,25 +839,34 @@ impl Inner {
     }
 }
 
-/// Snapshots the index and this core's meta position synchronously (consistent: both
-/// change together in the commit task), then writes the file asynchronously.
+/// Snapshots the index and the positions of this core's two logs up to which every
+/// record is published, synchronously (consistent: both change together when a batch
+/// is published), then writes the file asynchronously.
 async fn write_checkpoint(inner: &Rc<Inner>) -> Result<(), StoreError> {
     let (bytes, generation) = {
         let idx = inner.index.borrow();
-        let own = LogPosition::from_tail(idx.core, &inner.meta.tail());
-        let mut starts: Vec<LogPosition> = idx
-            .covered
-            .iter()
-            .filter(|p| p.core != idx.core)
-            .copied()
-            .collect();
-        starts.push(own);
+        let core = idx.core;
+        let others = |covered: &[LogPosition], own: LogPosition| -> Vec<LogPosition> {
+            let mut v: Vec<LogPosition> =
+                covered.iter().filter(|p| p.core != core).copied().collect();
+            v.push(own);
+            v
+        };
+        let starts = others(
+            &idx.covered,
+            LogPosition::from_tail(core, &inner.order.published_tail(Log::Meta)),
+        );
+        let blob_starts = others(
+            &idx.covered_blob,
+            LogPosition::from_tail(core, &inner.order.published_tail(Log::Blob)),
+        );
         (
-            checkpoint::encode(&idx, idx.generation, starts)?,
+            checkpoint::encode(&idx, idx.generation, starts, blob_starts)?,
             idx.generation,
         )
     };
     inner.meta_bytes_since_checkpoint.set(0);
+    inner.blob_bytes_since_checkpoint.set(0);
     checkpoint::write(
         &inner.core_dir,
         generation,
@@ -692,15 +887,19 @@ pub(super) fn meta_record_bytes(strings_bytes: usize) -> usize {
     RECORD_HEADER_BYTES + 64 + strings_bytes
 }
 
-/// Waits for every batch the tickets belong to (once per batch).
-pub(super) async fn wait_all(tickets: &[Ticket]) -> Result<(), StoreError> {
-    let mut last: Option<&Ticket> = None;
+/// Waits for every batch the tickets belong to (once per batch), then for the records
+/// to be published.
+pub(super) async fn wait_all(tickets: &[MetaTicket]) -> Result<(), StoreError> {
+    let mut last: Option<&MetaTicket> = None;
     for t in tickets {
-        if last.is_some_and(|l| Rc::ptr_eq(&l.done, &t.done)) {
+        if last.is_some_and(|l| Rc::ptr_eq(&l.ticket.done, &t.ticket.done)) {
             continue;
         }
-        t.wait().await?;
+        t.ticket.wait().await?;
         last = Some(t);
+    }
+    if let (Some(t), Some(seq)) = (tickets.first(), tickets.iter().filter_map(|t| t.seq).max()) {
+        t.inner.order.published(seq).await;
     }
     Ok(())
 }

@@ -576,6 +576,8 @@ pub struct CoreIndex {
     pub(crate) meta_tail: LogTail,
     /// Every meta log's position at recovery (this core's own log advances past it).
     pub(crate) covered: Vec<LogPosition>,
+    /// The same for every blob log.
+    pub(crate) covered_blob: Vec<LogPosition>,
     /// Checkpoint generation this run writes.
     pub(crate) generation: u64,
     /// Checkpoint generation recovery loaded (0: none).
@@ -595,6 +597,11 @@ impl CoreIndex {
     /// Every meta log's position at recovery (what a checkpoint of this index covers).
     pub fn covered(&self) -> &[LogPosition] {
         &self.covered
+    }
+
+    /// Every blob log's position at recovery.
+    pub fn covered_blob(&self) -> &[LogPosition] {
+        &self.covered_blob
     }
 
     /// The checkpoint generation this run writes.

@@ -417,7 +417,13 @@ fn deleted_mailbox_stays_deleted_when_a_checkpoint_makes_recovery_reread_its_cre
         .filter(|p| p.core == 0)
         .copied()
         .collect();
-    let bytes = checkpoint::encode(&full.cores[0], 9, own).unwrap();
+    let own_blob: Vec<_> = full.cores[0]
+        .covered_blob()
+        .iter()
+        .filter(|p| p.core == 0)
+        .copied()
+        .collect();
+    let bytes = checkpoint::encode(&full.cores[0], 9, own, own_blob).unwrap();
     fs::write(
         segment::core_dir(&data, 0).join(checkpoint::file_name(9)),
         bytes,
@@ -1349,7 +1355,8 @@ fn checkpoint_counters_are_checked_on_load() {
             mb.unseen += 1;
         }
     }
-    let bytes = checkpoint::encode(&idx, 2, idx.covered().to_vec()).unwrap();
+    let bytes =
+        checkpoint::encode(&idx, 2, idx.covered().to_vec(), idx.covered_blob().to_vec()).unwrap();
     fs::write(
         segment::core_dir(&data, 0).join(checkpoint::file_name(2)),
         bytes,

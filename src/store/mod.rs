@@ -3,11 +3,13 @@
 //!
 //! # Layout on disk
 //! ```text
-//! <data_dir>/store/core-00/blob-00000001.seg   message bodies, one record per message
+//! <data_dir>/store/core-00/blob-00000001.seg   message bodies, one record per message,
+//!                                              each followed by the MessageAppend records
+//!                                              of its deliveries to core 00's mailboxes
 //!                         /blob-00000002.seg   (rolled past blob_segment_bytes_max)
-//!                         /meta-00000001.seg   index records (rkyv payloads)
+//!                         /meta-00000001.seg   all other index records (rkyv payloads)
 //!                         /checkpoint-<generation>.ckpt   rkyv snapshot of core 00's index
-//!                                                        + the meta log positions it covers
+//!                                                        + the log positions it covers
 //! <data_dir>/store/core-01/...                 the same for core 01, and so on
 //! ```
 //! Core *i* appends only to `core-<i>/`; nothing is shared between cores on the write
@@ -28,6 +30,7 @@
 //!  1 Blob            blob log: the message bytes
 //!  2 MailboxCreate   mailbox_id, user, name, uid_validity           (modseq 0 of the mailbox)
 //!  3 MessageAppend   mailbox_id, uid, modseq, blob, internal_date, flags
+//!                    (meta log, or blob log right after its blob: see below)
 //!  4 FlagsSet        mailbox_id, uid, modseq, flags                  (highest modseq wins)
 //!  5 Expunge         mailbox_id, uid, modseq                         (tombstone)
 //!  6 Checkpoint      checkpoint file, format version 1 (read only to say it is old)
@@ -43,7 +46,9 @@
 //!                    8BITMIME, RET, ENVID), arrival, authenticated user   (outbound queue)
 //! 16 QueueUpdate     id, seq, at, per-recipient state/attempts/next try/flags/error
 //! 17 QueueDone       id, reason                                      (terminal)
-//! 18 CheckpointV3    checkpoint file, format version 3 (+ the outbound queue)
+//! 18 CheckpointV3    checkpoint file, format version 3 (+ the outbound queue; read only to
+//!                    say it is old)
+//! 19 CheckpointV4    checkpoint file, format version 4 (+ blob-log positions)
 //! ```
 //! Flags: bits 0..=4 are `\Seen \Answered \Flagged \Deleted \Draft`, bits 5..=31 are
 //! keywords numbered per mailbox ([`flags`]).
@@ -59,7 +64,9 @@
 //!   truncates torn tails of writable logs, drops (and where needed tombstones) index
 //!   entries whose blob is not durable, builds the index and splits it by owner core.
 //! - [`checkpoint`] rkyv snapshots of one core's index + the log positions they cover, so
-//!   recovery only scans the meta records written after them.
+//!   recovery only scans the records written after them.
+//! - [`publish`]    the order in which durable records of both logs reach the index (push
+//!   order), and the log positions a checkpoint may claim.
 //! - [`commit`]     group commit: one pending batch per log, placed (segment, offset) when
 //!   its first record is pushed, one `write` + one `fdatasync` per batch, back-pressure
 //!   past `batch_bytes_max`, undo on failure, zero-filled space kept ahead of the data.
@@ -102,12 +109,22 @@
 //! flag changes build on changes still in flight, so concurrent STOREs never lose one
 //! another. A mailbox being deleted accepts no new records.
 //!
-//! A message's blob and its index records are committed *concurrently*: the blob's
-//! position is fixed when it is staged ([`Store::stage_blob`]), the caller writes the
-//! `MessageAppend` records with it at once, and the message is acknowledged only when the
-//! blob *and* every index record are durable. So after a crash a durable `MessageAppend`
-//! may reference a blob that never became durable (torn, or never written). The rules that
-//! keep this safe:
+//! A message delivered to mailboxes of the core that stores it costs one write and one
+//! fdatasync ([`Store::store_message`]): its `MessageAppend` records go into the *blob*
+//! log's batch, right after the blob, so a valid record there implies a valid blob. The
+//! session's core hands a message whose local recipients all belong to one other core to
+//! that core whole (`runtime::mesh`), so the common single-recipient delivery always takes
+//! this path. Records of one core reach its index in the order they were pushed, across
+//! both logs ([`publish`]), and an appender is answered only once its records are
+//! published: UIDs and modseqs appear in the order they were allocated.
+//!
+//! Otherwise (recipients on several cores, IMAP APPEND) a message's blob and its index
+//! records are committed *concurrently*: the blob's position is fixed when it is staged
+//! ([`Store::stage_blob`]), the caller writes the `MessageAppend` records (in the meta logs
+//! of the owners) with it at once, and the message is acknowledged only when the blob *and*
+//! every index record are durable. So after a crash a durable `MessageAppend` may reference
+//! a blob that never became durable (torn, or never written). The rules that keep this
+//! safe:
 //! - a blob log is always a durable prefix plus at most one batch being written (batches
 //!   are written one after the other, each only once the previous one is durable), and a
 //!   sealed segment is valid up to its length (it is cut to its durable end and synced
@@ -151,8 +168,11 @@ pub mod export;
 pub mod flags;
 pub mod index;
 #[cfg(test)]
+mod local_tests;
+#[cfg(test)]
 mod mailbox_tests;
 pub mod ops;
+pub mod publish;
 pub mod queue;
 #[cfg(test)]
 mod queue_tests;
@@ -167,7 +187,7 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use engine::{BlobTicket, ChangeHookFn, Store, StoreStats};
+pub use engine::{BlobTicket, ChangeHookFn, Filing, MetaTicket, Store, StoreStats};
 pub use export::export_mboxrd;
 pub use flags::special_use;
 pub use index::{Account, CoreIndex, Mailbox, MailboxInfo, MailboxStatus, MessageEntry};
@@ -228,6 +248,10 @@ pub struct StoreConfig {
     /// Write a checkpoint each time this many meta bytes were appended since the last one
     /// (0: only on `flush`). Default 64 MiB.
     pub checkpoint_meta_bytes_interval: u64,
+    /// ...and each time this many blob-log bytes were (recovery scans the blob log from
+    /// the last checkpoint too, for the `MessageAppend` records it holds; 0: only on
+    /// `flush`). Default 1 GiB.
+    pub checkpoint_blob_bytes_interval: u64,
     /// Group-commit window: a commit task that finds work waits this long before taking
     /// the batch, so more appenders join one write + fdatasync (fewer syncs per message,
     /// more latency). 0 (default): take the batch at once.
@@ -245,6 +269,7 @@ impl StoreConfig {
             meta_segment_bytes_max: 64 << 20,
             batch_bytes_max: 4 << 20,
             checkpoint_meta_bytes_interval: 64 << 20,
+            checkpoint_blob_bytes_interval: 1 << 30,
             commit_window_us: 0,
         }
     }

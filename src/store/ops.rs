@@ -617,8 +617,10 @@ impl Store {
             }
         }
         if tickets.is_empty() && saw_pending {
-            // An outcome reported a change still in flight: let it become durable first.
+            // An outcome reported a change still in flight: let it become durable (and
+            // published) first.
             self.inner.meta.flush().await;
+            self.settle().await;
         }
         if let Err(e) = wait_all(&tickets).await {
             self.forget_pending(id, &made);

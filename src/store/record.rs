@@ -61,14 +61,18 @@ pub enum RecordType {
     /// A queue entry is finished (delivered, bounced, deleted or lost): it leaves the queue.
     QueueDone = 17,
     /// The single record of a checkpoint file, format version 3 ([`CHECKPOINT_VERSION`]):
-    /// version 2 plus the outbound queue.
+    /// version 2 plus the outbound queue; read only to say it is old.
     CheckpointV3 = 18,
+    /// The single record of a checkpoint file, format version 4 ([`CHECKPOINT_VERSION`]):
+    /// version 3 plus the blob-log positions covered (blob logs carry `MessageAppend`
+    /// records too).
+    CheckpointV4 = 19,
 }
 
 /// The checkpoint format this build writes (the record type of its payload says it: 1 is
 /// [`RecordType::Checkpoint`], 2 is [`RecordType::CheckpointV2`], 3 is
-/// [`RecordType::CheckpointV3`]).
-pub const CHECKPOINT_VERSION: u32 = 3;
+/// [`RecordType::CheckpointV3`], 4 is [`RecordType::CheckpointV4`]).
+pub const CHECKPOINT_VERSION: u32 = 4;
 
 /// Queue records carry up to `QUEUE_RECIPIENTS_MAX` recipients (with their ORCPT or error
 /// texts), so they get a larger bound than the other meta records.
@@ -94,6 +98,7 @@ impl RecordType {
             16 => RecordType::QueueUpdate,
             17 => RecordType::QueueDone,
             18 => RecordType::CheckpointV3,
+            19 => RecordType::CheckpointV4,
             _ => return None,
         })
     }
@@ -104,9 +109,10 @@ impl RecordType {
     pub fn payload_bytes_max(self) -> u64 {
         match self {
             RecordType::Blob => super::MESSAGE_BYTES_MAX as u64,
-            RecordType::Checkpoint | RecordType::CheckpointV2 | RecordType::CheckpointV3 => {
-                u64::from(u32::MAX)
-            }
+            RecordType::Checkpoint
+            | RecordType::CheckpointV2
+            | RecordType::CheckpointV3
+            | RecordType::CheckpointV4 => u64::from(u32::MAX),
             RecordType::QueueAdd | RecordType::QueueUpdate | RecordType::QueueDone => {
                 QUEUE_PAYLOAD_BYTES_MAX as u64
             }
@@ -685,7 +691,8 @@ pub fn decode_meta(
         RecordType::Blob
         | RecordType::Checkpoint
         | RecordType::CheckpointV2
-        | RecordType::CheckpointV3 => return Err(format!("{kind:?} record in a meta log")),
+        | RecordType::CheckpointV3
+        | RecordType::CheckpointV4 => return Err(format!("{kind:?} record in a meta log")),
     })
 }
 
@@ -906,8 +913,9 @@ mod tests {
         }
         assert_eq!(RecordType::from_u8(7), None);
         assert_eq!(RecordType::from_u8(0), None);
-        assert_eq!(RecordType::from_u8(19), None);
+        assert_eq!(RecordType::from_u8(20), None);
         assert_eq!(RecordType::from_u8(18), Some(RecordType::CheckpointV3));
+        assert_eq!(RecordType::from_u8(19), Some(RecordType::CheckpointV4));
         for rec in sample_meta() {
             assert_eq!(
                 RecordType::from_u8(rec.record_type() as u8),

@@ -7,17 +7,21 @@
 //!    CRC + rkyv validation of every record, once. A log stops at its first invalid
 //!    record; for writable cores (index < ncores) the segment is truncated there and any
 //!    later segment is set aside (renamed `*.seg.aside-<unix secs>`), all reported.
-//! 3. Apply the records: creates first, then per mailbox in modseq order (messages,
+//! 3. Blob logs: sealed segments are valid up to their length (only the last segment of a
+//!    log can have a torn tail, because a segment is sealed — cut to its durable end and
+//!    synced — before the next one is created); the last segment is scanned from its
+//!    start to find its valid end (a meta record does not prove its blob durable: blob and
+//!    meta are committed concurrently), and truncated there if writable. The
+//!    `MessageAppend` records of local deliveries, which follow their blob in the blob
+//!    log, are read from the checkpoint's blob-log position on (sealed segments too) and
+//!    join the meta records of step 2. A torn last batch loses its blob and its records
+//!    together.
+//! 4. Apply the records: creates first, then per mailbox in modseq order (messages,
 //!    flags, expunges, keyword definitions, renames, special-use, deletes), then per user
 //!    in sequence order (account init, subscriptions). Mailboxes are folded by id; the
 //!    name map is built once every mailbox has its final name (see "Ownership and
 //!    ordering" in `store`), so a deleted or renamed name can be reused by another
 //!    mailbox whatever the order of the logs.
-//! 4. Blob logs: sealed segments are valid up to their length (only the last segment of a
-//!    log can have a torn tail, because a segment is sealed — cut to its durable end and
-//!    synced — before the next one is created); the last segment is scanned from its
-//!    start to find its valid end (a meta record does not prove its blob durable: blob and
-//!    meta are committed concurrently), and truncated there if writable.
 //! 5. Drop (and count) messages whose BlobRef is not inside a valid blob segment part.
 //! 6. Make the drops permanent where they must be: for each dropped message whose blob
 //!    position lies at or past where a writable blob log continues (so a new blob could
@@ -25,7 +29,7 @@
 //!    owner core, before any executor starts (see "Ownership and ordering" in `store`).
 //! 7. Split the mailboxes by `owner(user)` into one [`CoreIndex`] per core.
 //!
-//! Outbound queue entries (`store::queue`) go through the same steps: step 3 applies their
+//! Outbound queue entries (`store::queue`) go through the same steps: step 4 applies their
 //! adds, then their updates in per-entry sequence order, then their done records; step 5
 //! drops an entry whose blob is not valid, and step 6 writes a durable `QueueDone` (reason
 //! lost) for it when its blob position could be handed out again; step 7 gives each entry
@@ -131,6 +135,7 @@ pub fn recover_with(
         mut report,
         mut tails,
         mut covered,
+        covered_blob,
         mailbox_seq_max,
         generation,
         started,
@@ -166,6 +171,7 @@ pub fn recover_with(
                 blob_tail: with_next_sequence(blob_tail),
                 meta_tail: with_next_sequence(meta_tail),
                 covered: covered.clone(),
+                covered_blob: covered_blob.clone(),
                 mailbox_seq_max: seq_max_list.clone(),
                 generation,
                 checkpoint_used: report.checkpoint_generation.unwrap_or(0),
@@ -336,6 +342,8 @@ pub(crate) struct Loaded {
     pub(crate) tails: HashMap<u16, (LogTail, LogTail)>,
     /// Every meta log's end position.
     pub(crate) covered: Vec<LogPosition>,
+    /// Every blob log's end position.
+    pub(crate) covered_blob: Vec<LogPosition>,
     /// Highest mailbox-id sequence per creating core.
     pub(crate) mailbox_seq_max: HashMap<u16, u64>,
     pub(crate) generation: u64,
@@ -364,6 +372,7 @@ pub(crate) fn load(
     // 1. Checkpoint.
     let mut global = CoreIndex::default();
     let mut starts: HashMap<u16, LogPosition> = HashMap::new();
+    let mut blob_starts: HashMap<u16, LogPosition> = HashMap::new();
     let mut checkpoint_modseq: HashMap<u64, u64> = HashMap::new();
     let mut checkpoint_user_seq: HashMap<String, u64> = HashMap::new();
     let mut checkpoint_seq_max: HashMap<u16, u64> = HashMap::new();
@@ -397,6 +406,7 @@ pub(crate) fn load(
             }
             queue_seq_max = set.queue_seq_max;
             starts = set.starts;
+            blob_starts = set.blob_starts;
         }
         Err(note) => report.checkpoint_note = note,
     }
@@ -433,7 +443,27 @@ pub(crate) fn load(
         tails.entry(*core).or_default().1 = tail;
     }
 
-    // 3. Apply.
+    // 3. Blob logs: sealed segments valid by length, the last one scanned; the
+    //    MessageAppend records of local deliveries read from the checkpoint positions.
+    let mut valid_end: HashMap<(u16, u32), u64> = HashMap::new();
+    let mut covered_blob = Vec::new();
+    for (core, dir) in &core_dirs {
+        let writable_core = usize::from(*core) < writable;
+        let tail = scan_blob_log(
+            dir,
+            *core,
+            writable_core,
+            blob_starts.get(core).copied(),
+            &mut valid_end,
+            &mut report,
+            &mut aligned,
+            &mut |rec| ops.push(rec),
+        )?;
+        covered_blob.push(LogPosition::from_tail(*core, &tail));
+        tails.entry(*core).or_default().0 = tail;
+    }
+
+    // 4. Apply.
     let mut mailbox_seq_max: HashMap<u16, u64> = checkpoint_seq_max;
     let seq_mask = (1u64 << MAILBOX_SEQ_BITS) - 1;
     for id in global.mailboxes.keys() {
@@ -521,14 +551,6 @@ pub(crate) fn load(
 
     apply_queue(&mut global, queue_ops, &mut queue_seq_max, &mut report);
 
-    // 4. Blob logs: sealed segments by length, the last one scanned.
-    let mut valid_end: HashMap<(u16, u32), u64> = HashMap::new();
-    for (core, dir) in &core_dirs {
-        let writable_core = usize::from(*core) < writable;
-        let tail = scan_blob_log(dir, *core, writable_core, &mut valid_end, &mut report)?;
-        tails.entry(*core).or_default().0 = tail;
-    }
-
     // 5. Drop references outside valid blob data; note those whose position could be
     //    handed out again (at or past where a writable blob log continues).
     let reusable = |b: &BlobRef| -> bool {
@@ -598,6 +620,7 @@ pub(crate) fn load(
         report,
         tails,
         covered,
+        covered_blob,
         mailbox_seq_max,
         generation,
         started,
@@ -837,14 +860,19 @@ fn reopen_tail(
     })
 }
 
-/// Blob log of one core: records each segment's valid end in `valid_end`; returns where
-/// the log continues.
+/// Blob log of one core: records each segment's valid end in `valid_end`, feeds the
+/// `MessageAppend` records at or after `start` (the checkpoint's position; None: from the
+/// beginning) to `sink`; returns where the log continues.
+#[allow(clippy::too_many_arguments)]
 fn scan_blob_log(
     dir: &Path,
     core: u16,
     writable: bool,
+    start: Option<LogPosition>,
     valid_end: &mut HashMap<(u16, u32), u64>,
     report: &mut RecoveryReport,
+    aligned: &mut AlignedVec,
+    sink: &mut dyn FnMut(MetaRecord),
 ) -> Result<LogTail, StoreError> {
     let (mut seqs, highest) = segment::list_segments(dir, SegmentKind::Blob)?;
     let mut tail = LogTail {
@@ -895,23 +923,65 @@ fn scan_blob_log(
             }
             Err(e) => return Err(e),
         };
+        // Index records before this offset are in the checkpoint.
+        let records_from = match start {
+            Some(p) if p.segment > seq => u64::MAX,
+            Some(p) if p.segment == seq => p.end,
+            _ => SEGMENT_HEADER_BYTES as u64,
+        };
         if seq != last {
+            // Sealed: valid up to its length; read only for its index records.
             valid_end.insert((core, seq), file_len);
+            if records_from < file_len {
+                let mut scanner = Scanner::new(&file, &path, records_from)?;
+                loop {
+                    let (offset, why) = match scanner.next_item()? {
+                        ScanItem::Record {
+                            offset,
+                            header,
+                            payload,
+                        } => match blob_log_record(header.kind, payload, aligned) {
+                            Ok(Some(rec)) => {
+                                report.meta_records += 1;
+                                sink(rec);
+                                continue;
+                            }
+                            Ok(None) => continue,
+                            Err(why) => (offset, why),
+                        },
+                        ScanItem::End => break,
+                        ScanItem::Invalid { offset, reason } => (offset, reason.to_string()),
+                    };
+                    // Damage inside a sealed segment: what follows is not read (and
+                    // not cut: its blobs are served as long as they verify).
+                    report.stopped.push((path.clone(), offset, why));
+                    break;
+                }
+                report.bytes_scanned += scanner.bytes_read;
+            }
             continue;
         }
-        // The last segment: scanned from its start (no index record proves a blob
-        // durable, see the module doc).
+        // The last segment: scanned from its start (an index record in another log does
+        // not prove a blob durable, see the module doc).
         let from = SEGMENT_HEADER_BYTES as u64;
         let mut scanner = Scanner::new(&file, &path, from)?;
         let mut last_record = None;
         let stop = loop {
             match scanner.next_item()? {
-                ScanItem::Record { offset, header, .. } => {
-                    if header.kind != RecordType::Blob {
-                        break Some((offset, format!("{:?} record in a blob log", header.kind)));
+                ScanItem::Record {
+                    offset,
+                    header,
+                    payload,
+                } => match blob_log_record(header.kind, payload, aligned) {
+                    Ok(rec) => {
+                        if let Some(rec) = rec.filter(|_| offset >= records_from) {
+                            report.meta_records += 1;
+                            sink(rec);
+                        }
+                        last_record = Some((offset, header.crc));
                     }
-                    last_record = Some((offset, header.crc));
-                }
+                    Err(why) => break Some((offset, why)),
+                },
                 ScanItem::End => break None,
                 ScanItem::Invalid { offset, reason } => break Some((offset, reason.to_string())),
             }
@@ -936,6 +1006,19 @@ fn scan_blob_log(
         tail.last_record = last_record;
     }
     Ok(tail)
+}
+
+/// A record of a blob log: a blob (None) or the `MessageAppend` of a local delivery.
+fn blob_log_record(
+    kind: RecordType,
+    payload: &[u8],
+    aligned: &mut AlignedVec,
+) -> Result<Option<MetaRecord>, String> {
+    match kind {
+        RecordType::Blob => Ok(None),
+        RecordType::MessageAppend => record::decode_meta(kind, payload, aligned).map(Some),
+        other => Err(format!("{other:?} record in a blob log")),
+    }
 }
 
 fn truncate_file(path: &Path, len: u64) -> Result<(), StoreError> {

@@ -34,6 +34,7 @@ where
 pub(super) fn cfg(data: &Path, core: u16) -> StoreConfig {
     let mut c = StoreConfig::new(data, core);
     c.checkpoint_meta_bytes_interval = 0;
+    c.checkpoint_blob_bytes_interval = 0;
     c
 }
 
