@@ -7,7 +7,7 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringmail::smtp::data::{DataDecoder, DataProgress};
@@ -34,8 +34,8 @@ const RECIPIENTS: usize = 10;
 /// Sessions are renewed before they reach their per-session message limit.
 const TRANSACTIONS_PER_SESSION: u32 = 10_000;
 
-fn limits() -> Rc<Limits> {
-    Rc::new(Limits::new("mx.example.test", 64 << 20, 100))
+fn limits() -> Arc<Limits> {
+    Arc::new(Limits::new("mx.example.test", 64 << 20, 100))
 }
 
 /// A dot-stuffed message body of about `bytes` bytes in 76-byte lines, every

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::Command;
 
-use common::{Server, ALICE};
+use common::{Server, ALICE, BOB};
+use ringmail::runtime::placement::owner_core;
 
 const METRICS: &str = "[metrics]\nlisten = [\"127.0.0.1:0\"]\n";
 
@@ -90,6 +91,7 @@ const WATCHED: &[&str] = &[
     "ringmail_imap_command_seconds_count",
     "ringmail_smtp_replies_total:2xx",
     "ringmail_smtp_replies_total:5xx",
+    "ringmail_smtp_sessions_moved_total",
 ];
 
 /// `curl -sS -D - http://127.0.0.1:PORT/PATH`: (status line, headers, body).
@@ -302,4 +304,93 @@ fn other_paths_are_404_and_garbage_is_400() {
     // The endpoint still serves after a bad request.
     let (status, _, _) = curl(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+/// One write of pipelined transactions (MAIL, RCPT, `BDAT n LAST` + body each, then
+/// QUIT) after EHLO; prints the code of every reply after EHLO, one per line.
+const PIPELINED_BDAT: &str = r#"
+import socket, sys
+port, users = int(sys.argv[1]), sys.argv[2:]
+s = socket.create_connection(('127.0.0.1', port), timeout=20)
+f = s.makefile('rb')
+def reply():
+    lines = []
+    while True:
+        line = f.readline()
+        if not line:
+            sys.exit('connection closed after %r' % lines)
+        lines.append(line)
+        if line[3:4] == b' ':
+            return b''.join(lines)
+reply()
+s.sendall(b'EHLO client.test\r\n')
+if b'CHUNKING' not in reply():
+    sys.exit('no CHUNKING')
+batch = b''
+for i, user in enumerate(users):
+    body = b'Subject: move %d\r\n\r\nbody %d\r\n' % (i, i)
+    batch += b'MAIL FROM:<s@client.test>\r\nRCPT TO:<%s>\r\nBDAT %d LAST\r\n' % (user.encode(), len(body))
+    batch += body
+s.sendall(batch + b'QUIT\r\n')
+for _ in range(3 * len(users) + 1):
+    print(reply()[:3].decode())
+"#;
+
+/// Work moves to the data: a session whose messages alternate between users of the two
+/// cores moves to each message's owner in turn, carrying the input it has not read yet
+/// (the pipelined transactions that follow); every message is answered in order and
+/// stored once, in its owner's mailbox.
+#[test]
+fn a_session_moves_to_each_messages_core_with_its_pipelined_input() {
+    assert_ne!(
+        owner_core(ALICE, 2),
+        owner_core(BOB, 2),
+        "the test needs users on both cores"
+    );
+    let server = Server::start(&format!("{METRICS}[cores]\nplacement = [0, 1]\n"));
+    let before = scrape(&server);
+    let users = [ALICE, BOB, ALICE, BOB];
+    let r = common::run(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PIPELINED_BDAT)
+            .arg(server.port().to_string())
+            .args(users),
+        b"",
+    );
+    assert!(
+        r.status.success(),
+        "client: {}\n{}\nserver:\n{}",
+        r.status,
+        r.stderr,
+        server.output()
+    );
+    assert_eq!(
+        r.stdout_text(),
+        "250\n".repeat(3 * users.len()) + "221\n",
+        "server:\n{}",
+        server.output()
+    );
+    let after = scrape(&server);
+    // Wherever the connection landed, at least three of the four messages were for the
+    // other core.
+    assert!(
+        rose(&before, &after, "ringmail_smtp_sessions_moved_total") >= 3.0,
+        "{before:?}\n{after:?}"
+    );
+    assert_eq!(
+        rose(&before, &after, "ringmail_smtp_messages_accepted_total"),
+        4.0
+    );
+    for (user, bodies) in [(ALICE, ["body 0", "body 2"]), (BOB, ["body 1", "body 3"])] {
+        let got = server.export(user);
+        assert_eq!(got.len(), 2, "{user}: {got:?}");
+        for (m, body) in got.iter().zip(bodies) {
+            let text = String::from_utf8_lossy(m);
+            assert!(
+                text.ends_with(&format!("\r\n\r\n{body}\r\n")),
+                "{user}: {text:?}"
+            );
+        }
+    }
 }

@@ -121,6 +121,36 @@ fn smtplib_submissions_implicit_tls() {
     server.stop();
 }
 
+/// A TLS session (STARTTLS on port 25, implicit TLS with a login on submissions) moves to
+/// the core of each message's recipient with its TLS state and login, and goes on.
+#[test]
+fn smtp_tls_sessions_move_between_cores_and_go_on() {
+    let mut server = seeded("[cores]\nplacement = [0, 1]\n");
+    python_case(&server, "tls_sessions_move", &[]);
+    for (user, subjects) in [
+        (
+            ALICE,
+            ["move-25-0", "move-25-2", "move-465-0", "move-465-2"].as_slice(),
+        ),
+        (BOB, ["move-25-1", "move-465-1"].as_slice()),
+    ] {
+        let got: Vec<String> = server
+            .export(user)
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .filter(|m| m.contains("Subject: move-"))
+            .collect();
+        assert_eq!(got.len(), subjects.len(), "{user}: {got:?}");
+        for (m, subject) in got.iter().zip(subjects) {
+            assert!(
+                m.contains(&format!("Subject: {subject}\r\n")),
+                "{user}: {m:?}"
+            );
+        }
+    }
+    server.stop();
+}
+
 #[test]
 fn imaplib_starttls_logindisabled_and_imaps() {
     with_server(

@@ -263,6 +263,7 @@ pub struct CoreMetrics {
     pub outbound_recipients: [Cell64; 3],
     /// Deliveries sent to another core's store over the mesh.
     pub mesh_deliveries_sent: Cell64,
+    pub smtp_sessions_moved: Cell64,
 }
 
 impl Default for CoreMetrics {
@@ -296,6 +297,7 @@ impl CoreMetrics {
             outbound_queue_entries: Cell64::default(),
             outbound_recipients: Default::default(),
             mesh_deliveries_sent: Cell64::default(),
+            smtp_sessions_moved: Cell64::default(),
         }
     }
 
@@ -384,6 +386,10 @@ impl CoreMetrics {
 
     pub fn mesh_delivery_sent(&self) {
         self.mesh_deliveries_sent.add(1);
+    }
+
+    pub fn smtp_session_moved(&self) {
+        self.smtp_sessions_moved.add(1);
     }
 }
 

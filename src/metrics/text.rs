@@ -384,6 +384,13 @@ pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
         "Deliveries sent over the mesh to the core that owns a recipient.",
         |m| m.mesh_deliveries_sent.get(),
     );
+    plain(
+        &mut w,
+        "ringmail_smtp_sessions_moved_total",
+        Kind::Counter,
+        "SMTP sessions handed, with a message, to the core that owns its recipients.",
+        |m| m.smtp_sessions_moved.get(),
+    );
     w.finish()
 }
 

@@ -50,9 +50,9 @@ pub struct Core {
     pub index: usize,
     pub cores: usize,
     pub config: Arc<Config>,
-    pub smtp_limits: Rc<Limits>,
+    pub smtp_limits: Arc<Limits>,
     /// Limits of the submission listeners (AUTH required before MAIL).
-    pub submission_limits: Rc<Limits>,
+    pub submission_limits: Arc<Limits>,
     /// This core's TLS acceptor (None only in unit tests: serve always has certificates).
     pub tls: Option<TlsAcceptor>,
     pub store: Rc<Store>,
@@ -98,7 +98,7 @@ impl Core {
             l.errors_max = config.smtp.errors_max;
             l.submission = submission;
             l.allow_plaintext_auth = allow_plaintext_auth;
-            Rc::new(l)
+            Arc::new(l)
         };
         let smtp_limits = limits(false, config.smtp.allow_plaintext_auth);
         let submission_limits = limits(true, config.submission.allow_plaintext_auth);
@@ -143,7 +143,7 @@ impl Core {
     /// Serves TLS with `tls`: STARTTLS is offered and the implicit-TLS listeners work.
     pub fn with_tls(mut self, tls: TlsAcceptor) -> Core {
         for limits in [&mut self.smtp_limits, &mut self.submission_limits] {
-            Rc::make_mut(limits).tls_available = true;
+            Arc::make_mut(limits).tls_available = true;
         }
         self.tls = Some(tls);
         self
@@ -364,6 +364,36 @@ impl Core {
             return storage_failure(&e);
         }
         result
+    }
+}
+
+impl Core {
+    /// Whether an SMTP session should move, with `txn`, to the core that owns every local
+    /// recipient of it (see `smtp::server`): returns one of those recipients when that core
+    /// is another one and nobody is remote (a remote recipient is queued where the session
+    /// is; recipients on several cores are served from here). Never while shutting down.
+    pub fn moves_to_owner(&self, txn: &Transaction) -> Option<String> {
+        if self.cores < 2 || self.is_shutting_down() {
+            return None;
+        }
+        let mut dests = Vec::new();
+        for rcpt in &txn.recipients {
+            // A recipient that does not expand is reported by `deliver`, wherever it runs.
+            let _ = self.directory.expand(rcpt, &mut dests);
+        }
+        let mut target: Option<(usize, String)> = None;
+        for d in dests {
+            let Destination::Local(user) = d else {
+                return None;
+            };
+            let owner = owner_core(&user, self.cores);
+            match &target {
+                None => target = Some((owner, user)),
+                Some((o, _)) if *o != owner => return None,
+                Some(_) => {}
+            }
+        }
+        target.and_then(|(owner, user)| (owner != self.index).then_some(user))
     }
 }
 

@@ -1,9 +1,11 @@
-//! Moving a logged-in connection to the core that owns the user's mailboxes.
+//! Moving a connection to the core that owns the mailboxes it works on.
 //!
-//! Every user's mailboxes live on one core ([`placement::owner_core`]). IMAP and POP3
-//! connections are accepted on whichever core the kernel picked (SO_REUSEPORT); the
-//! pre-login dialogue runs there. Once the credentials check out, the session hands itself
-//! over: a duplicate of the socket's descriptor plus the session state (user, unread input,
+//! Every user's mailboxes live on one core ([`placement::owner_core`]). Connections are
+//! accepted on whichever core the kernel picked (SO_REUSEPORT). An SMTP session moves when
+//! a message's local recipients all belong to another core (and nobody is remote), with
+//! the transaction, before its delivery (`smtp::server`). IMAP and POP3 run the pre-login
+//! dialogue where they were accepted; once the credentials check out, the session hands
+//! itself over: a duplicate of the socket's descriptor plus the session state (user, unread input,
 //! protocol-specific resume data) go to the owner core over the mesh, the original stream is
 //! dropped here, and the owner serves the connection from then on. Every mailbox operation is
 //! then local to the core that owns the data: no cross-core request per command, and two
@@ -42,6 +44,9 @@ pub struct Handoff {
 pub enum Resume {
     Imap(crate::imap::server::Resume),
     Pop3(crate::pop3::server::Resume),
+    /// A session with a transaction to deliver on the owner (`user` is one of its local
+    /// recipients).
+    Smtp(Box<crate::smtp::server::Resume>),
 }
 
 impl Resume {
@@ -49,6 +54,7 @@ impl Resume {
         match self {
             Resume::Imap(_) => Protocol::Imap,
             Resume::Pop3(_) => Protocol::Pop3,
+            Resume::Smtp(r) => r.protocol(),
         }
     }
 }
@@ -118,6 +124,9 @@ impl Core {
                 }
                 Resume::Pop3(_) => {
                     crate::pop3::server::serve_user(stream, core.clone(), handoff).await
+                }
+                Resume::Smtp(resume) => {
+                    crate::smtp::server::resume(stream, core.clone(), handoff.input, *resume).await
                 }
             }
         })

@@ -1,12 +1,19 @@
 //! Drives one sans-IO [`Session`] over a glommio TCP stream.
 //!
+//! Work moves to the data: when a message's local recipients all belong to another core
+//! (and nobody is remote), the connection itself moves there before the delivery
+//! ([`Resume`], through `runtime::handoff`): the owner stores the message with one log
+//! write and serves the connection from then on, so a client that keeps sending to the
+//! same mailboxes costs no cross-core request per message.
+//!
 //! One fixed read buffer per connection (`[cores] read_buffer_bytes`); the session parses in place
 //! and says how much it consumed. Replies accumulate in one output buffer that is written
 //! once per batch of pipelined commands (when the session needs more input), or once after a
 //! delivery: never one write per reply line.
 
 use std::io;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
@@ -14,7 +21,8 @@ use crate::metrics::CoreMetrics;
 use crate::net::transport::Transport;
 use crate::net::Protocol;
 use crate::runtime::core::Core;
-use crate::smtp::{Context, PeerInfo, Phase, Session, Step};
+use crate::runtime::handoff::{Handoff, Resume as HandoffResume};
+use crate::smtp::{Context, PeerInfo, Phase, Session, Step, Transaction};
 use crate::time::unix_now;
 
 enum Input {
@@ -25,9 +33,48 @@ enum Input {
     Failed,
 }
 
+/// A session on its way to the core that owns its transaction's recipients: the owner
+/// delivers `txn` and goes on serving the connection (see the module doc).
+pub struct Resume {
+    protocol: Protocol,
+    session: Session,
+    txn: Transaction,
+    /// Replies not written yet (those of pipelined commands before the delivery).
+    out: Vec<u8>,
+    /// When the message's data ended (for the delivery metric).
+    data_end: Instant,
+}
+
+impl Resume {
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resume")
+            .field("protocol", &self.protocol)
+            .field("queue_id", &self.txn.queue_id)
+            .finish_non_exhaustive()
+    }
+}
+
+const _: () = {
+    const fn crosses_cores<T: Send>() {}
+    crosses_cores::<Resume>();
+};
+
+/// The connection's read buffer and its unread part.
+struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
 /// Serves one SMTP connection (port 25 or submission) until QUIT, EOF, timeout, error or
 /// shutdown.
-pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
+pub async fn serve(mut stream: Transport, core: &Rc<Core>, protocol: Protocol) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -45,15 +92,79 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
         core.next_session_id(),
         stream.is_tls(),
     );
-    // At least `Limits::read_buffer_bytes_min` (checked when the config is loaded).
-    let mut buf = vec![0u8; core.config.cores.read_buffer_bytes];
-    let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
     session.greeting(&mut out);
     if flush(&mut stream, &mut out, &core.metrics).await.is_err() {
         return;
     }
+    // At least `Limits::read_buffer_bytes_min` (checked when the config is loaded).
+    let input = ReadBuf {
+        buf: vec![0u8; core.config.cores.read_buffer_bytes],
+        start: 0,
+        end: 0,
+    };
+    run(stream, core, protocol, session, input, out, None).await;
+}
+
+/// Goes on serving a connection another core handed over: delivers its transaction
+/// here, then reads on.
+pub async fn resume(stream: Transport, core: Rc<Core>, unread: Vec<u8>, r: Resume) {
+    let mut buf = vec![0u8; core.config.cores.read_buffer_bytes.max(unread.len())];
+    buf[..unread.len()].copy_from_slice(&unread);
+    let input = ReadBuf {
+        buf,
+        start: 0,
+        end: unread.len(),
+    };
+    let Resume {
+        protocol,
+        mut session,
+        txn,
+        out,
+        data_end,
+    } = r;
+    session.set_limits(match protocol {
+        Protocol::Submission => core.submission_limits.clone(),
+        _ => core.smtp_limits.clone(),
+    });
+    run(
+        stream,
+        &core,
+        protocol,
+        session,
+        input,
+        out,
+        Some((txn, data_end)),
+    )
+    .await;
+}
+
+async fn run(
+    mut stream: Transport,
+    core: &Rc<Core>,
+    protocol: Protocol,
+    mut session: Session,
+    input: ReadBuf,
+    mut out: Vec<u8>,
+    mut pending: Option<(Transaction, Instant)>,
+) {
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let ReadBuf {
+        mut buf,
+        mut start,
+        mut end,
+    } = input;
     loop {
+        if let Some((txn, data_end)) = pending.take() {
+            let result = core.deliver(&txn).await;
+            let stored = result == crate::smtp::DeliveryResult::Stored;
+            core.metrics
+                .smtp_delivered(stored, txn.message.len(), data_end.elapsed());
+            session.delivered(result, txn.message, &mut out);
+        }
         let cx = Context {
             now_unix: unix_now(),
             directory: &core.directory,
@@ -62,13 +173,27 @@ pub async fn serve(mut stream: Transport, core: &Core, protocol: Protocol) {
         start += consumed;
         match step {
             Step::Deliver => {
-                let data_end = std::time::Instant::now();
+                let data_end = Instant::now();
                 let txn = session.take_transaction();
-                let result = core.deliver(&txn).await;
-                let stored = result == crate::smtp::DeliveryResult::Stored;
-                core.metrics
-                    .smtp_delivered(stored, txn.message.len(), data_end.elapsed());
-                session.delivered(result, txn.message, &mut out);
+                let Some(user) = core.moves_to_owner(&txn) else {
+                    pending = Some((txn, data_end));
+                    continue;
+                };
+                let handoff = Handoff {
+                    user,
+                    input: buf[start..end].to_vec(),
+                    resume: HandoffResume::Smtp(Box::new(Resume {
+                        protocol,
+                        session,
+                        txn,
+                        out,
+                        data_end,
+                    })),
+                    tls: None,
+                };
+                core.metrics.smtp_session_moved();
+                core.hand_over(stream, handoff).await;
+                return;
             }
             Step::StartTls => {
                 if flush(&mut stream, &mut out, &core.metrics).await.is_err() {

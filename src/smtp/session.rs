@@ -32,7 +32,7 @@
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::command::{self, Body, CommandError, Mechanism, Notify, Ret, Verb};
 use super::data::{DataDecoder, DataError, DataProgress};
@@ -310,7 +310,7 @@ enum AuthStage {
 /// One SMTP server session (one connection).
 #[derive(Debug)]
 pub struct Session {
-    limits: Rc<Limits>,
+    limits: Arc<Limits>,
     peer: PeerInfo,
     session_id: u64,
     input: Input,
@@ -354,7 +354,7 @@ pub struct Session {
 
 impl Session {
     /// A new connection; `tls_active` on implicit-TLS listeners (the handshake is done).
-    pub fn new(limits: Rc<Limits>, peer: PeerInfo, session_id: u64, tls_active: bool) -> Session {
+    pub fn new(limits: Arc<Limits>, peer: PeerInfo, session_id: u64, tls_active: bool) -> Session {
         Session {
             limits,
             peer,
@@ -385,6 +385,12 @@ impl Session {
     }
 
     /// `220 <hostname> ESMTP ringmail`
+    /// The limits of the core now serving the session (after it moved to another core:
+    /// the same configuration, that core's copy).
+    pub fn set_limits(&mut self, limits: Arc<Limits>) {
+        self.limits = limits;
+    }
+
     pub fn greeting(&mut self, out: &mut Vec<u8>) {
         self.reply(out, &["220 ", &self.limits.hostname, " ESMTP ringmail"]);
     }
@@ -685,7 +691,7 @@ impl Session {
         self.reset_transaction();
         self.hello_name.clear();
         self.hello_name.push_str(name);
-        let limits = Rc::clone(&self.limits);
+        let limits = Arc::clone(&self.limits);
         if verb == Verb::Helo {
             self.hello = Hello::Helo;
             return self.reply(out, &["250 ", &limits.hostname]);
@@ -1062,7 +1068,7 @@ impl Session {
     }
 
     fn close_with(&mut self, out: &mut Vec<u8>, code: &str, text: &str) {
-        let limits = Rc::clone(&self.limits);
+        let limits = Arc::clone(&self.limits);
         self.reply(out, &[code, &limits.hostname, text]);
         self.reset_transaction();
         self.credentials = None;
@@ -1185,8 +1191,8 @@ mod tests {
         }
     }
 
-    fn limits() -> Rc<Limits> {
-        Rc::new(Limits::new("mx.example.test", 10_000, 3))
+    fn limits() -> Arc<Limits> {
+        Arc::new(Limits::new("mx.example.test", 10_000, 3))
     }
 
     fn localhost() -> PeerInfo {
@@ -1218,12 +1224,12 @@ mod tests {
     }
 
     impl Harness {
-        fn new(limits: Rc<Limits>, peer: PeerInfo, buffer_bytes_max: usize) -> Harness {
+        fn new(limits: Arc<Limits>, peer: PeerInfo, buffer_bytes_max: usize) -> Harness {
             Harness::with_tls(limits, peer, buffer_bytes_max, false)
         }
 
         fn with_tls(
-            limits: Rc<Limits>,
+            limits: Arc<Limits>,
             peer: PeerInfo,
             buffer_bytes_max: usize,
             tls_active: bool,
@@ -2108,10 +2114,10 @@ mod tests {
 
     // ---- STARTTLS, AUTH, submission, relay (issue 4) ----
 
-    fn limits_with(configure: impl FnOnce(&mut Limits)) -> Rc<Limits> {
+    fn limits_with(configure: impl FnOnce(&mut Limits)) -> Arc<Limits> {
         let mut limits = Limits::new("mx.example.test", 10_000, 3);
         configure(&mut limits);
-        Rc::new(limits)
+        Arc::new(limits)
     }
 
     /// A session on a listener with a certificate (STARTTLS offered), not yet on TLS.

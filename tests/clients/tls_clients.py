@@ -123,6 +123,32 @@ def case_submissions_implicit_tls(ports, ca):
         check(refused == {}, f"refused {refused}")
 
 
+def case_tls_sessions_move(ports, ca):
+    """Messages alternating between alice and bob (owned by different cores) over one TLS
+    session: the session moves to each owner with its TLS state (and, on submissions, its
+    login) and goes on."""
+    with smtplib.SMTP(HOST, ports["smtp"], timeout=TIMEOUT_S) as s:
+        s.ehlo("client.test")
+        s.starttls(context=context(ca))
+        s.ehlo("client.test")
+        for i, to in enumerate([ALICE, BOB, ALICE]):
+            refused = s.sendmail("sender@client.test", [to], message("sender@client.test", to, f"move-25-{i}"))
+            check(refused == {}, f"refused {refused}")
+        check(s.noop()[0] == 250, "NOOP after the moves")
+    with smtplib.SMTP_SSL(HOST, ports["submissions"], timeout=TIMEOUT_S, context=context(ca)) as s:
+        s.ehlo("client.test")
+        s.login(BOB, BOB_PW)
+        for i, to in enumerate([ALICE, BOB, ALICE]):
+            refused = s.sendmail(BOB, [to], message(BOB, to, f"move-465-{i}"))
+            check(refused == {}, f"refused {refused}")
+        # Still logged in after the moves: relaying is allowed.
+        code, _ = s.mail(BOB)
+        check(code == 250, f"MAIL after the moves answered {code}")
+        code, _ = s.rcpt("someone@elsewhere.test")
+        check(code == 250, f"relay RCPT after the moves answered {code}")
+        s.rset()
+
+
 def case_smtp_starttls_injection(ports, ca):
     """Commands pipelined after STARTTLS in the clear are discarded (CVE-2011-0411)."""
     sock = socket.create_connection((HOST, ports["smtp"]), timeout=TIMEOUT_S)
