@@ -8,6 +8,8 @@
 #   PLACEMENT='[1]' tuning/bench-smtp-ingest.sh ...   ringmail on the listed cores only
 #       ([cores] placement; default: every core), to compare placements on a small VM that
 #       also runs the load generator (tuning/results/2026-11-22-ingest-gap.md).
+#   FSYNC_WAIT=inline tuning/bench-smtp-ingest.sh ...   ringmail with [store] fsync_wait =
+#       "inline" (default io_uring; tuning/README.md).
 #   BENCH_DIR=/srv/mail tuning/bench-smtp-ingest.sh ...   put ringmail's data directory (and
 #       the run's scratch files) under BENCH_DIR instead of /tmp: benchmark the disk the mail
 #       will live on, since durable ingest is bound by that disk's flush latency.

@@ -10,6 +10,7 @@ free_port() {
 # config for local domain example.test, SMTP on 127.0.0.1:PORT (and IMAP and POP3 when their
 # ports are given, with plaintext logins allowed, as the load tools log in without TLS; and
 # IMAPS on 127.0.0.1:IMAPS_PORT with [tls] cert and key when those are given). No other listeners.
+# FSYNC_WAIT (env) sets [store] fsync_wait (default "io_uring").
 write_config() {
   cat >"$1" <<TOML
 [server]
@@ -21,6 +22,7 @@ listen = ["127.0.0.1:$3"]
 local = ["example.test"]
 [store]
 fsync = "$4"
+fsync_wait = "${FSYNC_WAIT:-io_uring}"
 [submission]
 listen = []
 listen_tls = []

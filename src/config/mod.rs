@@ -59,6 +59,15 @@ pub enum Cores {
     List(Vec<usize>),
 }
 
+/// How an executor waits for a batch's fdatasync (`store.fsync_wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncWait {
+    /// Through io_uring: the core serves other sessions while the disk flushes.
+    IoUring,
+    /// On the executor thread: the core pauses for each flush, and saves the wake-ups.
+    Inline,
+}
+
 /// Whether a commit waits for fdatasync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -191,6 +200,7 @@ pub struct DomainsConfig {
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub fsync: FsyncPolicy,
+    pub fsync_wait: FsyncWait,
     pub blob_segment_bytes_max: u64,
     pub meta_segment_bytes_max: u64,
     pub batch_bytes_max: usize,
@@ -437,6 +447,16 @@ impl Config {
                 FsyncPolicy::Always
             }
         };
+        let fsync_wait = match r.store.fsync_wait.as_deref() {
+            None | Some("io_uring") => FsyncWait::IoUring,
+            Some("inline") => FsyncWait::Inline,
+            Some(other) => {
+                problems.push(format!(
+                    "store.fsync_wait = {other:?}: expected \"io_uring\" or \"inline\""
+                ));
+                FsyncWait::IoUring
+            }
+        };
         let blob_segment_bytes_max = r.store.blob_segment_bytes_max.unwrap_or(256 * MIB);
         let meta_segment_bytes_max = r.store.meta_segment_bytes_max.unwrap_or(64 * MIB);
         for (k, v) in [
@@ -537,6 +557,7 @@ impl Config {
             domains: DomainsConfig { local },
             store: StoreSettings {
                 fsync,
+                fsync_wait,
                 blob_segment_bytes_max,
                 meta_segment_bytes_max,
                 batch_bytes_max: batch_bytes_max as usize,
@@ -1049,6 +1070,7 @@ mod tests {
             local = ["Example.TEST", "other.test"]
             [store]
             fsync = "never"
+            fsync_wait = "inline"
             "#,
         )
         .unwrap();
@@ -1058,6 +1080,7 @@ mod tests {
         assert_eq!(c.smtp.max_recipients, 7);
         assert_eq!(c.domains.local, vec!["example.test", "other.test"]);
         assert_eq!(c.store.fsync, FsyncPolicy::Never);
+        assert_eq!(c.store.fsync_wait, FsyncWait::Inline);
         assert!(c.unknown_keys.is_empty());
     }
 
@@ -1073,13 +1096,14 @@ mod tests {
             max_recipients = 0
             [store]
             fsync = "sometimes"
+            fsync_wait = "later"
             "#,
         )
         .unwrap_err();
         let ConfigError::Invalid { problems, .. } = &err else {
             panic!("expected Invalid, got {err}");
         };
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
         let text = err.to_string();
         for needle in [
             "server.hostname",
@@ -1087,6 +1111,7 @@ mod tests {
             "smtp.listen",
             "smtp.max_recipients",
             "store.fsync",
+            "store.fsync_wait",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }

@@ -131,6 +131,7 @@ pub struct RawDomains {
 #[derive(Debug, Default)]
 pub struct RawStore {
     pub fsync: Option<String>,
+    pub fsync_wait: Option<String>,
     pub blob_segment_bytes_max: Option<u64>,
     pub meta_segment_bytes_max: Option<u64>,
     pub batch_bytes_max: Option<u64>,
@@ -453,6 +454,7 @@ impl RawConfig {
             }),
             store: doc.section("store", |s| RawStore {
                 fsync: s.string("fsync"),
+                fsync_wait: s.string("fsync_wait"),
                 blob_segment_bytes_max: s.uint("blob_segment_bytes_max"),
                 meta_segment_bytes_max: s.uint("meta_segment_bytes_max"),
                 batch_bytes_max: s.uint("batch_bytes_max"),

@@ -95,6 +95,11 @@ impl AppendFile {
             .map_err(|e| to_io("fdatasync", &self.path, e))
     }
 
+    /// fdatasync(2) on the calling thread (it blocks until the data is on disk).
+    pub fn sync_data_now(&self) -> io::Result<()> {
+        self.std_file.sync_data()
+    }
+
     /// Cuts the file back to `len` bytes (used to undo a failed batch).
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
         self.file

@@ -484,6 +484,10 @@ async fn core_main(
             FsyncPolicy::Always => store::Fsync::Always,
             FsyncPolicy::Never => store::Fsync::Never,
         },
+        sync_wait: match config.store.fsync_wait {
+            crate::config::FsyncWait::IoUring => store::SyncWait::IoUring,
+            crate::config::FsyncWait::Inline => store::SyncWait::Inline,
+        },
         blob_segment_bytes_max: config.store.blob_segment_bytes_max,
         meta_segment_bytes_max: config.store.meta_segment_bytes_max,
         batch_bytes_max: config.store.batch_bytes_max,

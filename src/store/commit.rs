@@ -65,7 +65,7 @@ use std::task::{Context, Poll, Waker};
 use super::index::LogTail;
 use super::record::{self, RecordType};
 use super::segment::{self, SegmentKind, SEGMENT_HEADER_BYTES};
-use super::{Fsync, StoreError};
+use super::{Fsync, StoreError, SyncWait};
 use crate::runtime::file::AppendFile;
 
 /// Largest single write submitted to the kernel.
@@ -320,6 +320,7 @@ pub(crate) struct LogWriter<T> {
     segment_bytes_max: u64,
     batch_bytes_max: usize,
     fsync: Fsync,
+    sync_wait: SyncWait,
     positions: LogPositions,
     /// Keep zero-filled space ahead (see the module doc).
     zero_fill: bool,
@@ -339,9 +340,10 @@ impl<T: 'static> LogWriter<T> {
         mut tail: LogTail,
         segment_bytes_max: u64,
         batch_bytes_max: usize,
-        fsync: Fsync,
+        fsync: (Fsync, SyncWait),
         positions: LogPositions,
     ) -> Result<Rc<LogWriter<T>>, StoreError> {
+        let (fsync, sync_wait) = fsync;
         let mut stats = LogStats::default();
         if tail.segment == 0 {
             let seq = tail.next_sequence.max(1);
@@ -374,6 +376,7 @@ impl<T: 'static> LogWriter<T> {
             segment_bytes_max,
             batch_bytes_max,
             fsync,
+            sync_wait,
             positions,
             zero_fill,
             state: RefCell::new(State {
@@ -716,7 +719,11 @@ impl<T: 'static> LogWriter<T> {
         if self.fsync == Fsync::Always {
             self.bump(|s| s.syncs += 1);
             let started = std::time::Instant::now();
-            file.sync_data().await.map_err(|e| ("fdatasync", e))?;
+            match self.sync_wait {
+                SyncWait::IoUring => file.sync_data().await,
+                SyncWait::Inline => file.sync_data_now(),
+            }
+            .map_err(|e| ("fdatasync", e))?;
             if let Some(m) = self.metrics.get() {
                 m.store_sync(self.kind.into(), started.elapsed());
             }

@@ -162,7 +162,7 @@ impl Store {
             index.blob_tail,
             cfg.blob_segment_bytes_max,
             cfg.batch_bytes_max,
-            cfg.fsync,
+            (cfg.fsync, cfg.sync_wait),
             LogPositions::Exposed,
         )
         .await?;
@@ -173,7 +173,7 @@ impl Store {
             index.meta_tail,
             cfg.meta_segment_bytes_max,
             cfg.batch_bytes_max,
-            cfg.fsync,
+            (cfg.fsync, cfg.sync_wait),
             LogPositions::Private,
         )
         .await?;

@@ -299,3 +299,39 @@ fn a_failed_batch_files_nothing_and_service_resumes() {
     assert_eq!(inbox(&rec.cores, "alice"), vec![1, 3]);
     assert_eq!(rec.report.checkpoint_generation, Some(1));
 }
+
+#[test]
+fn inline_fdatasync_commits_and_recovers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let live = run_local(move || async move {
+        let rec = recover(&data, 1, &owner0).unwrap();
+        let idx = rec.cores.into_iter().next().unwrap();
+        let mut c = cfg(&data, 0);
+        c.sync_wait = SyncWait::Inline;
+        let store = Store::open(c, idx).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = store.clone();
+                glommio::spawn_local(async move {
+                    let (_, _, t) = s
+                        .store_message(&message(i), &[filing("alice")], DATE)
+                        .await
+                        .unwrap();
+                    t.wait().await.unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let st = store.stats();
+        // Fsync::Always: every batch synced, and concurrent messages shared batches.
+        assert_eq!(st.blob.syncs, st.blob.batches);
+        assert!(st.blob.batches < 20, "{st:?}");
+        store.with_index(|i| i.canonical())
+    });
+    let rec = recover(dir.path(), 1, &owner0).unwrap();
+    assert_eq!(rec.cores[0].canonical(), live);
+    assert_eq!(inbox(&rec.cores, "alice"), (1..=20).collect::<Vec<u32>>());
+}
