@@ -250,23 +250,52 @@ impl Store {
     /// reused (see `commit`), so an index record already written for it can only point at
     /// nothing; recovery drops such records and tombstones them when needed.
     pub async fn stage_blob(&self, message: &[u8]) -> Result<(BlobRef, BlobTicket), StoreError> {
-        if message.len() > MESSAGE_BYTES_MAX {
-            return Err(StoreError::TooLarge {
-                what: "message",
-                bytes: message.len(),
-                max: MESSAGE_BYTES_MAX,
-            });
-        }
-        let log = &self.inner.blob;
-        log.wait_room(RECORD_HEADER_BYTES + message.len()).await;
-        let (ticket, (segment, offset)) = log.push(RecordType::Blob, message, None);
+        check_len("message", message.len(), MESSAGE_BYTES_MAX)?;
+        self.inner
+            .blob
+            .wait_room(RECORD_HEADER_BYTES + message.len())
+            .await;
+        let (ticket, blob) = self.push_blob(message);
+        Ok((blob, BlobTicket { ticket }))
+    }
+
+    /// Encodes `message` into the blob log's pending batch (synchronous: call right after
+    /// `wait_room`); returns its ticket and where it will be.
+    fn push_blob(&self, message: &[u8]) -> (Ticket, BlobRef) {
+        let (ticket, (segment, offset)) = self.inner.blob.push(RecordType::Blob, message, None);
         let blob = BlobRef {
             core: self.inner.cfg.core,
             segment,
             offset,
             len: message.len() as u32,
         };
-        Ok((blob, BlobTicket { ticket }))
+        (ticket, blob)
+    }
+
+    /// The `MessageAppend` of a new message in `user`'s `mailbox`: allocates its UID and
+    /// modseq (synchronous: push it before the next await, so records enter the log in
+    /// allocation order). A mailbox being deleted takes no new messages (they would vanish
+    /// with it after being acknowledged).
+    fn new_append(
+        &self,
+        user: &str,
+        mailbox: &str,
+        blob: BlobRef,
+        internal_date: i64,
+    ) -> Result<MessageAppend, StoreError> {
+        let mut idx = self.inner.index.borrow_mut();
+        let mb = idx
+            .mailbox_mut(user, canonical_name(mailbox))
+            .filter(|m| !m.deleting)
+            .ok_or_else(|| no_mailbox(user, mailbox))?;
+        Ok(MessageAppend {
+            mailbox_id: mb.id,
+            uid: alloc_uid(mb)?,
+            modseq: alloc_modseq(mb),
+            blob,
+            internal_date,
+            flags: 0,
+        })
     }
 
     /// Creates mailboxes on first use, assigns UIDs (strictly ascending per mailbox, never
@@ -274,13 +303,7 @@ impl Store {
     /// returns once they are durable and published to the index. Returns the UIDs in the
     /// order of `deliveries`. The caller must send each user's deliveries to its owner core.
     pub async fn deliver(&self, deliveries: &[Delivery]) -> Result<Vec<u32>, StoreError> {
-        if deliveries.len() > DELIVERIES_PER_CALL_MAX {
-            return Err(StoreError::TooLarge {
-                what: "delivery list",
-                bytes: deliveries.len(),
-                max: DELIVERIES_PER_CALL_MAX,
-            });
-        }
+        check_len("delivery list", deliveries.len(), DELIVERIES_PER_CALL_MAX)?;
         for d in deliveries {
             check_names(&d.user, &d.mailbox)?;
             check_blob(&d.blob)?;
@@ -297,23 +320,7 @@ impl Store {
             // From here to the end of the group: no await, so UIDs are assigned in the
             // same order as the records enter the batch.
             for d in group {
-                let rec = {
-                    let mut idx = self.inner.index.borrow_mut();
-                    // A mailbox being deleted takes no new messages (they would vanish
-                    // with it after being acknowledged).
-                    let mb = idx
-                        .mailbox_mut(&d.user, canonical_name(&d.mailbox))
-                        .filter(|m| !m.deleting)
-                        .ok_or_else(|| no_mailbox(&d.user, &d.mailbox))?;
-                    MessageAppend {
-                        mailbox_id: mb.id,
-                        uid: alloc_uid(mb)?,
-                        modseq: alloc_modseq(mb),
-                        blob: d.blob,
-                        internal_date: d.internal_date,
-                        flags: 0,
-                    }
-                };
+                let rec = self.new_append(&d.user, &d.mailbox, d.blob, d.internal_date)?;
                 uids.push(rec.uid);
                 tickets.push(self.push_meta(MetaRecord::MessageAppend(rec))?);
             }
@@ -339,22 +346,10 @@ impl Store {
         filings: &[Filing],
         internal_date: i64,
     ) -> Result<(BlobRef, Vec<u32>, MetaTicket), StoreError> {
-        if message.len() > MESSAGE_BYTES_MAX {
-            return Err(StoreError::TooLarge {
-                what: "message",
-                bytes: message.len(),
-                max: MESSAGE_BYTES_MAX,
-            });
-        }
+        check_len("message", message.len(), MESSAGE_BYTES_MAX)?;
         let per = self.inner.append_record_bytes;
         let records_max = (self.inner.cfg.batch_bytes_max / per).clamp(1, DELIVERIES_PER_CALL_MAX);
-        if filings.len() > records_max {
-            return Err(StoreError::TooLarge {
-                what: "filing list",
-                bytes: filings.len(),
-                max: records_max,
-            });
-        }
+        check_len("filing list", filings.len(), records_max)?;
         for f in filings {
             check_names(&f.user, &f.mailbox)?;
         }
@@ -375,31 +370,11 @@ impl Store {
                     .ok_or_else(|| no_mailbox(&f.user, &f.mailbox))?;
             }
         }
-        let (blob_ticket, (segment, offset)) = log.push(RecordType::Blob, message, None);
-        let blob = BlobRef {
-            core: self.inner.cfg.core,
-            segment,
-            offset,
-            len: message.len() as u32,
-        };
+        let (blob_ticket, blob) = self.push_blob(message);
         let mut uids = Vec::with_capacity(filings.len());
         let mut last = None;
         for f in filings {
-            let rec = {
-                let mut idx = self.inner.index.borrow_mut();
-                let mb = idx
-                    .mailbox_mut(&f.user, canonical_name(&f.mailbox))
-                    .filter(|m| !m.deleting)
-                    .ok_or_else(|| no_mailbox(&f.user, &f.mailbox))?;
-                MessageAppend {
-                    mailbox_id: mb.id,
-                    uid: alloc_uid(mb)?,
-                    modseq: alloc_modseq(mb),
-                    blob,
-                    internal_date,
-                    flags: 0,
-                }
-            };
+            let rec = self.new_append(&f.user, &f.mailbox, blob, internal_date)?;
             uids.push(rec.uid);
             last = Some(self.push_sequenced(log, MetaRecord::MessageAppend(rec))?);
         }
@@ -934,6 +909,18 @@ pub(super) fn check_mailbox_name(name: &str) -> Result<&str, StoreError> {
         }),
         None => Ok(canonical_name(name)),
     }
+}
+
+/// `TooLarge` when `n` (bytes or items) is over `max`.
+pub(super) fn check_len(what: &'static str, n: usize, max: usize) -> Result<(), StoreError> {
+    if n > max {
+        return Err(StoreError::TooLarge {
+            what,
+            bytes: n,
+            max,
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn check_names(user: &str, mailbox: &str) -> Result<(), StoreError> {
