@@ -64,7 +64,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::index::LogTail;
 use super::record::{self, RecordType};
-use super::segment::{self, SegmentKind, SEGMENT_HEADER_BYTES};
+use super::segment::{self, SegmentHeader, SegmentKind, SEGMENT_HEADER_BYTES};
 use super::{Fsync, StoreError, SyncWait};
 use crate::runtime::file::AppendFile;
 
@@ -369,6 +369,13 @@ impl<T: 'static> LogWriter<T> {
             .map_err(|e| StoreError::io("stat", &path, e))?
             .max(tail.end);
         let zero_fill = fsync == Fsync::Always && !file.is_memory_backed();
+        // Index records never go into a version-1 blob segment (see
+        // `segment::FORMAT_VERSION`): the first batch starts a new one.
+        let roll_next = kind == SegmentKind::Blob && {
+            let std_file =
+                std::fs::File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+            SegmentHeader::read_version(&std_file, &path)? < 2
+        };
         Ok(Rc::new(LogWriter {
             kind,
             core,
@@ -389,7 +396,7 @@ impl<T: 'static> LogWriter<T> {
                 room_queue: VecDeque::new(),
                 room_next_id: 0,
                 dirty_tail: None,
-                roll_next: false,
+                roll_next,
                 fault: None,
                 zero_end,
                 zeroing: None,

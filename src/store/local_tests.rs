@@ -335,3 +335,63 @@ fn inline_fdatasync_commits_and_recovers_the_same() {
     assert_eq!(rec.cores[0].canonical(), live);
     assert_eq!(inbox(&rec.cores, "alice"), (1..=20).collect::<Vec<u32>>());
 }
+
+#[test]
+fn a_version_1_blob_segment_gets_no_index_records_the_log_goes_on_in_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    // A store written by a build of format version 1: blobs only in the blob log.
+    let old_blob = run_local({
+        let data = data.clone();
+        move || async move {
+            let rec = recover(&data, 1, &owner0).unwrap();
+            let idx = rec.cores.into_iter().next().unwrap();
+            let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+            let blob = store.append_blob(&message(0)).await.unwrap();
+            store
+                .deliver(&[Delivery {
+                    user: "alice".into(),
+                    mailbox: "INBOX".into(),
+                    blob,
+                    internal_date: DATE,
+                }])
+                .await
+                .unwrap();
+            blob
+        }
+    });
+    let seg1 = blob_path(&data);
+    let mut bytes = fs::read(&seg1).unwrap();
+    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[0..36]);
+    bytes[36..40].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&seg1, &bytes).unwrap();
+    let before = records(&seg1);
+    run_local({
+        let data = data.clone();
+        move || async move {
+            let rec = recover(&data, 1, &owner0).unwrap();
+            let idx = rec.cores.into_iter().next().unwrap();
+            let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+            let (blob, uids, t) = store
+                .store_message(&message(1), &[filing("alice")], DATE)
+                .await
+                .unwrap();
+            t.wait().await.unwrap();
+            assert_eq!(uids, vec![2]);
+            assert_eq!(blob.segment, 2, "a new segment, not the version-1 one");
+            assert_eq!(store.read_blob(old_blob).unwrap(), message(0));
+        }
+    });
+    // The version-1 segment kept its records (cut to its end when sealed); the index
+    // record is in segment 2, behind its blob.
+    assert_eq!(records(&seg1), before);
+    let seg2 = segment::segment_path(&segment::core_dir(&data, 0), SegmentKind::Blob, 2);
+    let kinds: Vec<_> = records(&seg2).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(
+        kinds,
+        vec![record::RecordType::Blob, record::RecordType::MessageAppend]
+    );
+    let rec = recover(&data, 1, &owner0).unwrap();
+    assert_eq!(inbox(&rec.cores, "alice"), vec![1, 2]);
+}

@@ -14,7 +14,8 @@
 //! ```
 //! Core *i* appends only to `core-<i>/`; nothing is shared between cores on the write
 //! path. Every segment starts with a [`segment::SegmentHeader`] (magic `RINGMAIL`, format
-//! version, kind, core, sequence, a random nonce, CRC). Records are framed by
+//! version — 2 since blob segments may hold index records, 1 still read:
+//! [`segment::FORMAT_VERSION`] — kind, core, sequence, a random nonce, CRC). Records are framed by
 //! [`record`]: `[payload_len u32][crc32c u32][type u8][3 zero bytes]` + payload, the CRC
 //! covering length, type, reserved bytes and payload, so a torn or corrupt record is
 //! always detected. A record never spans segments; a record larger than a segment gets a
@@ -376,7 +377,7 @@ pub enum StoreError {
     /// [`Store::read_blob_settled`] waits for it.
     #[error("blob in {segment} at offset {offset} is not written yet")]
     Unwritten { segment: PathBuf, offset: u64 },
-    #[error("{path} has format version {found}, this build reads version {expected}")]
+    #[error("{path} has format version {found}, this build reads versions 1 to {expected}")]
     Version {
         path: PathBuf,
         found: u16,

@@ -22,7 +22,15 @@ use super::record::{self, RecordError, RecordHeader, RECORD_HEADER_BYTES};
 use super::StoreError;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RINGMAIL";
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes into every new segment header. Version 2: a blob
+/// segment may hold `MessageAppend` records after their blobs (local deliveries, see
+/// `store` "Ownership and ordering"). Version 1 (read, never appended to: the blob log
+/// writer starts a new segment rather than add index records to a version-1 blob
+/// segment): blob segments hold blobs only. So a build that reads only version 1 stops
+/// with a clear version error instead of taking an index record in a blob log for damage.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest segment format version this build reads.
+pub const FORMAT_VERSION_READ_MIN: u16 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 40;
 const _: () = assert!(SEGMENT_HEADER_BYTES == 8 + 2 + 1 + 1 + 2 + 2 + 4 + 4 + 8 + 4 + 4);
 /// Highest sequence number a file name can carry (8 digits).
@@ -93,7 +101,7 @@ impl SegmentHeader {
             ));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_READ_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(StoreError::Version {
                 path: path.to_path_buf(),
                 found: version,
@@ -134,6 +142,15 @@ impl SegmentHeader {
             sequence: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
             nonce: u64::from_le_bytes(b[24..32].try_into().unwrap_or_default()),
         })
+    }
+
+    /// The format version in the header of `file` (decoded and checked as by
+    /// [`SegmentHeader::decode`]).
+    pub fn read_version(file: &File, path: &Path) -> Result<u16, StoreError> {
+        let mut buf = [0u8; SEGMENT_HEADER_BYTES];
+        let n = read_up_to(file, &mut buf, 0).map_err(|e| StoreError::io("read", path, e))?;
+        SegmentHeader::decode(&buf[..n], path)?;
+        Ok(u16::from_le_bytes([buf[8], buf[9]]))
     }
 
     /// Reads and decodes the header of `path` and checks it names the expected file.
@@ -644,18 +661,27 @@ mod tests {
             sequence: 1,
             nonce: 1,
         };
-        let mut b = h.encode();
-        b[8..10].copy_from_slice(&2u16.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..36]);
-        b[36..40].copy_from_slice(&crc.to_le_bytes());
-        match SegmentHeader::decode(&b, Path::new("seg")) {
+        let with_version = |v: u16| {
+            let mut b = h.encode();
+            b[8..10].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32c::crc32c(&b[0..36]);
+            b[36..40].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        match SegmentHeader::decode(&with_version(3), Path::new("seg")) {
             Err(StoreError::Version {
-                found: 2,
-                expected: 1,
+                found: 3,
+                expected: 2,
                 ..
             }) => {}
             other => panic!("{other:?}"),
         }
+        // Version 1 (blob segments without index records) is still read.
+        assert_eq!(
+            SegmentHeader::decode(&with_version(1), Path::new("seg")).unwrap(),
+            h
+        );
+        assert!(SegmentHeader::decode(&with_version(0), Path::new("seg")).is_err());
     }
 
     #[test]

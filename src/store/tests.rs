@@ -414,7 +414,7 @@ fn header_version_mismatch_is_a_clear_error() {
         Err(StoreError::Version {
             path: p,
             found: 7,
-            expected: 1,
+            expected: 2,
         }) => assert_eq!(p, path),
         other => panic!("{other:?}"),
     }
