@@ -68,6 +68,27 @@ pub enum FsyncWait {
     Inline,
 }
 
+/// The value named by `value` among two `choices` (the first when unset); an unknown name
+/// is a problem naming `key` and both choices (the first is used meanwhile).
+fn one_of<T: Copy>(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: Option<&str>,
+    choices: [(&str, T); 2],
+) -> T {
+    let [(a, first), (b, _)] = choices;
+    match value {
+        None => first,
+        Some(v) => match choices.iter().find(|(name, _)| *name == v) {
+            Some(&(_, t)) => t,
+            None => {
+                problems.push(format!("{key} = {v:?}: expected \"{a}\" or \"{b}\""));
+                first
+            }
+        },
+    }
+}
+
 /// Whether a commit waits for fdatasync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -437,26 +458,24 @@ impl Config {
             }
         }
 
-        let fsync = match r.store.fsync.as_deref() {
-            None | Some("always") => FsyncPolicy::Always,
-            Some("never") => FsyncPolicy::Never,
-            Some(other) => {
-                problems.push(format!(
-                    "store.fsync = {other:?}: expected \"always\" or \"never\""
-                ));
-                FsyncPolicy::Always
-            }
-        };
-        let fsync_wait = match r.store.fsync_wait.as_deref() {
-            None | Some("io_uring") => FsyncWait::IoUring,
-            Some("inline") => FsyncWait::Inline,
-            Some(other) => {
-                problems.push(format!(
-                    "store.fsync_wait = {other:?}: expected \"io_uring\" or \"inline\""
-                ));
-                FsyncWait::IoUring
-            }
-        };
+        let fsync = one_of(
+            &mut problems,
+            "store.fsync",
+            r.store.fsync.as_deref(),
+            [
+                ("always", FsyncPolicy::Always),
+                ("never", FsyncPolicy::Never),
+            ],
+        );
+        let fsync_wait = one_of(
+            &mut problems,
+            "store.fsync_wait",
+            r.store.fsync_wait.as_deref(),
+            [
+                ("io_uring", FsyncWait::IoUring),
+                ("inline", FsyncWait::Inline),
+            ],
+        );
         let blob_segment_bytes_max = r.store.blob_segment_bytes_max.unwrap_or(256 * MIB);
         let meta_segment_bytes_max = r.store.meta_segment_bytes_max.unwrap_or(64 * MIB);
         for (k, v) in [

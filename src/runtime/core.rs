@@ -240,6 +240,13 @@ impl Core {
     /// records for it point at nothing (see `store` "Ownership and ordering" for why that
     /// is harmless).
     pub async fn deliver(&self, txn: &Transaction) -> DeliveryResult {
+        let plan = self.plan(txn);
+        self.deliver_planned(txn, plan).await
+    }
+
+    /// Expands `txn`'s recipients through the directory (aliases, catch-all; a recipient
+    /// that does not expand is logged and skipped) and groups the local ones by owning core.
+    pub fn plan(&self, txn: &Transaction) -> DeliveryPlan {
         let mut dests = Vec::new();
         // The RCPT (index into `txn.recipients`) each destination came from, for its DSN
         // parameters.
@@ -257,11 +264,6 @@ impl Core {
             }
         }
         let (locals, remotes) = split_destinations(dests, &origins);
-        if locals.is_empty() && remotes.is_empty() {
-            return DeliveryResult::TempFail;
-        }
-        let internal_date = unix_now();
-        // Local destinations grouped by owning core.
         let mut groups: Vec<Vec<Filing>> = (0..self.cores).map(|_| Vec::new()).collect();
         for user in locals {
             groups[owner_core(&user, self.cores)].push(Filing {
@@ -269,14 +271,27 @@ impl Core {
                 mailbox: INBOX.to_string(),
             });
         }
-        let owners: Vec<usize> = (0..self.cores).filter(|&c| !groups[c].is_empty()).collect();
-        if let ([owner], true) = (owners.as_slice(), remotes.is_empty()) {
-            if *owner != self.index {
-                let filings = std::mem::take(&mut groups[*owner]);
+        DeliveryPlan { groups, remotes }
+    }
+
+    /// [`Core::deliver`] with the recipients already expanded (`plan`, made by
+    /// [`Core::plan`] on this or another core: every core has the same directory).
+    pub async fn deliver_planned(&self, txn: &Transaction, plan: DeliveryPlan) -> DeliveryResult {
+        let DeliveryPlan {
+            mut groups,
+            remotes,
+        } = plan;
+        if groups.iter().all(Vec::is_empty) && remotes.is_empty() {
+            return DeliveryResult::TempFail;
+        }
+        let internal_date = unix_now();
+        if let Some(owner) = single_owner(&groups, &remotes) {
+            if owner != self.index {
+                let filings = std::mem::take(&mut groups[owner]);
                 self.metrics.mesh_delivery_sent();
                 let result = self
                     .mesh
-                    .store_remote(*owner, txn.message.clone(), filings, internal_date)
+                    .store_remote(owner, txn.message.clone(), filings, internal_date)
                     .await;
                 return match result {
                     Ok(_) => DeliveryResult::Stored,
@@ -368,33 +383,40 @@ impl Core {
 }
 
 impl Core {
-    /// Whether an SMTP session should move, with `txn`, to the core that owns every local
-    /// recipient of it (see `smtp::server`): returns one of those recipients when that core
-    /// is another one and nobody is remote (a remote recipient is queued where the session
-    /// is; recipients on several cores are served from here). Never while shutting down.
-    pub fn moves_to_owner(&self, txn: &Transaction) -> Option<String> {
-        if self.cores < 2 || self.is_shutting_down() {
+    /// Whether an SMTP session should move, with its transaction (planned as `plan`), to
+    /// the core that owns every local recipient of it (see `smtp::server`): returns one of
+    /// those recipients when that core is another one and nobody is remote (a remote
+    /// recipient is queued where the session is; recipients on several cores are served
+    /// from here). Never while shutting down.
+    pub fn moves_to_owner(&self, plan: &DeliveryPlan) -> Option<String> {
+        if self.is_shutting_down() {
             return None;
         }
-        let mut dests = Vec::new();
-        for rcpt in &txn.recipients {
-            // A recipient that does not expand is reported by `deliver`, wherever it runs.
-            let _ = self.directory.expand(rcpt, &mut dests);
+        let owner = single_owner(&plan.groups, &plan.remotes)?;
+        if owner == self.index {
+            return None;
         }
-        let mut target: Option<(usize, String)> = None;
-        for d in dests {
-            let Destination::Local(user) = d else {
-                return None;
-            };
-            let owner = owner_core(&user, self.cores);
-            match &target {
-                None => target = Some((owner, user)),
-                Some((o, _)) if *o != owner => return None,
-                Some(_) => {}
-            }
-        }
-        target.and_then(|(owner, user)| (owner != self.index).then_some(user))
+        plan.groups[owner].first().map(|f| f.user.clone())
     }
+}
+
+/// Where a transaction's message goes ([`Core::plan`]): the local recipients grouped by
+/// owning core (index = core), and the remote addresses with the index of the RCPT each
+/// came from. Send: it travels with a session that moves to another core.
+#[derive(Debug)]
+pub struct DeliveryPlan {
+    groups: Vec<Vec<Filing>>,
+    remotes: Vec<(String, usize)>,
+}
+
+/// The one core that owns every recipient, when nobody is remote.
+fn single_owner(groups: &[Vec<Filing>], remotes: &[(String, usize)]) -> Option<usize> {
+    if !remotes.is_empty() {
+        return None;
+    }
+    let mut owners = (0..groups.len()).filter(|&c| !groups[c].is_empty());
+    let first = owners.next()?;
+    owners.next().is_none().then_some(first)
 }
 
 /// Local users and remote addresses of an expansion, each once, in first-seen order; a

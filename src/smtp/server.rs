@@ -20,7 +20,7 @@ use futures_lite::future;
 use crate::metrics::CoreMetrics;
 use crate::net::transport::Transport;
 use crate::net::Protocol;
-use crate::runtime::core::Core;
+use crate::runtime::core::{Core, DeliveryPlan};
 use crate::runtime::handoff::{Handoff, Resume as HandoffResume};
 use crate::smtp::{Context, PeerInfo, Phase, Session, Step, Transaction};
 use crate::time::unix_now;
@@ -39,6 +39,8 @@ pub struct Resume {
     protocol: Protocol,
     session: Session,
     txn: Transaction,
+    /// Its recipients, expanded where the session was (every core has the same directory).
+    plan: DeliveryPlan,
     /// Replies not written yet (those of pipelined commands before the delivery).
     out: Vec<u8>,
     /// When the message's data ended (for the delivery metric).
@@ -120,6 +122,7 @@ pub async fn resume(stream: Transport, core: Rc<Core>, unread: Vec<u8>, r: Resum
         protocol,
         mut session,
         txn,
+        plan,
         out,
         data_end,
     } = r;
@@ -134,7 +137,7 @@ pub async fn resume(stream: Transport, core: Rc<Core>, unread: Vec<u8>, r: Resum
         session,
         input,
         out,
-        Some((txn, data_end)),
+        Some((txn, plan, data_end)),
     )
     .await;
 }
@@ -146,7 +149,7 @@ async fn run(
     mut session: Session,
     input: ReadBuf,
     mut out: Vec<u8>,
-    mut pending: Option<(Transaction, Instant)>,
+    mut pending: Option<(Transaction, DeliveryPlan, Instant)>,
 ) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
@@ -158,8 +161,8 @@ async fn run(
         mut end,
     } = input;
     loop {
-        if let Some((txn, data_end)) = pending.take() {
-            let result = core.deliver(&txn).await;
+        if let Some((txn, plan, data_end)) = pending.take() {
+            let result = core.deliver_planned(&txn, plan).await;
             let stored = result == crate::smtp::DeliveryResult::Stored;
             core.metrics
                 .smtp_delivered(stored, txn.message.len(), data_end.elapsed());
@@ -175,8 +178,9 @@ async fn run(
             Step::Deliver => {
                 let data_end = Instant::now();
                 let txn = session.take_transaction();
-                let Some(user) = core.moves_to_owner(&txn) else {
-                    pending = Some((txn, data_end));
+                let plan = core.plan(&txn);
+                let Some(user) = core.moves_to_owner(&plan) else {
+                    pending = Some((txn, plan, data_end));
                     continue;
                 };
                 let handoff = Handoff {
@@ -186,6 +190,7 @@ async fn run(
                         protocol,
                         session,
                         txn,
+                        plan,
                         out,
                         data_end,
                     })),

@@ -66,9 +66,7 @@ fn inbox(cores: &[CoreIndex], user: &str) -> Vec<u32> {
 fn workload(data: &Path, n: usize, checkpoint_after: Option<usize>) -> (Canon, Vec<u64>) {
     let data = data.to_path_buf();
     run_local(move || async move {
-        let rec = recover(&data, 1, &owner0).unwrap();
-        let idx = rec.cores.into_iter().next().unwrap();
-        let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+        let store = open_one(&data, cfg(&data, 0)).await;
         let mut ends = Vec::new();
         for i in 0..n {
             let filings = if i == 1 {
@@ -255,9 +253,7 @@ fn a_failed_batch_files_nothing_and_service_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
     run_local(move || async move {
-        let rec = recover(&data, 1, &owner0).unwrap();
-        let idx = rec.cores.into_iter().next().unwrap();
-        let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+        let store = open_one(&data, cfg(&data, 0)).await;
         let (_, _, t) = store
             .store_message(&message(0), &[filing("alice")], DATE)
             .await
@@ -305,11 +301,9 @@ fn inline_fdatasync_commits_and_recovers_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
     let live = run_local(move || async move {
-        let rec = recover(&data, 1, &owner0).unwrap();
-        let idx = rec.cores.into_iter().next().unwrap();
         let mut c = cfg(&data, 0);
         c.sync_wait = SyncWait::Inline;
-        let store = Store::open(c, idx).await.unwrap();
+        let store = open_one(&data, c).await;
         let tasks: Vec<_> = (0..20)
             .map(|i| {
                 let s = store.clone();
@@ -344,9 +338,7 @@ fn a_version_1_blob_segment_gets_no_index_records_the_log_goes_on_in_a_new_one()
     let old_blob = run_local({
         let data = data.clone();
         move || async move {
-            let rec = recover(&data, 1, &owner0).unwrap();
-            let idx = rec.cores.into_iter().next().unwrap();
-            let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+            let store = open_one(&data, cfg(&data, 0)).await;
             let blob = store.append_blob(&message(0)).await.unwrap();
             store
                 .deliver(&[Delivery {
@@ -370,9 +362,7 @@ fn a_version_1_blob_segment_gets_no_index_records_the_log_goes_on_in_a_new_one()
     run_local({
         let data = data.clone();
         move || async move {
-            let rec = recover(&data, 1, &owner0).unwrap();
-            let idx = rec.cores.into_iter().next().unwrap();
-            let store = Store::open(cfg(&data, 0), idx).await.unwrap();
+            let store = open_one(&data, cfg(&data, 0)).await;
             let (blob, uids, t) = store
                 .store_message(&message(1), &[filing("alice")], DATE)
                 .await

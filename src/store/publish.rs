@@ -22,6 +22,11 @@
 //! recovery; those already in the snapshot are skipped by their modseq, which works
 //! because what is published is always a prefix of what was pushed.
 //!
+//! Bounded: the queues hold records of finished batches of one log waiting for an earlier
+//! record of the other log, whose batch is in flight. Every such record has an appender
+//! still awaiting it (a session, a mesh request), so they are at most the records of the
+//! operations in flight on the core, which its connection limits bound.
+//!
 //! Sans-IO: no runtime, no files; the commit tasks feed it (`engine`).
 
 use std::cell::{Cell, RefCell};

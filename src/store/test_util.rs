@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
+use std::rc::Rc;
 
 use super::index::{MailboxStatus, MessageEntry};
-use super::{recover_with, RecoverOptions, Recovered, StoreConfig};
+use super::{recover, recover_with, RecoverOptions, Recovered, Store, StoreConfig};
 
 /// Every mailbox's status and messages, by (user, name): what recovery must rebuild.
 pub(super) type Canon = BTreeMap<(String, String), (MailboxStatus, Vec<MessageEntry>)>;
@@ -49,4 +50,11 @@ pub(super) fn full_scan(data: &Path, ncores: usize, owner: &dyn Fn(&str) -> usiz
         },
     )
     .unwrap()
+}
+
+/// Recovers a one-core store under `data` and opens it with `c` (inside an executor).
+pub(super) async fn open_one(data: &Path, c: StoreConfig) -> Rc<Store> {
+    let rec = recover(data, 1, &owner0).unwrap();
+    let idx = rec.cores.into_iter().next().unwrap();
+    Store::open(c, idx).await.unwrap()
 }

@@ -465,12 +465,6 @@ fn owner_out_of_range_is_an_error() {
 // ---------------------------------------------------------------------------------------
 // Live store inside glommio
 
-async fn open_one(data: &Path, c: StoreConfig) -> Rc<Store> {
-    let rec = recover(data, 1, &owner0).unwrap();
-    let idx = rec.cores.into_iter().next().unwrap();
-    Store::open(c, idx).await.unwrap()
-}
-
 fn delivery(user: &str, blob: BlobRef) -> Delivery {
     Delivery {
         user: user.into(),
