@@ -7,7 +7,8 @@
 //!   configured core, RLIMIT_MEMLOCK, the data-dir lock, signals and the cross-core mesh
 //!   over which work moves to the core that owns a mailbox; `handoff` (logged-in
 //!   connections move to their owner core), `auth` (password checks off the executor
-//!   thread, per-core login cache), `watch` (mailbox change signals for IDLE).
+//!   thread, per-core login cache), `watch` (mailbox change signals for IDLE), `idle`
+//!   (the PM QoS request that keeps idle CPUs quick to wake, `server.cpu_wakeup_us_max`).
 //! - [`net`]      — listeners (SO_REUSEPORT, one accept loop per core), connection read
 //!   buffers, per-core connection limits; `tls` (rustls: certificates, SNI, reload on
 //!   SIGHUP, the self-signed certificate of a fresh install) and `transport` (a connection
@@ -39,7 +40,7 @@
 //!   mailboxes and remote addresses (bounded depth, loops refused).
 //! - [`time`]     — RFC 5322 dates without a calendar crate.
 //! - [`tune`]     — `ringmail tune --check`: memlock, io_uring, somaxconn, descriptors, CPU
-//!   governor, NIC queues and IRQ affinity against the `[cores]` settings, with fixes.
+//!   governor, idle states, NIC queues and IRQ affinity against the settings, with fixes.
 //! - [`metrics`]  — per-core counters and latency histograms (atomics each core writes
 //!   alone), rendered as Prometheus text and served at `[metrics] listen` from core 0.
 //! - [`dns`]      — the outbound stub resolver: MX route (random among equal preferences,

@@ -5,7 +5,8 @@
 //! of `runtime::memlock`), io_uring (the sysctl, then a real `io_uring_setup` of a tiny ring),
 //! the listen backlog (`net.core.somaxconn` against glommio's 1024), descriptors
 //! (RLIMIT_NOFILE against `connections_max` on every core plus slack, and `fs.file-max`), the
-//! CPU frequency governor of every configured CPU, the NIC receive queues and where their
+//! CPU frequency governor of every configured CPU, the idle states against
+//! `server.cpu_wakeup_us_max` (`runtime::idle`), the NIC receive queues and where their
 //! interrupts land compared with the executors' CPUs, transparent hugepages and swap.
 //!
 //! Reading the host is kept apart from judging it: every `/proc` or `/sys` text goes through a
@@ -88,7 +89,7 @@ impl fmt::Display for Check {
 }
 
 /// Every check's name, in report order.
-pub const CHECK_NAMES: [&str; 11] = [
+pub const CHECK_NAMES: [&str; 12] = [
     "placement",
     "memlock",
     "io_uring",
@@ -96,6 +97,7 @@ pub const CHECK_NAMES: [&str; 11] = [
     "nofile",
     "file-max",
     "governor",
+    "cpu-idle",
     "nic-queues",
     "irq-affinity",
     "thp",
@@ -570,6 +572,60 @@ fn cpu_list_text(list: &[usize]) -> String {
     out.join(",")
 }
 
+/// One cpuidle state of a CPU: its name and exit latency in µs (`cpuidle/stateN/{name,latency}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleState {
+    pub name: String,
+    pub latency_us: u64,
+}
+
+/// Idle states against `server.cpu_wakeup_us_max` (see `runtime::idle`). `held_us` is the
+/// PM QoS target in force now (readable by root only), `writable` whether this process could
+/// open the QoS device to hold one.
+pub fn judge_cpu_idle(
+    driver: Option<&str>,
+    states: &[IdleState],
+    wanted_us: Option<u32>,
+    held_us: Option<i32>,
+    writable: bool,
+) -> Check {
+    let list: Vec<String> = states
+        .iter()
+        .map(|s| format!("{} {} µs", s.name, s.latency_us))
+        .collect();
+    let mut figure = match driver {
+        None => "cpuidle not exposed".to_string(),
+        Some(d) => format!("driver {d}: {}", list.join(", ")),
+    };
+    match held_us {
+        // The kernel's default: no process asks for anything.
+        Some(2_000_000_000) => figure.push_str("; no wake-up latency requested now"),
+        Some(held) => figure.push_str(&format!("; wake-up latency now held to {held} µs")),
+        None => {}
+    }
+    let deepest = states.iter().map(|s| s.latency_us).max().unwrap_or(0);
+    match wanted_us {
+        Some(us) if !writable => Check::new("cpu-idle", Level::Warn, figure).fix(format!(
+            "server.cpu_wakeup_us_max = {us} needs write access to {}: run as root, or              remove the key",
+            crate::runtime::idle::QOS_DEVICE
+        )),
+        Some(us) => {
+            figure.push_str(&format!(
+                "; ringmail will hold {us} µs (server.cpu_wakeup_us_max)"
+            ));
+            Check::new("cpu-idle", Level::Ok, figure)
+        }
+        None if deepest > 0 => {
+            figure.push_str(
+                "; idle CPUs may sleep in the deeper states (server.cpu_wakeup_us_max = 0 \
+                 keeps them polling: faster durable ingest at low concurrency, more power)",
+            );
+            Check::new("cpu-idle", Level::Ok, figure)
+        }
+        None => Check::new("cpu-idle", Level::Ok, figure),
+    }
+}
+
 /// Transparent hugepages: `always` lets khugepaged compact memory behind a core's back.
 pub fn judge_thp(selected: Option<&str>) -> Check {
     match selected {
@@ -759,6 +815,30 @@ pub fn run(config: &Config) -> Report {
         })
         .collect();
     checks.push(judge_governors(&governors));
+
+    let cpuidle = Path::new("/sys/devices/system/cpu/cpuidle");
+    let idle_cpu = cpus.first().copied().unwrap_or(0);
+    let states: Vec<IdleState> = (0..)
+        .map_while(|i| {
+            let dir = format!("/sys/devices/system/cpu/cpu{idle_cpu}/cpuidle/state{i}");
+            let name = read(format!("{dir}/name"))?.trim().to_string();
+            let latency_us = read(format!("{dir}/latency")).and_then(|t| parse_u64(&t))?;
+            Some(IdleState { name, latency_us })
+        })
+        .collect();
+    let writable = std::fs::OpenOptions::new()
+        .write(true)
+        .open(crate::runtime::idle::QOS_DEVICE)
+        .is_ok();
+    checks.push(judge_cpu_idle(
+        read(cpuidle.join("current_driver"))
+            .as_deref()
+            .map(str::trim),
+        &states,
+        config.server.cpu_wakeup_us_max,
+        crate::runtime::idle::current_us(),
+        writable,
+    ));
 
     let interrupts = read("/proc/interrupts")
         .map(|t| parse_interrupts(&t))
@@ -994,6 +1074,51 @@ ERR:          0
         // On a CPU left out of the placement: fine.
         assert_eq!(judge_irq_affinity(&[pinned], &[1, 2]).level, Level::Ok);
         assert_eq!(judge_irq_affinity(&[], &[0]).level, Level::Ok);
+    }
+
+    #[test]
+    fn cpu_idle_verdicts() {
+        let states = [
+            IdleState {
+                name: "POLL".into(),
+                latency_us: 0,
+            },
+            IdleState {
+                name: "C6".into(),
+                latency_us: 133,
+            },
+        ];
+        // Deep states, nothing asked: ok, and the figure names the key that would help.
+        let c = judge_cpu_idle(Some("intel_idle"), &states, None, None, false);
+        assert_eq!(c.level, Level::Ok);
+        assert!(
+            c.figure.contains("C6 133 µs") && c.figure.contains("cpu_wakeup_us_max = 0"),
+            "{c}"
+        );
+        // Asked but the device is not writable: warn, with the fix.
+        let c = judge_cpu_idle(Some("intel_idle"), &states, Some(0), None, false);
+        assert_eq!(c.level, Level::Warn);
+        assert!(c.fix.contains("/dev/cpu_dma_latency"), "{c}");
+        // Asked and writable: ok, says what will be held and what is held now.
+        let c = judge_cpu_idle(
+            Some("haltpoll"),
+            &states,
+            Some(0),
+            Some(2_000_000_000),
+            true,
+        );
+        assert_eq!(c.level, Level::Ok);
+        assert!(
+            c.figure.contains("will hold 0 µs")
+                && c.figure.contains("no wake-up latency requested"),
+            "{c}"
+        );
+        let c = judge_cpu_idle(Some("haltpoll"), &states, None, Some(20), true);
+        assert!(c.figure.contains("now held to 20 µs"), "{c}");
+        // No cpuidle at all (some containers): ok.
+        let c = judge_cpu_idle(None, &[], None, None, false);
+        assert_eq!(c.level, Level::Ok);
+        assert!(c.figure.contains("not exposed"), "{c}");
     }
 
     #[test]

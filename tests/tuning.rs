@@ -2,7 +2,8 @@
 //! `check-config`; `ringmail tune --check` prints every check and its exit code follows its
 //! `fail` lines; the old `[server]` keys still work with a warning; and a server on one core
 //! with `[cores] connections_max = 2` refuses the third connection, whatever its protocol,
-//! with that protocol's "too many connections" answer.
+//! with that protocol's "too many connections" answer. `[server] cpu_wakeup_us_max` holds
+//! a PM QoS request while the server runs (or says why it cannot, and serves anyway).
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use common::{bin, ringmail, Proc, IO_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT};
 
 /// The check names `tune --check` prints, in order.
-const CHECKS: [&str; 11] = ringmail::tune::CHECK_NAMES;
+const CHECKS: [&str; 12] = ringmail::tune::CHECK_NAMES;
 
 /// The test config with `overrides` merged, written to `dir/ringmail.toml`, its data
 /// directory `dir/data` created.
@@ -224,6 +225,69 @@ fn connections_max_counts_every_protocol_on_the_core() {
     assert!(
         status.is_some_and(|s| s.success()),
         "serve did not stop cleanly ({status:?}):\n{}",
+        p.output()
+    );
+}
+
+/// The descriptors of process `pid` that point at `target`.
+fn fds_to(pid: i32, target: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l == Path::new(target))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn cpu_wakeup_us_max_is_held_while_serving_or_refused_with_the_fix() {
+    const DEVICE: &str = ringmail::runtime::idle::QOS_DEVICE;
+    let dir = tempfile::tempdir().unwrap();
+    // 7 µs: allows the shallow states of any machine, so other tests running meanwhile
+    // do not notice.
+    let cfg = write_config(
+        dir.path(),
+        "[server]\ncpu_wakeup_us_max = 7\n[cores]\nplacement = [0]\n",
+    );
+    let may_hold = std::fs::OpenOptions::new().write(true).open(DEVICE).is_ok();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--config", cfg.to_str().unwrap()])
+        .current_dir(dir.path());
+    let mut p = Proc::spawn(&mut cmd);
+    assert!(
+        p.wait_stdout_line(0, READY_TIMEOUT, &|l| l.starts_with("ready"))
+            .is_some(),
+        "serve did not start:\n{}",
+        p.output()
+    );
+    if may_hold {
+        assert!(
+            p.stdout()
+                .contains("holding idle CPUs to a 7 µs wake-up (/dev/cpu_dma_latency)"),
+            "{}",
+            p.output()
+        );
+        assert_eq!(fds_to(p.pid(), DEVICE), 1, "the request is held open");
+        let now = ringmail::runtime::idle::current_us().expect("root reads the device");
+        assert!(now <= 7, "PM QoS target {now} µs while the server holds 7");
+    } else {
+        assert!(
+            p.stderr()
+                .contains("cannot hold the CPU wake-up latency at 7 µs")
+                && p.stderr().contains("remove server.cpu_wakeup_us_max"),
+            "{}",
+            p.output()
+        );
+        assert_eq!(fds_to(p.pid(), DEVICE), 0);
+    }
+    // Either way the server serves.
+    let (_s, greeting) = connect(listener_port(&p, "smtp"));
+    assert!(greeting.starts_with("220 "), "{greeting:?}");
+    p.signal(libc::SIGTERM);
+    assert!(
+        p.wait_exit(STOP_TIMEOUT).is_some_and(|s| s.success()),
+        "{}",
         p.output()
     );
 }

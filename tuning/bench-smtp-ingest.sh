@@ -10,6 +10,9 @@
 #       also runs the load generator (tuning/results/2026-11-22-ingest-gap.md).
 #   FSYNC_WAIT=inline tuning/bench-smtp-ingest.sh ...   ringmail with [store] fsync_wait =
 #       "inline" (default io_uring; tuning/README.md).
+#   CPU_WAKEUP_US_MAX=0 tuning/bench-smtp-ingest.sh ...   the whole run (all three servers)
+#       under a PM QoS request of that many µs (idle CPUs poll instead of halting; needs root),
+#       and ringmail with [server] cpu_wakeup_us_max set to it (tuning/README.md).
 #   ROUNDS=3 tuning/bench-smtp-ingest.sh ...   the three runs interleaved 3 times, then the
 #       median ratios (this VM's noise moves any one figure by ±15 %).
 #   BENCH_DIR=/srv/mail tuning/bench-smtp-ingest.sh ...   put ringmail's data directory (and
@@ -33,6 +36,11 @@ work=$(mktemp -d "${BENCH_DIR:-/tmp}/ringmail-bench.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+if [ -n "${CPU_WAKEUP_US_MAX:-}" ]; then
+  hold_cpu_wakeup "$CPU_WAKEUP_US_MAX" || exit 2
+  pids+=("$wakeup_pid")
+  echo "idle CPUs held to a ${CPU_WAKEUP_US_MAX} µs wake-up for the whole run"
+fi
 
 load() { # target json
   "$bin/ringmail-loadgen" smtp --target "$1" --connections "$conns" --messages "$msgs" \

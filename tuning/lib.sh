@@ -10,12 +10,14 @@ free_port() {
 # config for local domain example.test, SMTP on 127.0.0.1:PORT (and IMAP and POP3 when their
 # ports are given, with plaintext logins allowed, as the load tools log in without TLS; and
 # IMAPS on 127.0.0.1:IMAPS_PORT with [tls] cert and key when those are given). No other listeners.
-# FSYNC_WAIT (env) sets [store] fsync_wait (default "io_uring").
+# FSYNC_WAIT (env) sets [store] fsync_wait (default "io_uring"); CPU_WAKEUP_US_MAX (env), when
+# set, [server] cpu_wakeup_us_max.
 write_config() {
   cat >"$1" <<TOML
 [server]
 hostname = "mx.example.test"
 data_dir = "$2"
+${CPU_WAKEUP_US_MAX:+cpu_wakeup_us_max = $CPU_WAKEUP_US_MAX}
 [smtp]
 listen = ["127.0.0.1:$3"]
 [domains]
@@ -55,6 +57,28 @@ listen = []
 listen_tls = []
 TOML
   fi
+}
+
+# hold_cpu_wakeup US: holds a PM QoS request of US µs on /dev/cpu_dma_latency (what ringmail's
+# [server] cpu_wakeup_us_max does while it serves) in a background process, so that every
+# server measured in a run sees the same idle states; sets $wakeup_pid (kill it to release).
+# Needs root; returns 1 with the reason when the request cannot be made.
+hold_cpu_wakeup() {
+  python3 -c '
+import os, signal, struct, sys
+fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+os.write(fd, struct.pack("i", int(sys.argv[1])))
+print("held", flush=True)
+signal.pause()' "$1" >"${TMPDIR:-/tmp}/hold_cpu_wakeup.$$" 2>&1 &
+  wakeup_pid=$!
+  for _ in $(seq 50); do
+    grep -q '^held' "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$" 2>/dev/null && { rm -f "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$"; return 0; }
+    kill -0 "$wakeup_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$" >&2; rm -f "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$"
+  echo "cannot hold /dev/cpu_dma_latency at $1 µs (needs root)" >&2
+  return 1
 }
 
 # start_ringmail BIN CONFIG LOG: starts serve in the background, sets $ringmail_pid, and waits

@@ -98,12 +98,19 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// The largest `server.cpu_wakeup_us_max` (the PM QoS value is an `i32` of µs; the
+/// kernel's "no constraint" default is 2 000 s).
+pub const CPU_WAKEUP_US_MAX_LIMIT: u64 = 2_000_000_000;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub hostname: String,
     pub data_dir: PathBuf,
     /// On SIGTERM/SIGINT, how long sessions may take to finish their transaction.
     pub timeout_ms_drain: u64,
+    /// Hold idle CPUs to states this quick to leave while serving (`runtime::idle`);
+    /// None: leave the system's choice.
+    pub cpu_wakeup_us_max: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +327,16 @@ impl Config {
             problems.push("server.data_dir is empty".into());
         }
         let timeout_ms_drain = r.server.timeout_ms_drain.unwrap_or(10_000);
+        let cpu_wakeup_us_max = match r.server.cpu_wakeup_us_max {
+            None => None,
+            Some(us) if us <= CPU_WAKEUP_US_MAX_LIMIT => Some(us as u32),
+            Some(us) => {
+                problems.push(format!(
+                    "server.cpu_wakeup_us_max = {us}: at most {CPU_WAKEUP_US_MAX_LIMIT} (µs)"
+                ));
+                None
+            }
+        };
 
         let listen = parse_listen(
             "smtp.listen",
@@ -537,6 +554,7 @@ impl Config {
                 hostname,
                 data_dir,
                 timeout_ms_drain,
+                cpu_wakeup_us_max,
             },
             cores: cores.cores,
             smtp: SmtpConfig {
@@ -1101,6 +1119,20 @@ mod tests {
         assert_eq!(c.store.fsync, FsyncPolicy::Never);
         assert_eq!(c.store.fsync_wait, FsyncWait::Inline);
         assert!(c.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn cpu_wakeup_us_max_is_optional_and_bounded() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.cpu_wakeup_us_max, None);
+        let c = parse("[server]\ncpu_wakeup_us_max = 0\n").unwrap();
+        assert_eq!(c.server.cpu_wakeup_us_max, Some(0));
+        let err = parse("[server]\ncpu_wakeup_us_max = 3000000000\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("server.cpu_wakeup_us_max = 3000000000: at most 2000000000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct RawServer {
     pub data_dir: Option<String>,
     pub cores: Option<RawCores>,
     pub timeout_ms_drain: Option<u64>,
+    pub cpu_wakeup_us_max: Option<u64>,
     pub io_memory_bytes: Option<u64>,
     pub spin_before_park_us: Option<u64>,
 }
@@ -385,6 +386,7 @@ impl RawConfig {
                 data_dir: s.string("data_dir"),
                 cores: s.cores("cores"),
                 timeout_ms_drain: s.uint("timeout_ms_drain"),
+                cpu_wakeup_us_max: s.uint("cpu_wakeup_us_max"),
                 io_memory_bytes: s.uint("io_memory_bytes"),
                 spin_before_park_us: s.uint("spin_before_park_us"),
             }),

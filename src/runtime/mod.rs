@@ -2,7 +2,8 @@
 //!
 //! `serve` does, in order: lock the data dir, check the listen ports are free (and resolve
 //! port 0), load the TLS certificates (generating the self-signed one on a fresh install),
-//! raise RLIMIT_MEMLOCK, recover the store, then start one pinned executor per configured core.
+//! raise RLIMIT_MEMLOCK, hold the CPU wake-up latency when `server.cpu_wakeup_us_max` asks
+//! (`idle`), recover the store, then start one pinned executor per configured core.
 //! Each executor joins the mesh, opens its store, binds every listener with SO_REUSEPORT and
 //! accepts its own connections. A watcher thread per executor joins its
 //! handle, so an executor that fails to start or dies stops the process with its error.
@@ -16,6 +17,7 @@ pub mod core;
 pub mod directory;
 pub mod file;
 pub mod handoff;
+pub mod idle;
 pub mod lock;
 pub mod memlock;
 pub mod mesh;
@@ -227,6 +229,28 @@ pub fn serve(config: Config) -> Result<(), RuntimeError> {
     let listen: Vec<(Listener, SocketAddr)> = kinds.into_iter().zip(resolved).collect();
     let tls = Arc::new(load_tls(&config)?);
     memlock::ensure_executors(&config.cores.executors(&cpus))?;
+    // Held until serve returns (the kernel also drops it if the process dies).
+    let _wakeup = config
+        .server
+        .cpu_wakeup_us_max
+        .and_then(|us| match idle::hold(us) {
+            Ok(held) => {
+                println!(
+                    "ringmail: holding idle CPUs to a {} µs wake-up ({})",
+                    held.us(),
+                    idle::QOS_DEVICE
+                );
+                Some(held)
+            }
+            Err(e) => {
+                eprintln!(
+                    "ringmail: {e}; idle CPUs keep their deeper states (run as root or give write \
+                 access to {}, or remove server.cpu_wakeup_us_max)",
+                    idle::QOS_DEVICE
+                );
+                None
+            }
+        });
 
     let started = Instant::now();
     let recovered = store::recover(&data_dir, ncores, &|user: &str| {
