@@ -240,18 +240,29 @@ fn fds_to(pid: i32, target: &str) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn cpu_wakeup_us_max_is_held_while_serving_or_refused_with_the_fix() {
+/// `serve` with `server.cpu_wakeup_us_max = 7` in a fresh directory (as this process's user,
+/// or as nobody via `setpriv`) until `ready`; then checks what it says and holds, and that it
+/// serves SMTP. Returns whether it held the request.
+fn serve_with_wakeup_request(as_nobody: bool) -> bool {
     const DEVICE: &str = ringmail::runtime::idle::QOS_DEVICE;
     let dir = tempfile::tempdir().unwrap();
     // 7 µs: allows the shallow states of any machine, so other tests running meanwhile
     // do not notice.
     let cfg = write_config(
         dir.path(),
-        "[server]\ncpu_wakeup_us_max = 7\n[cores]\nplacement = [0]\n",
+        "[server]\ncpu_wakeup_us_max = 7\n[cores]\nplacement = [0]\nio_memory_bytes = 65536\n",
     );
-    let may_hold = std::fs::OpenOptions::new().write(true).open(DEVICE).is_ok();
-    let mut cmd = Command::new(bin());
+    let mut cmd = if as_nobody {
+        use std::os::unix::fs::PermissionsExt;
+        for d in [dir.path().to_path_buf(), dir.path().join("data")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+        c
+    } else {
+        Command::new(bin())
+    };
     cmd.args(["serve", "--config", cfg.to_str().unwrap()])
         .current_dir(dir.path());
     let mut p = Proc::spawn(&mut cmd);
@@ -261,6 +272,7 @@ fn cpu_wakeup_us_max_is_held_while_serving_or_refused_with_the_fix() {
         "serve did not start:\n{}",
         p.output()
     );
+    let may_hold = !as_nobody && std::fs::OpenOptions::new().write(true).open(DEVICE).is_ok();
     if may_hold {
         assert!(
             p.stdout()
@@ -279,7 +291,7 @@ fn cpu_wakeup_us_max_is_held_while_serving_or_refused_with_the_fix() {
             "{}",
             p.output()
         );
-        assert_eq!(fds_to(p.pid(), DEVICE), 0);
+        assert!(!p.stdout().contains("holding idle CPUs"), "{}", p.output());
     }
     // Either way the server serves.
     let (_s, greeting) = connect(listener_port(&p, "smtp"));
@@ -290,4 +302,29 @@ fn cpu_wakeup_us_max_is_held_while_serving_or_refused_with_the_fix() {
         "{}",
         p.output()
     );
+    may_hold
+}
+
+#[test]
+fn cpu_wakeup_us_max_is_held_while_serving_or_refused_with_the_fix() {
+    let held = serve_with_wakeup_request(false);
+    // As root the request was held; the refusal is then checked as an unprivileged user.
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    // (When nobody may run the binary: a checkout under a private home directory is not.)
+    let nobody_runs_it = || {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin(),
+                "--version",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if held && is_root && nobody_runs_it() {
+        assert!(!serve_with_wakeup_request(true));
+    }
 }

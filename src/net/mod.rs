@@ -29,6 +29,12 @@ pub enum NetError {
         source: io::Error,
         hint: &'static str,
     },
+    #[error("cannot lock port {addr}: {path}: {source}")]
+    Lock {
+        addr: SocketAddr,
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
 }
 
 fn bind_error(addr: SocketAddr, source: io::Error) -> NetError {
@@ -100,12 +106,22 @@ fn lock_port(addr: SocketAddr) -> Result<std::fs::File, NetError> {
     use std::os::fd::AsRawFd;
     let name = format!("ringmail-port-{}-{}.lock", addr.ip(), addr.port()).replace(':', "_");
     let path = std::env::temp_dir().join(name);
+    // flock needs no write access: a lock file another user created (e.g. root's, 0644) is
+    // opened read-only.
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|source| bind_error(addr, source))?;
+        .or_else(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => std::fs::File::open(&path),
+            _ => Err(e),
+        })
+        .map_err(|source| NetError::Lock {
+            addr,
+            path: path.clone(),
+            source,
+        })?;
     // SAFETY: flock on an owned descriptor.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(bind_error(
