@@ -161,6 +161,20 @@ fn listener_port(p: &Proc, name: &str) -> u16 {
         .unwrap_or_else(|| panic!("no {name} listener:\n{}", p.output()))
 }
 
+/// `cmd serve --config cfg` in `dir`, waited for until it prints `ready`.
+fn serve_ready(mut cmd: Command, cfg: &Path, dir: &Path) -> Proc {
+    cmd.args(["serve", "--config", cfg.to_str().unwrap()])
+        .current_dir(dir);
+    let p = Proc::spawn(&mut cmd);
+    assert!(
+        p.wait_stdout_line(0, READY_TIMEOUT, &|l| l.starts_with("ready"))
+            .is_some(),
+        "serve did not start:\n{}",
+        p.output()
+    );
+    p
+}
+
 #[test]
 fn connections_max_counts_every_protocol_on_the_core() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,16 +182,7 @@ fn connections_max_counts_every_protocol_on_the_core() {
         dir.path(),
         "[cores]\nplacement = [0]\nconnections_max = 2\nread_buffer_bytes = 16384\n",
     );
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--config", cfg.to_str().unwrap()])
-        .current_dir(dir.path());
-    let mut p = Proc::spawn(&mut cmd);
-    assert!(
-        p.wait_stdout_line(0, READY_TIMEOUT, &|l| l.starts_with("ready"))
-            .is_some(),
-        "serve did not start:\n{}",
-        p.output()
-    );
+    let mut p = serve_ready(Command::new(bin()), &cfg, dir.path());
     let (smtp, imap, pop3) = (
         listener_port(&p, "smtp"),
         listener_port(&p, "imap"),
@@ -252,7 +257,7 @@ fn serve_with_wakeup_request(as_nobody: bool) -> bool {
         dir.path(),
         "[server]\ncpu_wakeup_us_max = 7\n[cores]\nplacement = [0]\nio_memory_bytes = 65536\n",
     );
-    let mut cmd = if as_nobody {
+    let cmd = if as_nobody {
         use std::os::unix::fs::PermissionsExt;
         for d in [dir.path().to_path_buf(), dir.path().join("data")] {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -263,15 +268,7 @@ fn serve_with_wakeup_request(as_nobody: bool) -> bool {
     } else {
         Command::new(bin())
     };
-    cmd.args(["serve", "--config", cfg.to_str().unwrap()])
-        .current_dir(dir.path());
-    let mut p = Proc::spawn(&mut cmd);
-    assert!(
-        p.wait_stdout_line(0, READY_TIMEOUT, &|l| l.starts_with("ready"))
-            .is_some(),
-        "serve did not start:\n{}",
-        p.output()
-    );
+    let mut p = serve_ready(cmd, &cfg, dir.path());
     let may_hold = !as_nobody && std::fs::OpenOptions::new().write(true).open(DEVICE).is_ok();
     if may_hold {
         assert!(
