@@ -599,14 +599,17 @@ pub fn judge_cpu_idle(
     };
     match held_us {
         // The kernel's default: no process asks for anything.
-        Some(2_000_000_000) => figure.push_str("; no wake-up latency requested now"),
+        Some(held) if i64::from(held) == crate::config::CPU_WAKEUP_US_MAX_LIMIT as i64 => {
+            figure.push_str("; no wake-up latency requested now")
+        }
         Some(held) => figure.push_str(&format!("; wake-up latency now held to {held} µs")),
         None => {}
     }
     let deepest = states.iter().map(|s| s.latency_us).max().unwrap_or(0);
     match wanted_us {
         Some(us) if !writable => Check::new("cpu-idle", Level::Warn, figure).fix(format!(
-            "server.cpu_wakeup_us_max = {us} needs write access to {}: run as root, or              remove the key",
+            "server.cpu_wakeup_us_max = {us} needs write access to {}: run as root, or \
+             remove the key",
             crate::runtime::idle::QOS_DEVICE
         )),
         Some(us) => {
@@ -826,10 +829,6 @@ pub fn run(config: &Config) -> Report {
             Some(IdleState { name, latency_us })
         })
         .collect();
-    let writable = std::fs::OpenOptions::new()
-        .write(true)
-        .open(crate::runtime::idle::QOS_DEVICE)
-        .is_ok();
     checks.push(judge_cpu_idle(
         read(cpuidle.join("current_driver"))
             .as_deref()
@@ -837,7 +836,7 @@ pub fn run(config: &Config) -> Report {
         &states,
         config.server.cpu_wakeup_us_max,
         crate::runtime::idle::current_us(),
-        writable,
+        crate::runtime::idle::may_hold(),
     ));
 
     let interrupts = read("/proc/interrupts")

@@ -138,6 +138,24 @@ fn scrape(server: &Server) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Runs a Python client `script` with `args`; it must exit 0 (else the failure shows its
+/// stderr and stdout and the server's output).
+fn python_client(server: &Server, script: &str, args: &[&str]) -> common::Run {
+    let r = common::run(
+        Command::new("python3").arg("-c").arg(script).args(args),
+        b"",
+    );
+    assert!(
+        r.status.success(),
+        "client: {}\n{}\n{}\nserver:\n{}",
+        r.status,
+        r.stderr,
+        r.stdout_text(),
+        server.output()
+    );
+    r
+}
+
 /// Sends `n` messages to alice over one smtplib connection; every one must be accepted.
 fn smtplib_send(server: &Server, n: usize) {
     let script = r#"
@@ -151,20 +169,10 @@ for i in range(n):
         sys.exit('refused: %r' % refused)
 s.quit()
 "#;
-    let r = common::run(
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(server.port().to_string())
-            .arg(n.to_string()),
-        b"",
-    );
-    assert!(
-        r.status.success(),
-        "smtplib: {}\n{}\nserver:\n{}",
-        r.status,
-        r.stderr,
-        server.output()
+    python_client(
+        server,
+        script,
+        &[&server.port().to_string(), &n.to_string()],
     );
 }
 
@@ -221,20 +229,7 @@ except smtplib.SMTPRecipientsRefused as e:
     print(codes)
 s.quit()
 "#;
-    let r = common::run(
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(server.port().to_string()),
-        b"",
-    );
-    assert!(
-        r.status.success(),
-        "{}
-{}",
-        r.stderr,
-        r.stdout_text()
-    );
+    let r = python_client(&server, script, &[&server.port().to_string()]);
     assert_eq!(r.stdout_text().trim(), "[550, 550, 554]");
     let after = scrape(&server);
     assert_eq!(
@@ -266,15 +261,11 @@ if typ != 'OK':
     sys.exit('fetch: %r' % data)
 c.logout()
 "#;
-    let r = common::run(
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(server.imap_port().to_string())
-            .arg(common::USERS[0].1),
-        b"",
+    python_client(
+        &server,
+        script,
+        &[&server.imap_port().to_string(), common::USERS[0].1],
     );
-    assert!(r.status.success(), "imaplib: {}\n{}", r.status, r.stderr);
     let after = scrape(&server);
     // CAPABILITY (imaplib asks first), LOGIN, SELECT, FETCH, LOGOUT.
     assert!(
@@ -350,21 +341,9 @@ fn a_session_moves_to_each_messages_core_with_its_pipelined_input() {
     let server = Server::start(&format!("{METRICS}[cores]\nplacement = [0, 1]\n"));
     let before = scrape(&server);
     let users = [ALICE, BOB, ALICE, BOB];
-    let r = common::run(
-        Command::new("python3")
-            .arg("-c")
-            .arg(PIPELINED_BDAT)
-            .arg(server.port().to_string())
-            .args(users),
-        b"",
-    );
-    assert!(
-        r.status.success(),
-        "client: {}\n{}\nserver:\n{}",
-        r.status,
-        r.stderr,
-        server.output()
-    );
+    let port = server.port().to_string();
+    let args: Vec<&str> = std::iter::once(port.as_str()).chain(users).collect();
+    let r = python_client(&server, PIPELINED_BDAT, &args);
     assert_eq!(
         r.stdout_text(),
         "250\n".repeat(3 * users.len()) + "221\n",

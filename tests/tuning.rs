@@ -245,6 +245,13 @@ fn fds_to(pid: i32, target: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The ringmail binary run as nobody (`setpriv`); arguments follow.
+fn as_nobody_cmd() -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+    c
+}
+
 /// `serve` with `server.cpu_wakeup_us_max = 7` in a fresh directory (as this process's user,
 /// or as nobody via `setpriv`) until `ready`; then checks what it says and holds, and that it
 /// serves SMTP. Returns whether it held the request.
@@ -262,14 +269,12 @@ fn serve_with_wakeup_request(as_nobody: bool) -> bool {
         for d in [dir.path().to_path_buf(), dir.path().join("data")] {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
         }
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
-        c
+        as_nobody_cmd()
     } else {
         Command::new(bin())
     };
     let mut p = serve_ready(cmd, &cfg, dir.path());
-    let may_hold = !as_nobody && std::fs::OpenOptions::new().write(true).open(DEVICE).is_ok();
+    let may_hold = !as_nobody && ringmail::runtime::idle::may_hold();
     if may_hold {
         assert!(
             p.stdout()
@@ -310,14 +315,8 @@ fn cpu_wakeup_us_max_is_held_while_serving_or_refused_with_the_fix() {
     let is_root = unsafe { libc::geteuid() } == 0;
     // (When nobody may run the binary: a checkout under a private home directory is not.)
     let nobody_runs_it = || {
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                bin(),
-                "--version",
-            ])
+        as_nobody_cmd()
+            .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
     };

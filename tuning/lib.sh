@@ -64,19 +64,20 @@ TOML
 # server measured in a run sees the same idle states; sets $wakeup_pid (kill it to release).
 # Needs root; returns 1 with the reason when the request cannot be made.
 hold_cpu_wakeup() {
+  local out="${TMPDIR:-/tmp}/hold_cpu_wakeup.$$"
   python3 -c '
 import os, signal, struct, sys
 fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
 os.write(fd, struct.pack("i", int(sys.argv[1])))
 print("held", flush=True)
-signal.pause()' "$1" >"${TMPDIR:-/tmp}/hold_cpu_wakeup.$$" 2>&1 &
+signal.pause()' "$1" >"$out" 2>&1 &
   wakeup_pid=$!
   for _ in $(seq 50); do
-    grep -q '^held' "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$" 2>/dev/null && { rm -f "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$"; return 0; }
+    grep -q '^held' "$out" 2>/dev/null && { rm -f "$out"; return 0; }
     kill -0 "$wakeup_pid" 2>/dev/null || break
     sleep 0.1
   done
-  cat "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$" >&2; rm -f "${TMPDIR:-/tmp}/hold_cpu_wakeup.$$"
+  cat "$out" >&2; rm -f "$out"
   echo "cannot hold /dev/cpu_dma_latency at $1 µs (needs root)" >&2
   return 1
 }

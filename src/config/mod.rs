@@ -98,8 +98,8 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// The largest `server.cpu_wakeup_us_max` (the PM QoS value is an `i32` of µs; the
-/// kernel's "no constraint" default is 2 000 s).
+/// The largest `server.cpu_wakeup_us_max`: the kernel's PM QoS default (2 000 s, an `i32` of
+/// µs), which asks for nothing.
 pub const CPU_WAKEUP_US_MAX_LIMIT: u64 = 2_000_000_000;
 
 #[derive(Debug, Clone)]

@@ -56,6 +56,15 @@ pub fn hold(us: u32) -> Result<WakeupLatency, IdleError> {
     })
 }
 
+/// Whether this process may hold a request (opens the device for writing and closes it:
+/// a request at the kernel's default, which asks for nothing, for that instant).
+pub fn may_hold() -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(QOS_DEVICE)
+        .is_ok()
+}
+
 /// The latency every CPU is held to now (the smallest request of all processes), when the
 /// device can be read.
 pub fn current_us() -> Option<i32> {
