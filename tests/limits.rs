@@ -140,9 +140,25 @@ fn a_core_that_cannot_start_stops_the_process_promptly_with_its_error() {
     assert!(took < Duration::from_secs(5), "took {took:?} to give up");
 }
 
+/// A free port for a fixed `listen`, below the kernel's ephemeral range: a port the kernel
+/// handed out here could be handed out again, to a port-0 listener of a test running
+/// meanwhile, before this test's server binds it.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    let ephemeral_first: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(ephemeral_first / 2);
+    // Start somewhere different in each process, so concurrent test binaries spread out.
+    let span = u32::from(ephemeral_first - low);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = std::process::id().wrapping_mul(7919).wrapping_add(nanos) % span;
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("no free port below the ephemeral range")
 }
 
 #[test]
